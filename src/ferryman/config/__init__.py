@@ -3,6 +3,9 @@ beyond reading the file, and nothing here knows about sockets or the event loop.
 
 from __future__ import annotations
 
+from ferryman.config.load import load_config
+from ferryman.config.native import load_native
+from ferryman.config.quick import quick_config
 from ferryman.config.schema import (
     AccessLogSpec,
     ClientTimeouts,
@@ -13,6 +16,7 @@ from ferryman.config.schema import (
     ServerSpec,
     UpstreamSpec,
 )
+from ferryman.config.units import parse_duration, parse_size
 
 __all__ = [
     "AccessLogSpec",
@@ -23,4 +27,9 @@ __all__ = [
     "RouteSpec",
     "ServerSpec",
     "UpstreamSpec",
+    "load_config",
+    "load_native",
+    "parse_duration",
+    "parse_size",
+    "quick_config",
 ]

@@ -1,0 +1,107 @@
+"""Parsed message heads. Plain slotted classes rather than dataclasses: one is built for
+every request on the hot path, and a slotted __init__ is the cheapest constructor."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["Framing", "RequestHead", "ResponseHead"]
+
+
+class Framing(enum.Enum):
+    """How a message body is delimited (RFC 9112 section 6)."""
+
+    NONE = "none"
+    LENGTH = "length"
+    CHUNKED = "chunked"
+    # Response only: the body runs until the upstream closes the connection.
+    UNTIL_CLOSE = "until-close"
+
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class RequestHead:
+    __slots__ = (
+        "connection_tokens",
+        "content_length",
+        "framing",
+        "headers",
+        "host",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "target",
+        "upgrade",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        version: bytes,
+        headers: Headers,
+        host: bytes | None,
+        keep_alive: bool,
+        framing: Framing,
+        content_length: int,
+        connection_tokens: frozenset[bytes],
+        upgrade: bytes | None,
+        path: bytes,
+        query: bytes,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        # As received, names in their original case, in order, including hop-by-hop ones.
+        self.headers = headers
+        self.host = host
+        self.keep_alive = keep_alive
+        self.framing = framing
+        self.content_length = content_length
+        self.connection_tokens = connection_tokens
+        self.upgrade = upgrade
+        self.path = path
+        self.query = query
+
+    @property
+    def request_line(self) -> bytes:
+        return b"%s %s HTTP/%s" % (self.method, self.target, self.version)
+
+    def header(self, lname: bytes) -> bytes | None:
+        """First value of the header whose lower-case name is `lname`."""
+        for n, v in self.headers:
+            if n.lower() == lname:
+                return v
+        return None
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestHead({self.method!r} {self.target!r} HTTP/{self.version.decode()} "
+            f"host={self.host!r} {self.framing.value} keep_alive={self.keep_alive})"
+        )
+
+
+class ResponseHead:
+    __slots__ = ("connection_tokens", "content_length", "framing", "headers", "keep_alive", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: Headers,
+        framing: Framing,
+        content_length: int,
+        keep_alive: bool,
+        connection_tokens: frozenset[bytes],
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.framing = framing
+        self.content_length = content_length
+        self.keep_alive = keep_alive
+        self.connection_tokens = connection_tokens
+
+    def __repr__(self) -> str:
+        return f"ResponseHead({self.status} {self.framing.value} keep_alive={self.keep_alive})"

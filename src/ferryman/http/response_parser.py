@@ -1,0 +1,150 @@
+"""Upstream response framing: httptools (llhttp) wrapped, with the same scrutiny as
+requests. An invalid response raises `UpstreamProtocolError`; the caller answers 502
+and never reuses that connection.
+
+Interim 1xx responses other than 101 are swallowed: the proxy answers `100 Continue`
+to its client itself. Responses to HEAD carry no body whatever their Content-Length
+says, which llhttp cannot be told; the parser stops after the head and the connection
+is not reused (a fresh parser is cheap, a desynchronised connection is not).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import httptools
+
+from ferryman.errors import UpstreamProtocolError
+from ferryman.http.fields import parse_connection_tokens, parse_content_length
+from ferryman.http.messages import Framing, ResponseHead
+
+__all__ = ["MAX_HEAD_BYTES", "ResponseParser", "ResponseSink"]
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 200
+_EMPTY: frozenset[bytes] = frozenset()
+
+
+class ResponseSink(Protocol):
+    def on_response_head(self, head: ResponseHead) -> None: ...
+
+    def on_response_body(self, data: bytes) -> None: ...
+
+    def on_response_end(self, keep_alive: bool) -> None: ...
+
+
+class _HeadDone(Exception):
+    """Raised from on_headers_complete to stop llhttp after a HEAD response's head."""
+
+
+class ResponseParser:
+    __slots__ = (
+        "_head_bytes",
+        "_headers",
+        "_in_head",
+        "_interim",
+        "_no_body",
+        "_p",
+        "_sink",
+        "_status",
+    )
+
+    def __init__(self, sink: ResponseSink) -> None:
+        self._sink = sink
+        self._p = httptools.HttpResponseParser(self)
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._in_head = False
+        self._head_bytes = 0
+        self._no_body = False
+        self._interim = False
+        self._status = 0
+
+    def expect(self, no_body: bool) -> None:
+        """Called before each request is sent: `no_body` for HEAD requests."""
+        self._no_body = no_body
+
+    def feed(self, data: bytes) -> bytes | None:
+        """Returns the bytes after a `101 Switching Protocols` head, else None."""
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                raise UpstreamProtocolError("upstream response head too large")
+        try:
+            self._p.feed_data(data)
+        except httptools.HttpParserUpgrade as up:
+            return data[up.args[0] :]
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _HeadDone):
+                # llhttp is now in an error state; replace it for cleanliness even though
+                # the connection will not be reused.
+                self._p = httptools.HttpResponseParser(self)
+                self._sink.on_response_end(False)
+                return None
+            if isinstance(cause, UpstreamProtocolError):
+                raise cause from None
+            raise
+        except httptools.HttpParserError as exc:
+            raise UpstreamProtocolError(f"invalid upstream response: {exc}") from None
+        return None
+
+    # ---- httptools callbacks ----
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._in_head = True
+        self._head_bytes = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self._headers) >= MAX_HEADERS:
+            raise UpstreamProtocolError("too many header fields in upstream response")
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        p = self._p
+        status: int = p.get_status_code()
+        self._status = status
+        if 100 <= status < 200 and status != 101:
+            self._interim = True
+            return
+        self._interim = False
+        content_length = -1
+        chunked = False
+        tokens = _EMPTY
+        for name, value in self._headers:
+            ln = name.lower()
+            if ln == b"content-length":
+                content_length = parse_content_length(value)
+            elif ln == b"transfer-encoding":
+                chunked = value.strip(b" \t").lower().endswith(b"chunked")
+            elif ln == b"connection":
+                tokens = tokens | parse_connection_tokens(value)
+        if self._no_body or status in (101, 204, 304):
+            framing = Framing.NONE
+        elif chunked:
+            framing = Framing.CHUNKED
+        elif content_length >= 0:
+            framing = Framing.LENGTH
+        else:
+            framing = Framing.UNTIL_CLOSE
+        head = ResponseHead(
+            status, self._headers, framing, max(content_length, 0), True, tokens
+        )
+        self._sink.on_response_head(head)
+        if self._no_body:
+            raise _HeadDone
+
+    def on_body(self, body: bytes) -> None:
+        self._sink.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        # Must be read here: once feed_data() returns, llhttp has moved on and
+        # should_keep_alive() no longer describes this message.
+        self._sink.on_response_end(self._p.should_keep_alive())
+
+    def __repr__(self) -> str:
+        return f"ResponseParser(status={self._status} in_head={self._in_head})"

@@ -1,0 +1,120 @@
+"""The access log: a pure formatter per format, and a buffered sink.
+
+Entries are recorded as tuples on the hot path and formatted when the buffer is
+flushed (every sweeper tick, or when it grows large), so a request pays for an append,
+not for strftime and string building. Each flush is one os.write, so lines from
+several workers never interleave mid-line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+__all__ = ["AccessLog", "Entry", "format_combined", "format_json"]
+
+
+class Entry(NamedTuple):
+    remote_addr: bytes
+    time: float  # wall clock, seconds
+    request_line: bytes
+    status: int
+    body_bytes: int
+    referer: bytes
+    user_agent: bytes
+    upstream: str
+    request_time: float
+    upstream_time: float
+
+
+def _text(b: bytes) -> str:
+    # nginx escapes " \ and bytes outside printable ASCII as \xHH in log_format.
+    out = []
+    for ch in b.decode("latin-1"):
+        o = ord(ch)
+        if ch in '"\\' or o < 0x20 or o > 0x7E:
+            out.append(f"\\x{o:02X}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _local_time(t: float) -> str:
+    return time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(t))
+
+
+def format_combined(e: Entry) -> str:
+    """nginx's predefined `combined` format."""
+    return (
+        f'{_text(e.remote_addr)} - - [{_local_time(e.time)}] "{_text(e.request_line)}" '
+        f'{e.status} {e.body_bytes} "{_text(e.referer) or "-"}" "{_text(e.user_agent) or "-"}"\n'
+    )
+
+
+def format_json(e: Entry) -> str:
+    return (
+        json.dumps(
+            {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(e.time)),
+                "remote_addr": e.remote_addr.decode("latin-1"),
+                "request": e.request_line.decode("latin-1"),
+                "status": e.status,
+                "body_bytes_sent": e.body_bytes,
+                "http_referer": e.referer.decode("latin-1"),
+                "http_user_agent": e.user_agent.decode("latin-1"),
+                "upstream_addr": e.upstream,
+                "request_time": round(e.request_time, 3),
+                "upstream_response_time": round(e.upstream_time, 3),
+            },
+            separators=(",", ":"),
+        )
+        + "\n"
+    )
+
+
+FORMATS: dict[str, Callable[[Entry], str]] = {"combined": format_combined, "json": format_json}
+
+
+class AccessLog:
+    __slots__ = ("_buf", "_fd", "_fmt", "_owns_fd", "enabled")
+
+    def __init__(self, path: str | None, fmt: str = "combined") -> None:
+        self.enabled = path is not None
+        self._fmt = FORMATS[fmt]
+        self._buf: list[Entry] = []
+        self._owns_fd = False
+        if path is None:
+            self._fd = -1
+        elif path == "-":
+            self._fd = 1
+        else:
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._owns_fd = True
+
+    def record(self, entry: Entry) -> None:
+        self._buf.append(entry)
+        if len(self._buf) >= 512:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        buf, self._buf = self._buf, []
+        data = "".join(map(self._fmt, buf)).encode("utf-8", "replace")
+        try:
+            while data:
+                n = os.write(self._fd, data)
+                data = data[n:]
+        except BlockingIOError:
+            pass  # a stalled log reader must not stall the proxy
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.flush()
+        if self._owns_fd:
+            os.close(self._fd)
+            self._owns_fd = False

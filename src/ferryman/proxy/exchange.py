@@ -1,0 +1,535 @@
+"""One request and its response through the reverse proxy: the lifecycle phases of
+DESIGN.md, as named steps.
+
+    start      route the request (pure table lookup), build the upstream head once
+    dispatch   group.select a peer; reuse a pooled connection or connect
+    attach     write the head and any body received so far
+    body       stream the rest of the request body as it arrives (backpressure aware)
+    response   re-serialise the head, stream the body, flush once per upstream read
+    complete   release the peer (feeds balancer + passive health), pool the connection,
+               log, hand the client connection to its next request
+    failures   before anything reached the client, a failed attempt is retried on the
+               next peer when that is safe; otherwise the client gets 502/504, or, once
+               bytes went out, an honest truncation (no final chunk, short length).
+
+Retries: a connect failure sent nothing, so any request may go elsewhere. After bytes
+reached an upstream only idempotent methods are re-sent (nginx's proxy_next_upstream
+default), and only while the body is still in the bounded replay buffer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from ferryman.balancing.base import Outcome
+from ferryman.errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamResetError,
+    UpstreamTimeoutError,
+)
+from ferryman.http.messages import Framing, RequestHead, ResponseHead
+from ferryman.http.serialize import (
+    CHUNKED_END,
+    chunk,
+    client_framing,
+    error_response,
+    serialize_request_head,
+    serialize_response_head,
+)
+from ferryman.observability.access_log import Entry
+
+if TYPE_CHECKING:
+    from ferryman.proxy.route import Route
+    from ferryman.server.connection import ClientConnection
+    from ferryman.upstream.connection import UpstreamConnection
+    from ferryman.upstream.peer import PeerState
+
+__all__ = ["REPLAY_LIMIT", "Exchange"]
+
+_log = logging.getLogger(__name__)
+
+# Request body bytes kept for a retry (nginx keeps the whole body in its
+# client_body_buffer; we stream, so we bound what we keep instead).
+REPLAY_LIMIT = 64 * 1024
+# Body bytes buffered while no upstream connection is attached before the client is
+# paused.
+PENDING_LIMIT = 256 * 1024
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_MESSAGES = {
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    502: "Bad Gateway",
+    504: "Gateway Timeout",
+}
+
+
+class Exchange:
+    __slots__ = (
+        "body_bytes",
+        "body_done",
+        "client",
+        "conn",
+        "ended",
+        "finished",
+        "head",
+        "keep_alive",
+        "out",
+        "peer",
+        "pending",
+        "pending_size",
+        "replay",
+        "replay_size",
+        "request_bytes",
+        "resp_framing",
+        "response",
+        "reused",
+        "route",
+        "started",
+        "status",
+        "tried",
+        "tries",
+        "tunnel",
+        "upstream_keep",
+        "upstream_start",
+    )
+
+    def __init__(self, client: ClientConnection, head: RequestHead) -> None:
+        self.client = client
+        self.head = head
+        self.route: Route | None = None
+        self.peer: PeerState | None = None
+        self.conn: UpstreamConnection | None = None
+        self.reused = False
+        self.tried = 0
+        self.tries = 0
+        self.body_done = head.framing is Framing.NONE
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.replay: list[bytes] | None = []
+        self.replay_size = 0
+        self.request_bytes = b""
+        self.response: ResponseHead | None = None
+        self.resp_framing = Framing.NONE
+        self.out: list[bytes] = []
+        self.ended = False
+        self.finished = False
+        self.keep_alive = False
+        self.upstream_keep = False
+        self.status = 0
+        self.body_bytes = 0
+        self.tunnel = False
+        self.started = time.monotonic()
+        self.upstream_start = 0.0
+
+    # ---- variables for header templates ----
+
+    @property
+    def remote_addr(self) -> bytes:
+        return self.client.remote_addr
+
+    @property
+    def remote_port(self) -> bytes:
+        return self.client.remote_port
+
+    @property
+    def scheme(self) -> bytes:
+        return self.client.listener.scheme
+
+    @property
+    def server_port(self) -> bytes:
+        return self.client.listener.port_bytes
+
+    @property
+    def server_name(self) -> bytes:
+        return self.client.listener.server_name
+
+    # ---- phase: start ----
+
+    def start(self) -> None:
+        head = self.head
+        if head.method == b"CONNECT":
+            self.respond_local(405)
+            return
+        route = self.client.listener.table.match(head.host, head.path)
+        if route is None:
+            self.respond_local(404)
+            return
+        self.route = route
+        self.request_bytes = self._upstream_head(route)
+        self.dispatch()
+
+    def _upstream_head(self, route: Route) -> bytes:
+        head = self.head
+        target = head.target
+        if target[:1] != b"/":  # absolute-form: send origin-form upstream
+            target = head.path + (b"?" + head.query if head.query else b"")
+        extra = route.render_extra(self)
+        forwarded_for = None
+        if route.forwarded:
+            forwarded_for = self.client.remote_addr
+            extra = b"X-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n%s" % (
+                self.client.listener.scheme,
+                head.host or self.client.listener.server_name,
+                extra,
+            )
+        upgrade = head.upgrade
+        if upgrade is not None and upgrade.lower() != b"h2c" and b"upgrade" not in route.drop:
+            extra += b"Upgrade: %s\r\nConnection: upgrade\r\n" % upgrade
+        return serialize_request_head(
+            head, target, route.render_host(self), extra, route.drop, forwarded_for
+        )
+
+    # ---- phase: dispatch / attach ----
+
+    def dispatch(self) -> None:
+        route = self.route
+        assert route is not None
+        peer = route.group.select(self.client.worker.sweeper.now, self.tried)
+        if peer is None:
+            _log.error("no live upstreams in %r while serving %r", route.group.name, self.head)
+            self.fail(502)
+            return
+        self.peer = peer
+        self.tried |= 1 << peer.index
+        self.tries += 1
+        self.upstream_start = time.monotonic()
+        conn = route.pool.acquire(peer)
+        if conn is not None:
+            self.attach(conn, True)
+        else:
+            self.client.worker.loop.create_task(self._connect(route, peer))
+
+    async def _connect(self, route: Route, peer: PeerState) -> None:
+        try:
+            conn = await route.pool.connect(peer, route.connect_timeout)
+        except UpstreamError as exc:
+            if not self.finished:
+                self.attempt_failed(exc, Outcome.FAILURE)
+            return
+        except Exception as exc:  # our bug: log it with its stack, answer 502
+            _log.exception("connecting to %s", peer.name)
+            if not self.finished:
+                self.attempt_failed(UpstreamConnectError(str(exc)), Outcome.FAILURE)
+            return
+        if self.finished:  # the client went away while we connected
+            route.pool.release(conn, True)
+            return
+        self.attach(conn, False)
+
+    def attach(self, conn: UpstreamConnection, reused: bool) -> None:
+        route = self.route
+        assert route is not None
+        self.conn = conn
+        self.reused = reused
+        conn.attach(self, self.head.method == b"HEAD")
+        data = [self.request_bytes]
+        chunked = self.head.framing is Framing.CHUNKED
+        for piece in self.pending:
+            data.append(chunk(piece) if chunked else piece)
+        if self.body_done and chunked:
+            data.append(CHUNKED_END)
+        self.pending = []
+        if self.pending_size > PENDING_LIMIT:
+            self.client.resume_body()
+        self.pending_size = 0
+        conn.write(data[0] if len(data) == 1 else b"".join(data))
+        conn.deadline = self.client.worker.sweeper.now + route.read_timeout
+
+    # ---- phase: request body (events from the client connection) ----
+
+    def on_request_body(self, data: bytes) -> None:
+        if self.finished:
+            return
+        replay = self.replay
+        if replay is not None:
+            self.replay_size += len(data)
+            if self.replay_size > REPLAY_LIMIT:
+                self.replay = None
+            else:
+                replay.append(data)
+        conn = self.conn
+        if conn is not None:
+            conn.write(chunk(data) if self.head.framing is Framing.CHUNKED else data)
+            assert self.route is not None
+            conn.deadline = self.client.worker.sweeper.now + self.route.send_timeout
+        else:
+            self.pending.append(data)
+            self.pending_size += len(data)
+            if self.pending_size > PENDING_LIMIT:
+                self.client.pause_body()
+
+    def on_request_end(self) -> None:
+        self.body_done = True
+        conn = self.conn
+        if conn is not None and not self.finished and self.head.framing is Framing.CHUNKED:
+            conn.write(CHUNKED_END)
+
+    # ---- phase: response (events from the upstream connection's parser) ----
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        self.response = head
+        self.status = head.status
+        if head.status == 101:
+            return  # written by upstream_upgraded once the switch is confirmed
+        client_http11 = self.head.version == b"1.1"
+        framing = client_framing(head, client_http11)
+        self.resp_framing = framing
+        self.keep_alive = (
+            self.head.keep_alive
+            and self.body_done
+            and framing is not Framing.UNTIL_CLOSE
+            and self.head.upgrade is None
+            and not self.client.worker.draining
+        )
+        self.out.append(serialize_response_head(head, framing, self.keep_alive, client_http11))
+
+    def on_response_body(self, data: bytes) -> None:
+        self.body_bytes += len(data)
+        self.out.append(chunk(data) if self.resp_framing is Framing.CHUNKED else data)
+
+    def on_response_end(self, keep_alive: bool) -> None:
+        if self.resp_framing is Framing.CHUNKED:
+            self.out.append(CHUNKED_END)
+        self.upstream_keep = keep_alive and self.body_done
+        self.ended = True
+
+    def flush_response(self) -> None:
+        out = self.out
+        if out:
+            self.client.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        if self.ended:
+            self.complete()
+        elif self.conn is not None and self.route is not None:
+            self.conn.deadline = self.client.worker.sweeper.now + self.route.read_timeout
+
+    # ---- phase: complete ----
+
+    def complete(self) -> None:
+        self.finished = True
+        route, peer, conn = self.route, self.peer, self.conn
+        assert route is not None and peer is not None and conn is not None
+        self.conn = None
+        now = self.client.worker.sweeper.now
+        route.group.release(peer, Outcome.SUCCESS, now)
+        route.pool.release(conn, self.upstream_keep)
+        self._log_access()
+        self.client.exchange_done(self, self.keep_alive)
+
+    # ---- failures ----
+
+    def upstream_failed(self, exc: Exception) -> None:
+        if not self.finished:
+            self.attempt_failed(exc, Outcome.FAILURE)
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        if self.finished:
+            return
+        self.conn = None
+        if self.tunnel:
+            self.finish_tunnel()
+            return
+        response = self.response
+        if response is None:
+            reason = f"upstream {self.peer.name if self.peer else '?'} closed the connection"
+            # A kept-alive connection the peer closed just as we reused it is the
+            # classic keep-alive race, not a sign that the peer is unhealthy.
+            outcome = Outcome.NEUTRAL if self.reused else Outcome.FAILURE
+            self.attempt_failed(UpstreamResetError(reason), outcome)
+        elif response.framing is Framing.UNTIL_CLOSE and not self.ended:
+            self.on_response_end(False)
+            self.flush_response()
+        else:
+            self.truncated("upstream closed the connection mid-response")
+
+    def upstream_timeout(self) -> None:
+        if self.finished:
+            return
+        if self.response is None:
+            self.attempt_failed(UpstreamTimeoutError("upstream timed out"), Outcome.FAILURE)
+        else:
+            self.truncated("upstream timed out mid-response")
+
+    def attempt_failed(self, exc: Exception, outcome: Outcome) -> None:
+        route, peer, conn = self.route, self.peer, self.conn
+        assert route is not None and peer is not None
+        self.conn = None
+        if conn is not None:
+            conn.detach()
+            conn.abort()
+        self.peer = None
+        route.group.release(peer, outcome, self.client.worker.sweeper.now)
+        status = exc.status if isinstance(exc, UpstreamError) else 502
+        _log.error(
+            "upstream %s failed (%s) for %r from %s: %s",
+            peer.name,
+            getattr(exc, "kind", "error"),
+            self.head,
+            self.client.remote_addr.decode(),
+            exc,
+        )
+        if self._may_retry(exc):
+            if not isinstance(exc, UpstreamConnectError):
+                # Bytes went out: re-send from the replay buffer.
+                self.pending = list(self.replay or ())
+            self.dispatch()
+        else:
+            self.fail(status)
+
+    def _may_retry(self, exc: Exception) -> bool:
+        route = self.route
+        assert route is not None
+        if self.tries >= route.max_tries or self.response is not None or self.client.closed:
+            return False
+        if isinstance(exc, UpstreamConnectError):
+            return True  # nothing was sent; `pending` still holds the whole body so far
+        return self.head.method in _IDEMPOTENT and self.replay is not None
+
+    def fail(self, status: int) -> None:
+        if self.response is None or self.status == 0:
+            self.respond_local(status)
+        else:
+            self.truncated("failure after the response started")
+
+    def truncated(self, reason: str) -> None:
+        """Bytes already reached the client: it must not mistake a partial body for a
+        whole one, so no final chunk is written and the connection is closed."""
+        _log.error("%s: %r from %s", reason, self.head, self.client.remote_addr.decode())
+        self.finished = True
+        conn, route, peer = self.conn, self.route, self.peer
+        self.conn = None
+        if conn is not None:
+            conn.detach()
+            conn.abort()
+        if route is not None and peer is not None:
+            route.group.release(peer, Outcome.FAILURE, self.client.worker.sweeper.now)
+        if self.out:
+            self.client.write(b"".join(self.out))
+            self.out.clear()
+        self._log_access()
+        self.client.exchange_done(self, False)
+
+    def respond_local(self, status: int) -> None:
+        self.finished = True
+        self.status = status
+        keep = self.head.keep_alive and self.body_done and status < 500 and status != 400
+        data = error_response(status, _MESSAGES.get(status, "Error"), keep)
+        self.body_bytes = len(data)
+        self.client.write(data)
+        self._log_access()
+        self.client.exchange_done(self, keep)
+
+    def client_gone(self) -> None:
+        """The client closed its connection while this exchange was in flight."""
+        if self.finished:
+            return
+        self.finished = True
+        conn, route, peer = self.conn, self.route, self.peer
+        self.conn = None
+        if conn is not None:
+            conn.detach()
+            conn.abort()
+        if route is not None and peer is not None:
+            route.group.release(peer, Outcome.NEUTRAL, self.client.worker.sweeper.now)
+        if self.status == 0:
+            self.status = 499  # nginx's "client closed request"
+        self._log_access()
+
+    # ---- backpressure ----
+
+    def client_paused(self, paused: bool) -> None:
+        conn = self.conn
+        if conn is not None and conn.transport is not None and not conn.closed:
+            if paused:
+                conn.transport.pause_reading()
+            else:
+                conn.transport.resume_reading()
+
+    def upstream_paused(self, paused: bool) -> None:
+        if paused:
+            self.client.pause_body()
+        else:
+            self.client.resume_body()
+
+    # ---- upgrade tunnel (WebSocket and friends) ----
+
+    def upstream_upgraded(self, tail: bytes) -> None:
+        response = self.response
+        upgrade = self.head.upgrade
+        if response is None or response.status != 101 or upgrade is None:
+            self.upstream_failed(UpstreamProtocolError("unexpected protocol switch"))
+            return
+        offered = next((v for n, v in response.headers if n.lower() == b"upgrade"), None)
+        if offered is None or offered.lower() != upgrade.lower():
+            self.upstream_failed(UpstreamProtocolError("101 without the requested Upgrade"))
+            return
+        head = serialize_response_head(
+            response, Framing.NONE, True, True, b"Upgrade: %s\r\nConnection: upgrade\r\n" % offered
+        )
+        self.tunnel = True
+        self.client.write(head + tail if tail else head)
+        if self.conn is not None:
+            self.conn.deadline = 0.0
+        self.client.start_tunnel(self)
+
+    def tunnel_to_client(self, data: bytes) -> None:
+        self.client.write(data)
+
+    def tunnel_to_upstream(self, data: bytes) -> None:
+        if self.conn is not None:
+            self.conn.write(data)
+
+    def finish_tunnel(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        conn, route, peer = self.conn, self.route, self.peer
+        self.conn = None
+        if conn is not None:
+            conn.detach()
+            conn.close()
+        if route is not None and peer is not None:
+            route.group.release(peer, Outcome.SUCCESS, self.client.worker.sweeper.now)
+        self._log_access()
+        self.client.exchange_done(self, False)
+
+    # ---- logging ----
+
+    def _log_access(self) -> None:
+        log = self.client.worker.access_log
+        if not log.enabled:
+            return
+        head = self.head
+        referer = user_agent = b""
+        for n, v in head.headers:
+            ln = n.lower()
+            if ln == b"referer":
+                referer = v
+            elif ln == b"user-agent":
+                user_agent = v
+        now = time.monotonic()
+        log.record(
+            Entry(
+                self.client.remote_addr,
+                time.time(),
+                head.request_line,
+                self.status,
+                self.body_bytes,
+                referer,
+                user_agent,
+                self.peer.name if self.peer is not None else "-",
+                now - self.started,
+                now - self.upstream_start if self.upstream_start else 0.0,
+            )
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Exchange({self.head!r} peer={self.peer.name if self.peer else None} "
+            f"status={self.status} finished={self.finished})"
+        )

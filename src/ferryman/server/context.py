@@ -1,0 +1,63 @@
+"""What one worker's connections share: built by app.py, passed in, never global."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from ferryman.config.schema import ClientTimeouts
+
+if TYPE_CHECKING:
+    from ferryman.observability.access_log import AccessLog
+    from ferryman.proxy.route import Route
+    from ferryman.routing.table import RouteTable
+    from ferryman.server.connection import ClientConnection
+    from ferryman.server.sweeper import Sweeper
+
+__all__ = ["ListenerContext", "WorkerContext"]
+
+
+class WorkerContext:
+    __slots__ = (
+        "access_log",
+        "connections",
+        "draining",
+        "loop",
+        "max_connections",
+        "rejected_connections",
+        "sweeper",
+        "timeouts",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sweeper: Sweeper,
+        access_log: AccessLog,
+        timeouts: ClientTimeouts,
+        max_connections: int,
+    ) -> None:
+        self.loop = loop
+        self.sweeper = sweeper
+        self.access_log = access_log
+        self.timeouts = timeouts
+        self.max_connections = max_connections
+        self.connections: set[ClientConnection] = set()
+        self.rejected_connections = 0
+        self.draining = False
+
+    def __repr__(self) -> str:
+        return f"WorkerContext(connections={len(self.connections)}/{self.max_connections})"
+
+
+class ListenerContext:
+    __slots__ = ("port_bytes", "scheme", "server_name", "table", "worker")
+
+    def __init__(
+        self, worker: WorkerContext, table: RouteTable[Route], port: int, server_name: str, scheme: str = "http"
+    ) -> None:
+        self.worker = worker
+        self.table = table
+        self.port_bytes = str(port).encode()
+        self.server_name = server_name.encode()
+        self.scheme = scheme.encode()

@@ -1,0 +1,166 @@
+"""One HTTP/1.1 connection to a peer: a transport plus a response parser.
+
+It knows nothing of clients: while an exchange is attached, parser events go straight
+to that exchange (the parser's sink is switched on attach, which saves a call per
+event on the hot path), and transport events are forwarded to it. Detached, the
+connection sits in its pool; any byte or close while idle retires it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Protocol
+
+from ferryman.errors import UpstreamProtocolError
+from ferryman.http.response_parser import ResponseParser, ResponseSink
+
+if TYPE_CHECKING:
+    from ferryman.upstream.peer import PeerState
+
+__all__ = ["UpstreamConnection", "UpstreamUser"]
+
+
+class UpstreamUser(ResponseSink, Protocol):
+    """What an attached exchange must handle besides the parser's events."""
+
+    tunnel: bool
+
+    def flush_response(self) -> None: ...
+
+    def upstream_failed(self, exc: Exception) -> None: ...
+
+    def upstream_lost(self, exc: Exception | None) -> None: ...
+
+    def upstream_timeout(self) -> None: ...
+
+    def upstream_paused(self, paused: bool) -> None: ...
+
+    def upstream_upgraded(self, tail: bytes) -> None: ...
+
+    def tunnel_to_client(self, data: bytes) -> None: ...
+
+
+class _Idle:
+    """Sink used while no exchange is attached: a response nobody asked for."""
+
+    def on_response_head(self, head: object) -> None:
+        raise UpstreamProtocolError("unsolicited response")
+
+    def on_response_body(self, data: bytes) -> None:
+        raise UpstreamProtocolError("unsolicited response body")
+
+    def on_response_end(self, keep_alive: bool) -> None:
+        raise UpstreamProtocolError("unsolicited response")
+
+
+_IDLE = _Idle()
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "closed",
+        "deadline",
+        "on_close",
+        "parser",
+        "peer",
+        "requests",
+        "transport",
+        "user",
+    )
+
+    def __init__(self, peer: PeerState) -> None:
+        self.peer = peer
+        self.transport: asyncio.Transport | None = None
+        self.parser = ResponseParser(_IDLE)
+        self.user: UpstreamUser | None = None
+        self.requests = 0
+        self.deadline = 0.0
+        self.closed = False
+        # Set by the pool: how to forget this connection once it is gone.
+        self.on_close: object = None
+
+    # ---- attach / detach ----
+
+    def attach(self, user: UpstreamUser, head_request: bool) -> None:
+        self.user = user
+        self.requests += 1
+        self.parser._sink = user
+        self.parser.expect(head_request)
+
+    def detach(self) -> None:
+        self.user = None
+        self.parser._sink = _IDLE
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.abort()
+
+    # ---- asyncio.Protocol ----
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        user = self.user
+        if user is None:
+            # Bytes on an idle connection: the framing is in doubt, retire it.
+            self.abort()
+            return
+        if user.tunnel:
+            user.tunnel_to_client(data)
+            return
+        try:
+            tail = self.parser.feed(data)
+        except UpstreamProtocolError as exc:
+            self.abort()
+            user.upstream_failed(exc)
+            return
+        if tail is not None:
+            user.upstream_upgraded(tail)
+            return
+        user.flush_response()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        on_close = self.on_close
+        if callable(on_close):
+            on_close(self)
+        user = self.user
+        if user is not None:
+            self.detach()
+            user.upstream_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.user is not None:
+            self.user.upstream_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.user is not None:
+            self.user.upstream_paused(False)
+
+    # ---- Sweeper ----
+
+    def on_timeout(self) -> None:
+        user = self.user
+        if user is None:
+            self.close()  # idle too long in the pool
+        else:
+            user.upstream_timeout()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("busy" if self.user else "idle")
+        return f"UpstreamConnection({self.peer.name} {state} requests={self.requests})"

@@ -1,0 +1,102 @@
+"""Kept-alive connections to the peers of one upstream group, per worker.
+
+Policy (how many idle, for how long, how many requests per connection) is the
+UpstreamSpec's; the network is the injected `connect` coroutine, so tests can swap it.
+Most recently used first: a warm connection is least likely to have been closed by the
+peer's own idle timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ferryman.config.schema import UpstreamSpec
+from ferryman.errors import UpstreamConnectError
+from ferryman.upstream.connection import UpstreamConnection
+
+if TYPE_CHECKING:
+    from ferryman.server.sweeper import Sweeper
+    from ferryman.upstream.peer import PeerState
+
+__all__ = ["ConnectFn", "ConnectionPool", "tcp_connect"]
+
+ConnectFn = Callable[["PeerState", float], Awaitable[UpstreamConnection]]
+
+
+def tcp_connect(loop: asyncio.AbstractEventLoop) -> ConnectFn:
+    async def connect(peer: PeerState, timeout: float) -> UpstreamConnection:
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(
+                    lambda: UpstreamConnection(peer), peer.connect_host, peer.spec.port
+                )
+        except TimeoutError:
+            raise UpstreamConnectError(f"connect to {peer.name} timed out") from None
+        except OSError as exc:
+            raise UpstreamConnectError(f"connect to {peer.name} failed: {exc.strerror or exc}") from None
+        sock = conn.transport.get_extra_info("socket") if conn.transport else None
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
+    return connect
+
+
+class ConnectionPool:
+    __slots__ = ("_connect", "_idle", "_sweeper", "keepalive", "keepalive_requests", "keepalive_timeout")
+
+    def __init__(self, spec: UpstreamSpec, npeers: int, sweeper: Sweeper, connect: ConnectFn) -> None:
+        self.keepalive = spec.keepalive
+        self.keepalive_timeout = spec.keepalive_timeout
+        self.keepalive_requests = spec.keepalive_requests
+        self._sweeper = sweeper
+        self._connect = connect
+        self._idle: list[list[UpstreamConnection]] = [[] for _ in range(npeers)]
+
+    def acquire(self, peer: PeerState) -> UpstreamConnection | None:
+        idle = self._idle[peer.index]
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.deadline = 0.0
+                return conn
+        return None
+
+    async def connect(self, peer: PeerState, timeout: float) -> UpstreamConnection:
+        conn = await self._connect(peer, timeout)
+        conn.on_close = self._forget
+        self._sweeper.add(conn)
+        return conn
+
+    def release(self, conn: UpstreamConnection, reusable: bool) -> None:
+        """Take back a connection whose exchange is over."""
+        conn.detach()
+        if conn.closed:
+            return
+        idle = self._idle[conn.peer.index]
+        if not reusable or conn.requests >= self.keepalive_requests or len(idle) >= self.keepalive:
+            conn.close()
+            return
+        conn.deadline = self._sweeper.now + self.keepalive_timeout
+        idle.append(conn)
+
+    def idle_count(self, peer: PeerState) -> int:
+        return len(self._idle[peer.index])
+
+    def close_all(self) -> None:
+        for idle in self._idle:
+            for conn in idle:
+                conn.close()
+            idle.clear()
+
+    def _forget(self, conn: UpstreamConnection) -> None:
+        self._sweeper.discard(conn)
+        idle = self._idle[conn.peer.index]
+        if conn in idle:
+            idle.remove(conn)
+
+    def __repr__(self) -> str:
+        return f"ConnectionPool(idle={[len(i) for i in self._idle]} keepalive={self.keepalive})"

@@ -1,0 +1,296 @@
+"""config/native.py: the YAML front end builds frozen objects and names the path of
+every error."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+from ferryman.config import (
+    AccessLogSpec,
+    ClientTimeouts,
+    Config,
+    ListenSpec,
+    PeerSpec,
+    RouteSpec,
+    ServerSpec,
+    UpstreamSpec,
+    load_native,
+)
+from ferryman.errors import ConfigError
+
+FULL = """\
+workers: 4
+worker_connections: 2048
+hosts: {server1: 127.0.0.11}
+access_log: {path: /var/log/ferryman.log, format: json}
+timeouts: {client_header: 10s, client_body: 1m, keepalive: 0, send: 500ms}
+upstreams:
+  echo:
+    balance: least_conn
+    keepalive: 16
+    keepalive_timeout: 1m30s
+    keepalive_requests: 100
+    servers:
+      - {address: "server1:3000", weight: 10, max_fails: 3, fail_timeout: 30s,
+         backup: false, down: false}
+      - "127.0.0.1:3001"
+      - {address: "[::1]:3002", backup: true}
+servers:
+  - listen: ["127.0.0.1:8080", 8081]
+    server_names: [example.com, www.example.com]
+    routes:
+      - path: /
+        upstream: echo
+        host_header: $host
+        set_headers: {X-Foo: bar, X-Empty: ""}
+        connect_timeout: 5s
+        read_timeout: 30
+        send_timeout: 1.5
+        next_upstream_tries: 2
+        forwarded_headers: false
+"""
+
+MINIMAL = """\
+upstreams:
+  echo:
+    servers: ["127.0.0.1:3000"]
+servers:
+  - listen: "8080"
+    routes: [{upstream: echo}]
+"""
+
+
+def _load(text: str) -> Config:
+    return load_native(textwrap.dedent(text), "demo.yaml")
+
+
+def _error(text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        _load(text)
+    return info.value
+
+
+def test_full_example_builds_the_expected_frozen_objects() -> None:
+    assert _load(FULL) == Config(
+        servers=(
+            ServerSpec(
+                listen=(ListenSpec("127.0.0.1", 8080), ListenSpec("0.0.0.0", 8081)),
+                routes=(
+                    RouteSpec(
+                        upstream="echo",
+                        path="/",
+                        host_header="$host",
+                        set_headers=(("X-Foo", "bar"), ("X-Empty", "")),
+                        connect_timeout=5.0,
+                        read_timeout=30.0,
+                        send_timeout=1.5,
+                        next_upstream_tries=2,
+                        forwarded_headers=False,
+                    ),
+                ),
+                server_names=("example.com", "www.example.com"),
+            ),
+        ),
+        upstreams=(
+            UpstreamSpec(
+                name="echo",
+                servers=(
+                    PeerSpec("server1", 3000, weight=10, max_fails=3, fail_timeout=30.0),
+                    PeerSpec("127.0.0.1", 3001),
+                    PeerSpec("::1", 3002, backup=True),
+                ),
+                balance="least_conn",
+                keepalive=16,
+                keepalive_timeout=90.0,
+                keepalive_requests=100,
+            ),
+        ),
+        workers=4,
+        worker_connections=2048,
+        client_timeouts=ClientTimeouts(header=10.0, body=60.0, keepalive=0.0, send=0.5),
+        access_log=AccessLogSpec(path="/var/log/ferryman.log", format="json"),
+        hosts=(("server1", "127.0.0.11"),),
+        source="demo.yaml",
+    )
+
+
+def test_minimal_example_takes_schema_defaults() -> None:
+    config = _load(MINIMAL)
+    assert config == Config(
+        servers=(ServerSpec(listen=(ListenSpec("0.0.0.0", 8080),), routes=(RouteSpec("echo"),)),),
+        upstreams=(UpstreamSpec("echo", (PeerSpec("127.0.0.1", 3000),)),),
+        source="demo.yaml",
+    )
+
+
+def test_result_holds_no_lists_or_dicts() -> None:
+    def walk(value: object) -> None:
+        assert not isinstance(value, list | dict | set)
+        if isinstance(value, tuple):
+            for item in value:
+                walk(item)
+        elif hasattr(value, "__dataclass_fields__"):
+            for name in value.__dataclass_fields__:
+                walk(getattr(value, name))
+
+    walk(_load(FULL))
+
+
+def test_access_log_off() -> None:
+    config = _load(MINIMAL + "access_log: off\n")
+    assert config.access_log == AccessLogSpec(path=None, format="combined")
+
+
+def test_access_log_null_path_is_off() -> None:
+    config = _load(MINIMAL + "access_log: {path: null, format: json}\n")
+    assert config.access_log == AccessLogSpec(path=None, format="json")
+
+
+def test_workers_auto_is_cpu_count() -> None:
+    assert _load(MINIMAL + "workers: auto\n").workers == (os.cpu_count() or 1)
+
+
+def test_unknown_key_three_deep_names_its_path() -> None:
+    text = MINIMAL.replace('["127.0.0.1:3000"]', '[{address: "a:1", weigth: 2}]')
+    error = _error(text)
+    assert error.where == "demo.yaml: upstreams.echo.servers[0].weigth"
+    assert error.reason.startswith("unknown key (expected one of: address, backup, down,")
+    assert "weight" in error.reason
+
+
+def test_unknown_top_level_key() -> None:
+    error = _error(MINIMAL + "worker_processes: 4\n")
+    assert error.where == "demo.yaml: worker_processes"
+
+
+@pytest.mark.parametrize("weight", ["+5", "'+5'", "0", "1001", "1_0", "010", "true", "2.0"])
+def test_bad_weight_names_the_path(weight: str) -> None:
+    servers = '["a:1", "b:2", {address: "c:3", weight: ' + weight + "}]"
+    error = _error(MINIMAL.replace('["127.0.0.1:3000"]', servers))
+    assert error.where == "demo.yaml: upstreams.echo.servers[2].weight"
+    assert "weight must be an integer from 1 to 1000" in error.reason
+
+
+def test_bad_duration_names_the_path() -> None:
+    text = MINIMAL.replace("{upstream: echo}", "{upstream: echo, read_timeout: 30x}")
+    error = _error(text)
+    assert error.where == "demo.yaml: servers[0].routes[0].read_timeout"
+    assert "invalid duration '30x'" in error.reason
+
+
+def test_zero_io_timeout_is_refused() -> None:
+    error = _error(MINIMAL.replace("{upstream: echo}", "{upstream: echo, connect_timeout: 0s}"))
+    assert error.where == "demo.yaml: servers[0].routes[0].connect_timeout"
+
+
+def test_undefined_upstream() -> None:
+    error = _error(MINIMAL.replace("{upstream: echo}", "{upstream: ehco}"))
+    assert error.where == "demo.yaml: servers[0].routes[0].upstream"
+    assert "'ehco' is not defined" in error.reason
+
+
+def test_upstream_without_servers_key() -> None:
+    error = _error(MINIMAL.replace('servers: ["127.0.0.1:3000"]', "balance: least_conn"))
+    assert error.where == "demo.yaml: upstreams.echo"
+    assert "missing required key 'servers'" in error.reason
+
+
+def test_upstream_with_empty_servers() -> None:
+    error = _error(MINIMAL.replace('["127.0.0.1:3000"]', "[]"))
+    assert error.where == "demo.yaml: upstreams.echo.servers"
+    assert "must not be empty" in error.reason
+
+
+def test_only_backup_servers_is_refused() -> None:
+    error = _error(MINIMAL.replace('["127.0.0.1:3000"]', '[{address: "a:1", backup: true}]'))
+    assert error.where == "demo.yaml: upstreams.echo.servers"
+
+
+def test_missing_top_level_servers() -> None:
+    error = _error("upstreams: {echo: {servers: ['a:1']}}\n")
+    assert error.where == "demo.yaml"
+    assert "missing required key 'servers'" in error.reason
+
+
+def test_server_without_routes() -> None:
+    error = _error(MINIMAL.replace("routes: [{upstream: echo}]", "routes: []"))
+    assert error.where == "demo.yaml: servers[0].routes"
+
+
+def test_yaml_syntax_error_names_the_line() -> None:
+    error = _error("workers: 4\nupstreams:\n  echo: [\n servers: x: y\n")
+    assert error.where.startswith("demo.yaml:")
+    assert error.where.removeprefix("demo.yaml:").isdigit()
+    assert error.reason.startswith("invalid YAML:")
+
+
+def test_yaml_syntax_error_exact_line() -> None:
+    error = _error("workers: 4\nupstreams: a: b\n")
+    assert error.where == "demo.yaml:2"
+
+
+def test_duplicate_key_is_an_error_with_its_line() -> None:
+    error = _error(MINIMAL + "workers: 2\nworkers: 3\n")
+    assert error.where == "demo.yaml:8"
+    assert "duplicate key 'workers'" in error.reason
+
+
+@pytest.mark.parametrize("value", ["yes", "on", "'true'", "1"])
+def test_booleans_are_yaml_booleans_only(value: str) -> None:
+    text = MINIMAL.replace("{upstream: echo}", "{upstream: echo, forwarded_headers: " + value + "}")
+    error = _error(text)
+    assert error.where == "demo.yaml: servers[0].routes[0].forwarded_headers"
+    assert "must be true or false" in error.reason
+
+
+def test_hosts_values_must_be_ip_addresses() -> None:
+    error = _error(MINIMAL + "hosts: {server1: server2}\n")
+    assert error.where == "demo.yaml: hosts.server1"
+
+
+def test_unknown_balancer() -> None:
+    error = _error(MINIMAL.replace("echo:\n", "echo:\n    balance: fastest\n"))
+    assert error.where == "demo.yaml: upstreams.echo.balance"
+    assert "least_conn" in error.reason
+
+
+def test_upstream_server_needs_a_host() -> None:
+    error = _error(MINIMAL.replace('["127.0.0.1:3000"]', '["3000"]'))
+    assert error.where == "demo.yaml: upstreams.echo.servers[0]"
+
+
+def test_bad_listen_port() -> None:
+    error = _error(MINIMAL.replace('listen: "8080"', 'listen: ["127.0.0.1:80", "localhost:0"]'))
+    assert error.where == "demo.yaml: servers[0].listen[1]"
+    assert "port must be a number from 1 to 65535" in error.reason
+
+
+def test_duplicate_listen_in_one_server() -> None:
+    error = _error(MINIMAL.replace('listen: "8080"', 'listen: ["8080", "0.0.0.0:8080"]'))
+    assert error.where == "demo.yaml: servers[0].listen"
+
+
+def test_set_headers_cannot_set_host() -> None:
+    text = MINIMAL.replace("{upstream: echo}", "{upstream: echo, set_headers: {Host: x}}")
+    assert _error(text).where == "demo.yaml: servers[0].routes[0].set_headers.Host"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("", "demo.yaml"),
+        ("- a\n", "demo.yaml"),
+        ("upstreams: []\nservers: []\n", "demo.yaml: upstreams"),
+        ("upstreams: {}\nservers: []\n", "demo.yaml: upstreams"),
+    ],
+)
+def test_wrong_shapes(text: str, where: str) -> None:
+    assert _error(text).where == where
+
+
+def test_workers_must_be_positive_or_auto() -> None:
+    assert _error(MINIMAL + "workers: 0\n").where == "demo.yaml: workers"
+    assert _error(MINIMAL + "workers: many\n").where == "demo.yaml: workers"

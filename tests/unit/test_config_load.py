@@ -1,5 +1,5 @@
 """config/load.py: reading the file, telling nginx.conf from YAML, host overrides; and
-the shipped examples/demo.yaml."""
+the shipped src/ferryman/data/demo.yaml."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def test_not_utf8(tmp_path: Path) -> None:
 
 
 def test_apply_hosts_overrides_and_appends() -> None:
-    config = load_config(str(REPO / "examples" / "demo.yaml"))
+    config = load_config(str(REPO / "src" / "ferryman" / "data" / "demo.yaml"))
     merged = apply_hosts(config, {"server2": "10.0.0.2", "extra": "::1"})
     assert merged.hosts[1] == ("server2", "10.0.0.2")
     assert merged.hosts[-1] == ("extra", "::1")
@@ -136,14 +136,14 @@ def test_apply_hosts_overrides_and_appends() -> None:
 
 
 def test_apply_hosts_refuses_non_ip() -> None:
-    config = load_config(str(REPO / "examples" / "demo.yaml"))
+    config = load_config(str(REPO / "src" / "ferryman" / "data" / "demo.yaml"))
     with pytest.raises(ConfigError) as info:
         apply_hosts(config, {"server1": "server2"})
     assert info.value.where == "--add-host server1"
 
 
 def test_demo_yaml_loads() -> None:
-    config = load_config(str(REPO / "examples" / "demo.yaml"))
+    config = load_config(str(REPO / "src" / "ferryman" / "data" / "demo.yaml"))
     assert config.workers == 4
     assert config.worker_connections == 1024
     assert config.hosts == tuple((f"server{i}", f"127.0.0.1{i}") for i in range(1, 7))

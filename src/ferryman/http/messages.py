@@ -85,7 +85,14 @@ class RequestHead:
 
 
 class ResponseHead:
-    __slots__ = ("connection_tokens", "content_length", "framing", "headers", "keep_alive", "status")
+    __slots__ = (
+        "connection_tokens",
+        "content_length",
+        "framing",
+        "headers",
+        "keep_alive",
+        "status",
+    )
 
     def __init__(
         self,

@@ -200,7 +200,9 @@ def _check_transfer_coding(value: bytes) -> bool:
     raise ProtocolError("request transfer coding must end in chunked")
 
 
-def _split_target(method: bytes, url: bytes, host: bytes | None) -> tuple[bytes, bytes, bytes | None]:
+def _split_target(
+    method: bytes, url: bytes, host: bytes | None
+) -> tuple[bytes, bytes, bytes | None]:
     """RFC 9112 3.2: origin-form, absolute-form, authority-form (CONNECT), asterisk-form."""
     if url[:1] == b"/":
         if b"#" in url:

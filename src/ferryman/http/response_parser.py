@@ -128,9 +128,7 @@ class ResponseParser:
             framing = Framing.LENGTH
         else:
             framing = Framing.UNTIL_CLOSE
-        head = ResponseHead(
-            status, self._headers, framing, max(content_length, 0), True, tokens
-        )
+        head = ResponseHead(status, self._headers, framing, max(content_length, 0), True, tokens)
         self._sink.on_response_head(head)
         if self._no_body:
             raise _HeadDone

@@ -34,7 +34,9 @@ class Route:
         "static_headers",
     )
 
-    def __init__(self, spec: RouteSpec, group: UpstreamGroup, pool: ConnectionPool, where: str) -> None:
+    def __init__(
+        self, spec: RouteSpec, group: UpstreamGroup, pool: ConnectionPool, where: str
+    ) -> None:
         self.spec = spec
         self.group = group
         self.pool = pool

@@ -111,7 +111,9 @@ def _resolve(name: str) -> Callable[[Any], bytes] | None:
         return fn
     for prefix, factory in (("http_", _http_var), ("arg_", _arg_var), ("cookie_", _cookie_var)):
         if name.startswith(prefix) and len(name) > len(prefix):
-            return factory(name[len(prefix) :].lower() if prefix == "http_" else name[len(prefix) :])
+            return factory(
+                name[len(prefix) :].lower() if prefix == "http_" else name[len(prefix) :]
+            )
     return None
 
 

@@ -25,9 +25,9 @@ class VirtualServer(Generic[T]):
             (prefix.encode(), route) for prefix, route in sorted(routes, key=lambda r: -len(r[0]))
         )
         # The common case: one `location /`; skip the prefix loop entirely.
-        self.single: T | None = self.routes[0][1] if (
-            len(self.routes) == 1 and self.routes[0][0] == b"/"
-        ) else None
+        self.single: T | None = (
+            self.routes[0][1] if (len(self.routes) == 1 and self.routes[0][0] == b"/") else None
+        )
 
     def match(self, path: bytes) -> T | None:
         if self.single is not None:

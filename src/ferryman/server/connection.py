@@ -75,8 +75,9 @@ class ClientConnection(asyncio.Protocol):
     # ---- asyncio.Protocol ----
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = transport  # type: ignore[assignment]
+        assert self.transport is not None
         worker = self.worker
         if len(worker.connections) >= worker.max_connections or worker.draining:
             # nginx logs "worker_connections are not enough" and drops the connection.
@@ -84,7 +85,7 @@ class ClientConnection(asyncio.Protocol):
             if worker.rejected_connections % 1000 == 1:
                 _log.warning("%d worker_connections are not enough", worker.max_connections)
             self.closed = True
-            transport.abort()
+            self.transport.abort()
             return
         peer = transport.get_extra_info("peername")
         if peer:

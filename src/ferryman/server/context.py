@@ -54,7 +54,12 @@ class ListenerContext:
     __slots__ = ("port_bytes", "scheme", "server_name", "table", "worker")
 
     def __init__(
-        self, worker: WorkerContext, table: RouteTable[Route], port: int, server_name: str, scheme: str = "http"
+        self,
+        worker: WorkerContext,
+        table: RouteTable[Route],
+        port: int,
+        server_name: str,
+        scheme: str = "http",
     ) -> None:
         self.worker = worker
         self.table = table

@@ -36,7 +36,9 @@ def tcp_connect(loop: asyncio.AbstractEventLoop) -> ConnectFn:
         except TimeoutError:
             raise UpstreamConnectError(f"connect to {peer.name} timed out") from None
         except OSError as exc:
-            raise UpstreamConnectError(f"connect to {peer.name} failed: {exc.strerror or exc}") from None
+            raise UpstreamConnectError(
+                f"connect to {peer.name} failed: {exc.strerror or exc}"
+            ) from None
         sock = conn.transport.get_extra_info("socket") if conn.transport else None
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -46,9 +48,18 @@ def tcp_connect(loop: asyncio.AbstractEventLoop) -> ConnectFn:
 
 
 class ConnectionPool:
-    __slots__ = ("_connect", "_idle", "_sweeper", "keepalive", "keepalive_requests", "keepalive_timeout")
+    __slots__ = (
+        "_connect",
+        "_idle",
+        "_sweeper",
+        "keepalive",
+        "keepalive_requests",
+        "keepalive_timeout",
+    )
 
-    def __init__(self, spec: UpstreamSpec, npeers: int, sweeper: Sweeper, connect: ConnectFn) -> None:
+    def __init__(
+        self, spec: UpstreamSpec, npeers: int, sweeper: Sweeper, connect: ConnectFn
+    ) -> None:
         self.keepalive = spec.keepalive
         self.keepalive_timeout = spec.keepalive_timeout
         self.keepalive_requests = spec.keepalive_requests

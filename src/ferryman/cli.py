@@ -1,0 +1,141 @@
+"""The command line: run | check | proxy | demo | echo. The only place that exits."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from ferryman import __version__
+from ferryman.config.load import apply_hosts, load_config
+from ferryman.config.quick import quick_config
+from ferryman.config.schema import Config
+from ferryman.errors import ConfigError
+
+__all__ = ["main"]
+
+
+def _add_host(text: str) -> tuple[str, str]:
+    name, sep, addr = text.partition(":")
+    if not sep or not name or not addr:
+        raise argparse.ArgumentTypeError(f"want NAME:IP, got {text!r}")
+    return name, addr
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ferryman", description="Reverse proxy and load balancer.")
+    p.add_argument("--version", action="version", version=f"ferryman {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-c", "--config", required=True, help="YAML configuration file")
+        sp.add_argument(
+            "--add-host",
+            action="append",
+            type=_add_host,
+            default=[],
+            metavar="NAME:IP",
+            help="resolve NAME to IP, before the system resolver (repeatable)",
+        )
+
+    run = sub.add_parser("run", help="run the proxy from a configuration file")
+    with_config(run)
+    run.add_argument("--no-uvloop", action="store_true", help="use the stock asyncio loop")
+
+    check = sub.add_parser("check", help="validate a configuration file and exit (like nginx -t)")
+    with_config(check)
+
+    quick = sub.add_parser("proxy", help="quick reverse proxy from flags, no file")
+    quick.add_argument("--listen", required=True, metavar="HOST:PORT")
+    quick.add_argument("--backends", required=True, metavar="HOST:PORT,...")
+    quick.add_argument("--balance", default="round_robin")
+    quick.add_argument("--workers", type=int, default=1)
+    quick.add_argument("--access-log", default="-", help="'-' (stdout), a path, or 'off'")
+    quick.add_argument("--log-format", default="combined", choices=["combined", "json"])
+    quick.add_argument("--no-uvloop", action="store_true")
+
+    demo = sub.add_parser("demo", help="six echo backends behind the proxy on 127.0.0.1:8080")
+    demo.add_argument("--no-uvloop", action="store_true")
+
+    echo = sub.add_parser("echo", help="one echo backend (answers GET / with its UUID)")
+    echo.add_argument("--listen", required=True, metavar="HOST:PORT")
+    echo.add_argument("--uuid")
+    return p
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    if args.add_host:
+        config = apply_hosts(config, dict(args.add_host))
+    return config
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from ferryman.app import check_config
+
+    config = _load(args)
+    check_config(config)
+    print(f"ferryman: configuration file {args.config} syntax is ok")
+    print(f"ferryman: configuration file {args.config} test is successful")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ferryman.workers import serve
+
+    config = _load(args)
+    return serve(config, reload=lambda: _load(args), use_uvloop=not args.no_uvloop)
+
+
+def _cmd_proxy(args: argparse.Namespace) -> int:
+    from ferryman.workers import serve
+
+    log = None if args.access_log == "off" else args.access_log
+    config = quick_config(
+        args.listen,
+        [b for b in args.backends.split(",") if b],
+        balance=args.balance,
+        workers=args.workers,
+        access_log=log,
+        log_format=args.log_format,
+    )
+    return serve(config, use_uvloop=not args.no_uvloop)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ferryman.demo import run_demo
+
+    return run_demo(use_uvloop=not args.no_uvloop)
+
+
+def _cmd_echo(args: argparse.Namespace) -> int:
+    from ferryman import echo
+
+    argv = ["--listen", args.listen] + (["--uuid", args.uuid] if args.uuid else [])
+    return echo.main(argv)
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "check": _cmd_check,
+    "proxy": _cmd_proxy,
+    "demo": _cmd_demo,
+    "echo": _cmd_echo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s",
+    )
+    try:
+        return _COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"ferryman: [emerg] {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,299 @@
+"""Master and worker processes.
+
+The master binds every listening socket once per worker slot with SO_REUSEPORT (the
+kernel spreads connections across slots), forks one worker per slot, restarts a worker
+that dies, and turns signals into actions: TERM/INT/QUIT drain and exit, HUP reloads.
+It never runs an event loop, so forking is safe.
+
+A reload validates the new configuration first; an invalid one is logged and the old
+workers keep serving. New workers take over the same listening sockets (the master
+holds them), so no connection waiting in an accept queue is lost, and old workers
+finish what they have in flight before they exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ferryman.app import Resolved, build_worker, check_config, resolve_peers
+from ferryman.config.schema import Config, ListenSpec
+from ferryman.errors import ConfigError
+from ferryman.server.connection import ClientConnection
+from ferryman.server.context import ListenerContext
+
+__all__ = ["DRAIN_TIMEOUT", "bind_listener", "serve"]
+
+_log = logging.getLogger(__name__)
+
+# How long a worker may spend finishing in-flight requests on shutdown or reload
+# (nginx: worker_shutdown_timeout, unlimited by default; a bound keeps a stuck
+# long-poll from holding a reload forever).
+DRAIN_TIMEOUT = 10.0
+BACKLOG = 4096
+_MASTER_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP}
+
+
+def bind_listener(listen: ListenSpec) -> socket.socket:
+    infos = socket.getaddrinfo(
+        listen.host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"listen {listen.address}", f"cannot bind: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass
+class _Generation:
+    config: Config
+    resolved: Resolved
+    pids: dict[int, int] = field(default_factory=dict)  # pid -> slot
+
+
+class _Master:
+    def __init__(
+        self, config: Config, reload: Callable[[], Config] | None, use_uvloop: bool
+    ) -> None:
+        self.reload_fn = reload
+        self.use_uvloop = use_uvloop
+        self.sockets: dict[tuple[int, ListenSpec], socket.socket] = {}
+        self.current = _Generation(config, resolve_peers(config))
+        self.old: list[_Generation] = []
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.crashes: list[float] = []
+
+    # ---- sockets and workers ----
+
+    def sockets_for(self, slot: int, config: Config) -> dict[ListenSpec, socket.socket]:
+        out = {}
+        for server in config.servers:
+            for listen in server.listen:
+                key = (slot, listen)
+                if key not in self.sockets:
+                    self.sockets[key] = bind_listener(listen)
+                out[listen] = self.sockets[key]
+        return out
+
+    def spawn(self, gen: _Generation, slot: int) -> None:
+        socks = self.sockets_for(slot, gen.config)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _MASTER_SIGNALS)
+                for key, sock in self.sockets.items():
+                    if key[0] != slot:
+                        sock.close()
+                code = run_worker(gen.config, gen.resolved, socks, self.use_uvloop)
+            except BaseException:
+                _log.exception("worker crashed")
+            finally:
+                os._exit(code)
+        gen.pids[pid] = slot
+
+    def start(self) -> None:
+        for slot in range(self.current.config.workers):
+            self.spawn(self.current, slot)
+
+    # ---- signals ----
+
+    def run(self) -> int:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _MASTER_SIGNALS)
+        self.start()
+        while True:
+            info = signal.sigtimedwait(_MASTER_SIGNALS, 0.5)
+            if info is not None:
+                self.on_signal(info.si_signo)
+            self.reap()
+            if self.stopping:
+                if not self.current.pids and not any(g.pids for g in self.old):
+                    return 0
+                if time.monotonic() > self.stop_deadline:
+                    self.kill_all(signal.SIGKILL)
+
+    def on_signal(self, signo: int) -> None:
+        if signo in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) and not self.stopping:
+            self.stopping = True
+            self.stop_deadline = time.monotonic() + DRAIN_TIMEOUT + 2
+            self.kill_all(signal.SIGTERM)
+        elif signo == signal.SIGHUP and not self.stopping:
+            self.reload()
+
+    def kill_all(self, signo: int) -> None:
+        for gen in (self.current, *self.old):
+            for pid in gen.pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signo)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.on_exit(pid, status)
+
+    def on_exit(self, pid: int, status: int) -> None:
+        for gen in self.old:
+            gen.pids.pop(pid, None)
+        self.old = [g for g in self.old if g.pids]
+        slot = self.current.pids.pop(pid, None)
+        if slot is None or self.stopping:
+            return
+        _log.error("worker %d exited unexpectedly (status %d); restarting it", pid, status)
+        now = time.monotonic()
+        self.crashes = [t for t in self.crashes if now - t < 10] + [now]
+        if len(self.crashes) > 10:
+            time.sleep(1.0)  # a worker that dies at once must not make the master spin
+        self.spawn(self.current, slot)
+
+    def reload(self) -> None:
+        if self.reload_fn is None:
+            _log.warning("reload requested, but this configuration cannot be reloaded")
+            return
+        try:
+            config = self.reload_fn()
+            check_config(config)
+            gen = _Generation(config, resolve_peers(config))
+            for slot in range(config.workers):
+                self.sockets_for(slot, config)
+        except ConfigError as exc:
+            _log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        old = self.current
+        self.current = gen
+        for slot in range(config.workers):
+            self.spawn(gen, slot)
+        for pid in old.pids:
+            os.kill(pid, signal.SIGTERM)
+        self.old.append(old)
+        _log.info("reloaded configuration from %s", config.source)
+
+
+def serve(
+    config: Config, *, reload: Callable[[], Config] | None = None, use_uvloop: bool = True
+) -> int:
+    """Run the master until it is told to stop. Raises ConfigError before forking if the
+    configuration cannot run (a name does not resolve, a port cannot be bound)."""
+    check_config(config)
+    master = _Master(config, reload, use_uvloop)
+    for slot in range(config.workers):
+        master.sockets_for(slot, config)
+    _log.info(
+        "ferryman: %d worker(s) on %s",
+        config.workers,
+        ", ".join(sorted({listen.address for s in config.servers for listen in s.listen})),
+    )
+    return master.run()
+
+
+# ---------------------------------------------------------------- worker side
+
+
+def _die_with_parent() -> None:
+    # Linux PR_SET_PDEATHSIG: a worker orphaned by a killed master must not linger.
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def _new_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:
+    if use_uvloop:
+        try:
+            import uvloop
+
+            return uvloop.new_event_loop()  # type: ignore[no-any-return]
+        except ImportError:
+            pass
+    return asyncio.new_event_loop()
+
+
+def run_worker(
+    config: Config, resolved: Resolved, sockets: dict[ListenSpec, socket.socket], use_uvloop: bool
+) -> int:
+    _die_with_parent()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    loop = _new_loop(use_uvloop)
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(_worker_main(config, resolved, sockets, loop))
+    finally:
+        loop.close()
+
+
+async def _worker_main(
+    config: Config,
+    resolved: Resolved,
+    sockets: dict[ListenSpec, socket.socket],
+    loop: asyncio.AbstractEventLoop,
+) -> int:
+    runtime = build_worker(config, loop, resolved)
+    ctx = runtime.context
+    servers = []
+    for listen, lctx in runtime.listeners:
+        servers.append(
+            await loop.create_server(_factory(lctx), sock=sockets[listen], backlog=BACKLOG)
+        )
+    ctx.sweeper.start()
+    stop = loop.create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        loop.add_signal_handler(sig, _set_once, stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the master handles reloads
+    await stop
+    # Drain: stop accepting, close idle keep-alive connections now, busy ones after
+    # their current response (ClientConnection.exchange_done checks `draining`).
+    ctx.draining = True
+    for server in servers:
+        server.close()
+    deadline = loop.time() + DRAIN_TIMEOUT
+    while ctx.connections and loop.time() < deadline:
+        for conn in list(ctx.connections):
+            conn.close_if_idle()
+        await asyncio.sleep(0.05)
+    for conn in list(ctx.connections):
+        if conn.transport is not None:
+            conn.transport.abort()
+    for pool in runtime.pools:
+        pool.close_all()
+    ctx.sweeper.stop()
+    ctx.access_log.close()
+    await asyncio.sleep(0)
+    return 0
+
+
+def _factory(lctx: ListenerContext) -> Callable[[], ClientConnection]:
+    return lambda: ClientConnection(lctx)
+
+
+def _set_once(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def is_address_in_use(exc: OSError) -> bool:
+    return exc.errno == errno.EADDRINUSE

@@ -35,7 +35,6 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-_DIGITS = re.compile(rb"[0-9]{1,18}")
 # RFC 3986 reg-name / IPv4 / IP-literal with an optional port; no userinfo, no path.
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{0,5})?")
 _OWS = b" \t"
@@ -49,12 +48,24 @@ def trim_ows(value: bytes) -> bytes:
 def parse_content_length(value: bytes) -> int:
     """RFC 9110 8.6: 1*DIGIT. A list ("5, 5") is refused outright: it means two
     Content-Length fields were merged somewhere, the start of a smuggling attempt."""
-    if _DIGITS.fullmatch(value) is None:
+    # bytes.isdigit() is ASCII-only, unlike str.isdigit(); with it, int() sees only
+    # plain digits, never a sign, underscore or space.
+    if not value.isdigit() or len(value) > 18:
         raise ProtocolError(f"invalid Content-Length {value[:40]!r}")
     return int(value)
 
 
+# The values seen on nearly every message, parsed once.
+_COMMON_TOKENS = {
+    v: frozenset({v.lower()})
+    for v in (b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade")
+}
+
+
 def parse_connection_tokens(value: bytes) -> frozenset[bytes]:
+    common = _COMMON_TOKENS.get(value)
+    if common is not None:
+        return common
     return frozenset(t for t in (trim_ows(p).lower() for p in value.split(b",")) if t)
 
 

@@ -25,6 +25,8 @@ class RequestHead:
     __slots__ = (
         "connection_tokens",
         "content_length",
+        "fields",
+        "forwarded_for",
         "framing",
         "headers",
         "host",
@@ -51,6 +53,8 @@ class RequestHead:
         upgrade: bytes | None,
         path: bytes,
         query: bytes,
+        fields: bytes,
+        forwarded_for: bytes | None,
     ) -> None:
         self.method = method
         self.target = target
@@ -65,6 +69,13 @@ class RequestHead:
         self.upgrade = upgrade
         self.path = path
         self.query = query
+        # The end-to-end fields, pre-rendered as `name: value\r\n` lines, without
+        # hop-by-hop fields and without those the proxy writes itself (Host, Expect,
+        # X-Forwarded-*). Built in the parser's single pass over the headers so the hot
+        # path never walks them twice.
+        self.fields = fields
+        # The client's X-Forwarded-For values joined, if it sent any.
+        self.forwarded_for = forwarded_for
 
     @property
     def request_line(self) -> bytes:
@@ -88,9 +99,10 @@ class ResponseHead:
     __slots__ = (
         "connection_tokens",
         "content_length",
+        "fields",
         "framing",
         "headers",
-        "keep_alive",
+        "length_field",
         "status",
     )
 
@@ -100,15 +112,20 @@ class ResponseHead:
         headers: Headers,
         framing: Framing,
         content_length: int,
-        keep_alive: bool,
         connection_tokens: frozenset[bytes],
+        fields: bytes,
+        length_field: bytes | None,
     ) -> None:
         self.status = status
         self.headers = headers
         self.framing = framing
         self.content_length = content_length
-        self.keep_alive = keep_alive
         self.connection_tokens = connection_tokens
+        # End-to-end fields pre-rendered as lines (see RequestHead.fields).
+        self.fields = fields
+        # The Content-Length value as received, for HEAD and 304 responses that describe
+        # a body they do not carry.
+        self.length_field = length_field
 
     def __repr__(self) -> str:
-        return f"ResponseHead({self.status} {self.framing.value} keep_alive={self.keep_alive})"
+        return f"ResponseHead({self.status} {self.framing.value})"

@@ -7,6 +7,8 @@ colon and malformed chunk sizes. On top of it this module enforces: a bounded he
 exactly one valid Host on HTTP/1.1, HTTP/1.0 and 1.1 only, the request-target forms of
 RFC 9112 section 3.2, and only `chunked` as a transfer coding.
 
+The headers are walked exactly once, here: the same pass validates them and renders
+the end-to-end ones as they will be sent upstream (`RequestHead.fields`).
 Events go to a `RequestSink`; errors are `ProtocolError` with the status to answer.
 """
 
@@ -17,10 +19,15 @@ from typing import Protocol
 import httptools
 
 from ferryman.errors import ProtocolError
-from ferryman.http.fields import is_valid_host, parse_connection_tokens, parse_content_length
+from ferryman.http.fields import (
+    HOP_BY_HOP,
+    is_valid_host,
+    parse_connection_tokens,
+    parse_content_length,
+)
 from ferryman.http.messages import Framing, RequestHead
 
-__all__ = ["MAX_HEADERS", "MAX_HEAD_BYTES", "RequestParser", "RequestSink"]
+__all__ = ["MAX_HEADERS", "MAX_HEAD_BYTES", "PROXY_MANAGED", "RequestParser", "RequestSink"]
 
 # nginx: large_client_header_buffers 4 8k (32 KiB of request line + headers); HAProxy's
 # tune.bufsize is 16 KiB. 64 KiB leaves room for fat cookies and still bounds memory.
@@ -28,17 +35,18 @@ MAX_HEAD_BYTES = 64 * 1024
 # HAProxy's default (tune.http.maxhdr).
 MAX_HEADERS = 101
 
+# Fields the proxy never copies: hop-by-hop ones, and those it writes itself.
+PROXY_MANAGED = HOP_BY_HOP | {
+    b"host",
+    b"expect",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+}
+
 _EMPTY: frozenset[bytes] = frozenset()
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
-_K_HOST, _K_CL, _K_TE, _K_CONN, _K_UPGRADE, _K_EXPECT = range(6)
-_SPECIAL = {
-    b"host": _K_HOST,
-    b"content-length": _K_CL,
-    b"transfer-encoding": _K_TE,
-    b"connection": _K_CONN,
-    b"upgrade": _K_UPGRADE,
-    b"expect": _K_EXPECT,
-}
+_NONE, _LENGTH, _CHUNKED = Framing.NONE, Framing.LENGTH, Framing.CHUNKED
 
 
 class RequestSink(Protocol):
@@ -58,6 +66,7 @@ class RequestParser:
 
     __slots__ = (
         "_expect_continue",
+        "_good_host",
         "_head_bytes",
         "_headers",
         "_in_head",
@@ -71,9 +80,12 @@ class RequestParser:
         self._p = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._in_head = False
+        self._in_head = True
         self._head_bytes = 0
         self._expect_continue = False
+        # The last Host value that passed validation: a kept-alive client sends the same
+        # one every time, and a bytes comparison is cheaper than the regex.
+        self._good_host = b""
 
     @property
     def expect_continue(self) -> bool:
@@ -99,36 +111,37 @@ class RequestParser:
         return None
 
     # ---- httptools callbacks (called from inside feed_data) ----
-
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = []
-        self._in_head = True
-        self._head_bytes = 0
+    # No on_message_begin: state is reset once the head is consumed, which saves a
+    # callback per request.
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self._headers
-        if len(headers) >= MAX_HEADERS:
-            raise ProtocolError("too many header fields", 431)
-        headers.append((name, value))
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        head = self._build_head()
+        self._url = b""
+        self._headers = []
         self._in_head = False
-        self._sink.on_request_head(self._build_head())
+        self._head_bytes = 0
+        self._sink.on_request_head(head)
 
     def on_body(self, body: bytes) -> None:
         self._sink.on_request_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_head = True
         self._sink.on_request_end()
 
     # ---- validation ----
 
     def _build_head(self) -> RequestHead:
         p = self._p
+        headers = self._headers
+        if len(headers) > MAX_HEADERS:
+            raise ProtocolError("too many header fields", 431)
         version = _VERSIONS.get(p.get_http_version())
         if version is None:
             raise ProtocolError("unsupported HTTP version", 505)
@@ -136,48 +149,55 @@ class RequestParser:
         host: bytes | None = None
         hosts = 0
         content_length = -1
-        chunked = False
+        chunked = expect = False
         tokens = _EMPTY
-        upgrade: bytes | None = None
-        expect = False
-        for name, value in self._headers:
-            kind = _SPECIAL.get(name.lower())
-            if kind is None:
-                continue
-            if kind == _K_HOST:
+        upgrade = forwarded_for = None
+        lines = []
+        for name, value in headers:
+            ln = name.lower()
+            if ln not in PROXY_MANAGED:
+                lines.append(b"%s: %s\r\n" % (name, value))
+            elif ln == b"host":
                 host = value
                 hosts += 1
-            elif kind == _K_CL:
+            elif ln == b"content-length":
                 content_length = parse_content_length(value)
-            elif kind == _K_TE:
+            elif ln == b"transfer-encoding":
                 chunked = _check_transfer_coding(value)
-            elif kind == _K_CONN:
+            elif ln == b"connection":
                 tokens = tokens | parse_connection_tokens(value)
-            elif kind == _K_UPGRADE:
+            elif ln == b"upgrade":
                 upgrade = value
-            elif kind == _K_EXPECT:
+            elif ln == b"x-forwarded-for":
+                forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+            elif ln == b"expect":
                 if value.lower() != b"100-continue":
                     raise ProtocolError("unsupported expectation", 417)
                 expect = True
         if hosts > 1 or (hosts == 0 and version == b"1.1"):
             raise ProtocolError("HTTP/1.1 requires exactly one Host header")
-        if host is not None and not is_valid_host(host):
-            raise ProtocolError("invalid Host header")
+        if host is not None and host != self._good_host:
+            if not is_valid_host(host):
+                raise ProtocolError("invalid Host header")
+            self._good_host = host
+        if tokens and not tokens <= HOP_BY_HOP:
+            # RFC 9110 7.6.1: fields named in Connection are hop-by-hop too.
+            lines = [ln for ln in lines if ln.split(b":", 1)[0].lower() not in tokens]
         url = self._url
         path, query, host = _split_target(method, url, host)
         if chunked:
-            framing = Framing.CHUNKED
+            framing = _CHUNKED
         elif content_length > 0:
-            framing = Framing.LENGTH
+            framing = _LENGTH
         else:
-            framing = Framing.NONE
+            framing = _NONE
             content_length = 0
         self._expect_continue = expect
         return RequestHead(
             method,
             url,
             version,
-            self._headers,
+            headers,
             host,
             p.should_keep_alive(),
             framing,
@@ -186,6 +206,8 @@ class RequestParser:
             upgrade if b"upgrade" in tokens else None,
             path,
             query,
+            b"".join(lines),
+            forwarded_for,
         )
 
 
@@ -218,7 +240,7 @@ def _split_target(
             raise ProtocolError("asterisk-form is only for OPTIONS")
         return b"*", b"", host
     lower = url[:8].lower()
-    if lower.startswith(b"http://") or lower.startswith(b"https://"):
+    if lower.startswith((b"http://", b"https://")):
         rest = url[url.index(b"//") + 2 :]
         slash = rest.find(b"/")
         authority = rest if slash < 0 else rest[:slash]

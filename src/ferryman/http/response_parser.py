@@ -14,8 +14,8 @@ from typing import Protocol
 
 import httptools
 
-from ferryman.errors import UpstreamProtocolError
-from ferryman.http.fields import parse_connection_tokens, parse_content_length
+from ferryman.errors import ProtocolError, UpstreamProtocolError
+from ferryman.http.fields import HOP_BY_HOP, parse_connection_tokens, parse_content_length
 from ferryman.http.messages import Framing, ResponseHead
 
 __all__ = ["MAX_HEAD_BYTES", "ResponseParser", "ResponseSink"]
@@ -23,6 +23,19 @@ __all__ = ["MAX_HEAD_BYTES", "ResponseParser", "ResponseSink"]
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 200
 _EMPTY: frozenset[bytes] = frozenset()
+_NONE, _LENGTH, _CHUNKED, _UNTIL_CLOSE = (
+    Framing.NONE,
+    Framing.LENGTH,
+    Framing.CHUNKED,
+    Framing.UNTIL_CLOSE,
+)
+
+
+def _content_length(value: bytes) -> int:
+    try:
+        return parse_content_length(value)
+    except ProtocolError as exc:
+        raise UpstreamProtocolError(exc.reason) from None
 
 
 class ResponseSink(Protocol):
@@ -53,7 +66,7 @@ class ResponseParser:
         self._sink = sink
         self._p = httptools.HttpResponseParser(self)
         self._headers: list[tuple[bytes, bytes]] = []
-        self._in_head = False
+        self._in_head = True
         self._head_bytes = 0
         self._no_body = False
         self._interim = False
@@ -90,45 +103,61 @@ class ResponseParser:
 
     # ---- httptools callbacks ----
 
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._in_head = True
-        self._head_bytes = 0
-
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(self._headers) >= MAX_HEADERS:
-            raise UpstreamProtocolError("too many header fields in upstream response")
+        # The head byte limit bounds the count too; MAX_HEADERS is checked at the end.
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if len(self._headers) > MAX_HEADERS:
+            raise UpstreamProtocolError("too many header fields in upstream response")
         p = self._p
         status: int = p.get_status_code()
         self._status = status
-        if 100 <= status < 200 and status != 101:
+        if status < 200 and status != 101:
             self._interim = True
+            self._headers = []
             return
         self._interim = False
         content_length = -1
+        length_field = None
         chunked = False
         tokens = _EMPTY
+        lines = []
+        # One pass: find the framing fields and pre-render the end-to-end ones.
         for name, value in self._headers:
             ln = name.lower()
-            if ln == b"content-length":
-                content_length = parse_content_length(value)
+            if ln not in HOP_BY_HOP:
+                lines.append(b"%s: %s\r\n" % (name, value))
+            elif ln == b"content-length":
+                length_field = value
+                content_length = _content_length(value)
             elif ln == b"transfer-encoding":
-                chunked = value.strip(b" \t").lower().endswith(b"chunked")
+                chunked = value.rstrip(b" \t").lower().endswith(b"chunked")
             elif ln == b"connection":
                 tokens = tokens | parse_connection_tokens(value)
+        if tokens and not tokens <= HOP_BY_HOP:
+            lines = [ln for ln in lines if ln.split(b":", 1)[0].lower() not in tokens]
         if self._no_body or status in (101, 204, 304):
-            framing = Framing.NONE
+            framing = _NONE
         elif chunked:
-            framing = Framing.CHUNKED
+            framing = _CHUNKED
         elif content_length >= 0:
-            framing = Framing.LENGTH
+            framing = _LENGTH
         else:
-            framing = Framing.UNTIL_CLOSE
-        head = ResponseHead(status, self._headers, framing, max(content_length, 0), True, tokens)
+            framing = _UNTIL_CLOSE
+        head = ResponseHead(
+            status,
+            self._headers,
+            framing,
+            max(content_length, 0),
+            tokens,
+            b"".join(lines),
+            length_field,
+        )
+        # Reset for the next message here rather than in an on_message_begin callback.
+        self._headers = []
+        self._head_bytes = 0
         self._sink.on_response_head(head)
         if self._no_body:
             raise _HeadDone
@@ -137,6 +166,7 @@ class ResponseParser:
         self._sink.on_response_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_head = True
         if self._interim:
             self._interim = False
             return

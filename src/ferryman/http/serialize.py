@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from ferryman.http.fields import HOP_BY_HOP
 from ferryman.http.messages import Framing, RequestHead, ResponseHead
 
 __all__ = [
@@ -28,7 +27,8 @@ STATUS_LINES: dict[int, bytes] = {
     s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus
 }
 CHUNKED_END = b"0\r\n\r\n"
-_XFF = b"x-forwarded-for"
+_CHUNKED, _LENGTH = Framing.CHUNKED, Framing.LENGTH
+_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 
 
 def status_line(status: int) -> bytes:
@@ -51,35 +51,49 @@ def serialize_request_head(
     """The head sent upstream, always HTTP/1.1.
 
     `extra` is pre-rendered `name: value\\r\\n` lines added after the client's fields;
-    `drop` names (lower case) client fields not to copy (Host, fields the route sets);
-    `forwarded_for`, if given, is appended to any X-Forwarded-For the client sent.
+    `drop` names (lower case) further client fields not to copy (fields a route sets
+    itself); `forwarded_for`, if given, is appended to any X-Forwarded-For the client
+    sent. Hop-by-hop fields, Host, Expect and X-Forwarded-* never pass (see
+    `RequestHead.fields`).
     """
-    out = [head.method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
-    tokens = head.connection_tokens
-    prior: list[bytes] = []
-    for name, value in head.headers:
-        ln = name.lower()
-        if ln in HOP_BY_HOP or ln in drop or (tokens and ln in tokens):
-            continue
-        if ln == _XFF and forwarded_for is not None:
-            prior.append(value)
-            continue
-        out.append(b"%s: %s\r\n" % (name, value))
+    fields = head.fields
+    if drop:
+        fields = b"".join(
+            line for line in _lines(fields) if line.split(b":", 1)[0].lower() not in drop
+        )
     if forwarded_for is not None:
-        prior.append(forwarded_for)
-        out.append(b"X-Forwarded-For: %s\r\n" % b", ".join(prior))
-    out.append(extra)
-    if head.framing is Framing.CHUNKED:
-        out.append(b"Transfer-Encoding: chunked\r\n\r\n")
-    elif head.framing is Framing.LENGTH:
-        out.append(b"Content-Length: %d\r\n\r\n" % head.content_length)
-    elif head.method in (b"POST", b"PUT", b"PATCH"):
+        prior = head.forwarded_for
+        xff = (
+            b"X-Forwarded-For: %s, %s\r\n" % (prior, forwarded_for)
+            if prior
+            else (b"X-Forwarded-For: %s\r\n" % forwarded_for)
+        )
+    else:
+        xff = b""
+    framing = head.framing
+    if framing is _CHUNKED:
+        length = b"Transfer-Encoding: chunked\r\n"
+    elif framing is _LENGTH:
+        length = b"Content-Length: %d\r\n" % head.content_length
+    elif head.method in _BODY_METHODS:
         # RFC 9110 8.6: a user agent sends Content-Length 0 for such bodies; some
         # servers answer 411 without it.
-        out.append(b"Content-Length: 0\r\n\r\n")
+        length = b"Content-Length: 0\r\n"
     else:
-        out.append(b"\r\n")
-    return b"".join(out)
+        length = b""
+    return b"%s %s HTTP/1.1\r\nHost: %s\r\n%s%s%s%s\r\n" % (
+        head.method,
+        target,
+        host,
+        fields,
+        xff,
+        extra,
+        length,
+    )
+
+
+def _lines(fields: bytes) -> list[bytes]:
+    return [line + b"\r\n" for line in fields.split(b"\r\n") if line]
 
 
 def client_framing(head: ResponseHead, client_http11: bool) -> Framing:
@@ -94,31 +108,24 @@ def client_framing(head: ResponseHead, client_http11: bool) -> Framing:
 def serialize_response_head(
     head: ResponseHead, framing: Framing, keep_alive: bool, client_http11: bool, extra: bytes = b""
 ) -> bytes:
-    out = [status_line(head.status)]
-    tokens = head.connection_tokens
-    length_value: bytes | None = None
-    for name, value in head.headers:
-        ln = name.lower()
-        if ln in HOP_BY_HOP or (tokens and ln in tokens):
-            if ln == b"content-length":
-                length_value = value
-            continue
-        out.append(b"%s: %s\r\n" % (name, value))
-    out.append(extra)
-    if framing is Framing.LENGTH:
-        out.append(b"Content-Length: %d\r\n" % head.content_length)
-    elif framing is Framing.CHUNKED:
-        out.append(b"Transfer-Encoding: chunked\r\n")
-    elif length_value is not None and head.status not in (204, 101) and head.status >= 200:
+    if framing is _LENGTH:
+        length = b"Content-Length: %d\r\n" % head.content_length
+    elif framing is _CHUNKED:
+        length = b"Transfer-Encoding: chunked\r\n"
+    elif head.length_field is not None and head.status >= 200 and head.status != 204:
         # HEAD and 304 responses describe the length of a body they do not carry.
-        out.append(b"Content-Length: %s\r\n" % length_value)
-    if not keep_alive:
-        out.append(b"Connection: close\r\n\r\n")
-    elif not client_http11:
-        out.append(b"Connection: keep-alive\r\n\r\n")
+        length = b"Content-Length: %s\r\n" % head.length_field
     else:
-        out.append(b"\r\n")
-    return b"".join(out)
+        length = b""
+    if not keep_alive:
+        conn = b"Connection: close\r\n"
+    elif not client_http11:
+        conn = b"Connection: keep-alive\r\n"
+    else:
+        conn = b""
+    status = head.status
+    line = STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
+    return b"%s%s%s%s%s\r\n" % (line, head.fields, extra, length, conn)
 
 
 def error_response(status: int, message: str, keep_alive: bool = False) -> bytes:

@@ -58,6 +58,7 @@ REPLAY_LIMIT = 64 * 1024
 # Body bytes buffered while no upstream connection is attached before the client is
 # paused.
 PENDING_LIMIT = 256 * 1024
+_NONE, _CHUNKED, _UNTIL_CLOSE = Framing.NONE, Framing.CHUNKED, Framing.UNTIL_CLOSE
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _MESSAGES = {
     400: "Bad Request",
@@ -107,14 +108,14 @@ class Exchange:
         self.reused = False
         self.tried = 0
         self.tries = 0
-        self.body_done = head.framing is Framing.NONE
+        self.body_done = head.framing is _NONE
         self.pending: list[bytes] = []
         self.pending_size = 0
         self.replay: list[bytes] | None = []
         self.replay_size = 0
         self.request_bytes = b""
         self.response: ResponseHead | None = None
-        self.resp_framing = Framing.NONE
+        self.resp_framing = _NONE
         self.out: list[bytes] = []
         self.ended = False
         self.finished = False
@@ -123,7 +124,8 @@ class Exchange:
         self.status = 0
         self.body_bytes = 0
         self.tunnel = False
-        self.started = time.monotonic()
+        # Timing is only for the access log; a clock call per request is not free.
+        self.started = time.monotonic() if client.worker.access_log.enabled else 0.0
         self.upstream_start = 0.0
 
     # ---- variables for header templates ----
@@ -170,7 +172,10 @@ class Exchange:
             target = head.path + (b"?" + head.query if head.query else b"")
         extra = route.render_extra(self)
         forwarded_for = None
-        if route.forwarded:
+        if not route.forwarded:
+            if head.forwarded_for is not None:  # not ours to change: pass it on
+                extra += b"X-Forwarded-For: %s\r\n" % head.forwarded_for
+        else:
             forwarded_for = self.client.remote_addr
             extra = b"X-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n%s" % (
                 self.client.listener.scheme,
@@ -197,7 +202,8 @@ class Exchange:
         self.peer = peer
         self.tried |= 1 << peer.index
         self.tries += 1
-        self.upstream_start = time.monotonic()
+        if self.started:
+            self.upstream_start = time.monotonic()
         conn = route.pool.acquire(peer)
         if conn is not None:
             self.attach(conn, True)
@@ -228,7 +234,7 @@ class Exchange:
         self.reused = reused
         conn.attach(self, self.head.method == b"HEAD")
         data = [self.request_bytes]
-        chunked = self.head.framing is Framing.CHUNKED
+        chunked = self.head.framing is _CHUNKED
         for piece in self.pending:
             data.append(chunk(piece) if chunked else piece)
         if self.body_done and chunked:
@@ -254,7 +260,7 @@ class Exchange:
                 replay.append(data)
         conn = self.conn
         if conn is not None:
-            conn.write(chunk(data) if self.head.framing is Framing.CHUNKED else data)
+            conn.write(chunk(data) if self.head.framing is _CHUNKED else data)
             assert self.route is not None
             conn.deadline = self.client.worker.sweeper.now + self.route.send_timeout
         else:
@@ -266,7 +272,7 @@ class Exchange:
     def on_request_end(self) -> None:
         self.body_done = True
         conn = self.conn
-        if conn is not None and not self.finished and self.head.framing is Framing.CHUNKED:
+        if conn is not None and not self.finished and self.head.framing is _CHUNKED:
             conn.write(CHUNKED_END)
 
     # ---- phase: response (events from the upstream connection's parser) ----
@@ -282,7 +288,7 @@ class Exchange:
         self.keep_alive = (
             self.head.keep_alive
             and self.body_done
-            and framing is not Framing.UNTIL_CLOSE
+            and framing is not _UNTIL_CLOSE
             and self.head.upgrade is None
             and not self.client.worker.draining
         )
@@ -290,10 +296,10 @@ class Exchange:
 
     def on_response_body(self, data: bytes) -> None:
         self.body_bytes += len(data)
-        self.out.append(chunk(data) if self.resp_framing is Framing.CHUNKED else data)
+        self.out.append(chunk(data) if self.resp_framing is _CHUNKED else data)
 
     def on_response_end(self, keep_alive: bool) -> None:
-        if self.resp_framing is Framing.CHUNKED:
+        if self.resp_framing is _CHUNKED:
             self.out.append(CHUNKED_END)
         self.upstream_keep = keep_alive and self.body_done
         self.ended = True
@@ -341,7 +347,7 @@ class Exchange:
             # classic keep-alive race, not a sign that the peer is unhealthy.
             outcome = Outcome.NEUTRAL if self.reused else Outcome.FAILURE
             self.attempt_failed(UpstreamResetError(reason), outcome)
-        elif response.framing is Framing.UNTIL_CLOSE and not self.ended:
+        elif response.framing is _UNTIL_CLOSE and not self.ended:
             self.on_response_end(False)
             self.flush_response()
         else:
@@ -469,7 +475,7 @@ class Exchange:
             self.upstream_failed(UpstreamProtocolError("101 without the requested Upgrade"))
             return
         head = serialize_response_head(
-            response, Framing.NONE, True, True, b"Upgrade: %s\r\nConnection: upgrade\r\n" % offered
+            response, _NONE, True, True, b"Upgrade: %s\r\nConnection: upgrade\r\n" % offered
         )
         self.tunnel = True
         self.client.write(head + tail if tail else head)

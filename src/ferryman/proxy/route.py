@@ -12,10 +12,6 @@ from ferryman.upstream.pool import ConnectionPool
 
 __all__ = ["Route"]
 
-# Never copied from the client: the proxy writes its own Host, answers Expect itself, and
-# rebuilds the X-Forwarded-* family when forwarded headers are on.
-_ALWAYS_DROP = frozenset({b"host", b"expect"})
-_FORWARDED = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})
 
 
 class Route:
@@ -43,7 +39,9 @@ class Route:
         self.host: Template = compile_template(spec.host_header, f"{where}.host_header")
         static: list[bytes] = []
         dynamic: list[tuple[bytes, Template]] = []
-        drop = set(_ALWAYS_DROP)
+        # Client fields replaced by the route's own (hop-by-hop fields, Host, Expect and
+        # X-Forwarded-* are never copied anyway: see RequestHead.fields).
+        drop = set()
         for name, value in spec.set_headers:
             bname = name.encode()
             drop.add(bname.lower())
@@ -54,8 +52,6 @@ class Route:
             else:
                 dynamic.append((bname, tpl))
         self.forwarded = spec.forwarded_headers
-        if self.forwarded:
-            drop |= _FORWARDED
         self.drop = frozenset(drop)
         self.static_headers = b"".join(static)
         self.dynamic_headers = tuple(dynamic)

@@ -21,9 +21,20 @@ from ferryman.upstream.peer import PeerState
 
 __all__ = ["UpstreamGroup"]
 
+_FAILURE, _SUCCESS = Outcome.FAILURE, Outcome.SUCCESS
+
 
 class UpstreamGroup:
-    __slots__ = ("_backup", "_balancer", "_peers", "_primary", "_single", "_spec")
+    __slots__ = (
+        "_backup",
+        "_balancer",
+        "_clear_after",
+        "_has_down",
+        "_peers",
+        "_primary",
+        "_single",
+        "_spec",
+    )
 
     def __init__(self, spec: UpstreamSpec, peers: Sequence[PeerState], balancer: Balancer) -> None:
         _check_indexes(spec.name, peers)
@@ -35,6 +46,11 @@ class UpstreamGroup:
         # nginx `peers->single`: with one primary (down ones count), max_fails and
         # fail_timeout are ignored, since refusing the only server helps nobody.
         self._single = len(self._primary) == 1
+        # Fast path: while no primary is configured down and no failure can still be
+        # keeping a peer out (`now >= _clear_after`), a first attempt may use the whole
+        # primary tier as is, with no filtering and no list built.
+        self._has_down = any(p.spec.down for p in self._primary)
+        self._clear_after = float("-inf")
 
     @property
     def name(self) -> str:
@@ -49,6 +65,11 @@ class UpstreamGroup:
 
         `tried` is a bitmask of `PeerState.index` values this request already used.
         """
+        if not tried and not self._has_down and now >= self._clear_after:
+            peer = self._balancer.pick(self._primary)
+            peer.active += 1
+            peer.requests += 1
+            return peer
         peer = self._pick_from(self._primary, now, tried, self._single)
         if peer is None and self._backup:
             peer = self._pick_from(self._backup, now, tried, False)
@@ -57,6 +78,7 @@ class UpstreamGroup:
             # fully failed group would refuse all traffic for a whole fail_timeout.
             for p in self._peers:
                 p.health.reset()
+            self._clear_after = float("-inf")
             return None
         peer.active += 1
         peer.requests += 1
@@ -65,9 +87,12 @@ class UpstreamGroup:
     def release(self, peer: PeerState, outcome: Outcome, now: float) -> None:
         """The attempt on `peer` (from `select`) is over; feed health, then the balancer."""
         peer.active -= 1
-        if outcome is Outcome.FAILURE:
-            peer.health.record_failure(now)
-        elif outcome is Outcome.SUCCESS:
+        if outcome is _FAILURE:
+            health = peer.health
+            health.record_failure(now)
+            if health.unavailable_until > self._clear_after:
+                self._clear_after = health.unavailable_until
+        elif outcome is _SUCCESS:
             peer.health.record_success(now)
         self._balancer.release(peer, outcome)
 
@@ -81,7 +106,7 @@ class UpstreamGroup:
             for p in tier
             if not p.spec.down
             and not (tried >> p.index) & 1
-            and (ignore_health or p.health.is_available(now))
+            and (ignore_health or now >= p.health.unavailable_until)
         ]
         if not candidates:
             return None

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages that Ferryman's tests and benchmarks use: curl, nginx
-# (nginx-light where the release still has it), wrk, haproxy.
+# (nginx-light where the release still has it), wrk, haproxy, iproute2 (ss), procps (pgrep).
 #
 # Idempotent: a tool already on the machine is skipped, and `apt-get update` runs at most
 # once, only when something is missing. Runs as root (CI) or through sudo.
@@ -20,8 +20,8 @@ else
     exit 1
 fi
 
-# tool -> Debian package ("nginx" is resolved below)
-TOOLS=(curl nginx wrk haproxy)
+# tools; the Debian package is the tool's name except where mapped below
+TOOLS=(curl nginx wrk haproxy ss pgrep)
 missing=()
 for tool in "${TOOLS[@]}"; do
     command -v "$tool" >/dev/null || missing+=("$tool")
@@ -50,6 +50,10 @@ for tool in "${missing[@]}"; do
         else
             packages+=(nginx)
         fi
+    elif [ "$tool" = ss ]; then
+        packages+=(iproute2)
+    elif [ "$tool" = pgrep ]; then
+        packages+=(procps)
     else
         packages+=("$tool")
     fi

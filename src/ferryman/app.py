@@ -12,6 +12,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
+from ferryman.balancing.base import Outcome
 from ferryman.balancing.registry import create_balancer
 from ferryman.config.schema import Config, ListenSpec
 from ferryman.errors import ConfigError
@@ -77,6 +78,7 @@ def build_worker(
     loop: asyncio.AbstractEventLoop,
     resolved: Resolved,
     connect: ConnectFn | None = None,
+    slot: int = 0,
 ) -> WorkerRuntime:
     sweeper = Sweeper(loop, _tick(config))
     access = AccessLog(config.access_log.path, config.access_log.format)
@@ -87,7 +89,9 @@ def build_worker(
     pools: dict[str, ConnectionPool] = {}
     for up in config.upstreams:
         peers = [PeerState(spec, i, resolved.get(spec.host)) for i, spec in enumerate(up.servers)]
-        groups[up.name] = UpstreamGroup(up, peers, create_balancer(up.balance, up))
+        group = UpstreamGroup(up, peers, create_balancer(up.balance, up))
+        _stagger(group, slot)
+        groups[up.name] = group
         pools[up.name] = ConnectionPool(up, len(peers), sweeper, connect_fn)
     by_listen: dict[ListenSpec, list[VirtualServer[Route]]] = {}
     for si, server in enumerate(config.servers):
@@ -103,6 +107,17 @@ def build_worker(
         name = servers[0].names[0] if servers[0].names else listen.host
         listeners.append((listen, ListenerContext(worker, RouteTable(servers), listen.port, name)))
     return WorkerRuntime(worker, listeners, list(pools.values()), groups)
+
+
+def _stagger(group: UpstreamGroup, slot: int) -> None:
+    """Each worker keeps its own balancer state; without this, every worker would send
+    its first request to the first peer. Advancing worker k's rotation by k picks
+    spreads the workers' starting points like a shared rotation would."""
+    for _ in range(slot % max(1, len(group.peers))):
+        peer = group.select(0.0, 0)
+        if peer is None:
+            return
+        group.release(peer, Outcome.NEUTRAL, 0.0)
 
 
 def check_config(config: Config, resolve: bool = True) -> None:

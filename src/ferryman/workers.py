@@ -106,7 +106,7 @@ class _Master:
                 for key, sock in self.sockets.items():
                     if key[0] != slot:
                         sock.close()
-                code = run_worker(gen.config, gen.resolved, socks, self.use_uvloop)
+                code = run_worker(gen.config, gen.resolved, socks, self.use_uvloop, slot)
             except BaseException:
                 _log.exception("worker crashed")
             finally:
@@ -233,7 +233,11 @@ def _new_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:
 
 
 def run_worker(
-    config: Config, resolved: Resolved, sockets: dict[ListenSpec, socket.socket], use_uvloop: bool
+    config: Config,
+    resolved: Resolved,
+    sockets: dict[ListenSpec, socket.socket],
+    use_uvloop: bool,
+    slot: int = 0,
 ) -> int:
     _die_with_parent()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
@@ -241,7 +245,7 @@ def run_worker(
     loop = _new_loop(use_uvloop)
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(_worker_main(config, resolved, sockets, loop))
+        return loop.run_until_complete(_worker_main(config, resolved, sockets, loop, slot))
     finally:
         loop.close()
 
@@ -251,8 +255,9 @@ async def _worker_main(
     resolved: Resolved,
     sockets: dict[ListenSpec, socket.socket],
     loop: asyncio.AbstractEventLoop,
+    slot: int,
 ) -> int:
-    runtime = build_worker(config, loop, resolved)
+    runtime = build_worker(config, loop, resolved, slot=slot)
     ctx = runtime.context
     servers = []
     for listen, lctx in runtime.listeners:

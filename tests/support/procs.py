@@ -25,11 +25,14 @@ __all__ = [
     "EchoBackend",
     "EchoFactory",
     "Proc",
+    "ProxyProcess",
     "child_env",
     "free_port",
+    "proxy_config",
     "start_echo",
     "start_echoes",
     "start_process",
+    "start_proxy",
     "stop_process",
     "wait_for_line",
     "wait_for_port",
@@ -224,3 +227,74 @@ def start_echoes(
 def _echo_ready(proc: Proc, host: str) -> EchoBackend:
     match = wait_for_line(proc, _ECHO_LINE)
     return EchoBackend(host, int(match["port"]), match["uuid"], proc)
+
+
+# ---------------------------------------------------------------- the proxy under test
+
+
+@dataclass(slots=True)
+class ProxyProcess:
+    """A `ferryman run -c FILE` master (with its workers) on 127.0.0.1:port."""
+
+    proc: Proc
+    port: int
+    config_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.proc.output()
+
+    def stop(self, timeout: float = 15.0) -> int:
+        return self.proc.stop(timeout=timeout)
+
+
+def proxy_config(
+    port: int,
+    backends: Sequence[str],
+    *,
+    balance: str = "round_robin",
+    workers: int = 1,
+    server_params: str = "",
+    route_params: str = "",
+    top: str = "",
+    upstream_params: str = "",
+) -> str:
+    """A native YAML config: one upstream `app` over `backends`, one route `/`.
+
+    `server_params` is appended to every upstream server mapping (e.g.
+    `"max_fails: 3, fail_timeout: 30s"`); `route_params` / `top` / `upstream_params` are
+    extra YAML lines for the route, the top level and the upstream.
+    """
+    extra = f", {server_params}" if server_params else ""
+    servers = "\n".join(f'      - {{address: "{b}"{extra}}}' for b in backends)
+    route_extra = "".join(f"        {line}\n" for line in route_params.splitlines() if line)
+    up_extra = "".join(f"    {line}\n" for line in upstream_params.splitlines() if line)
+    return (
+        f"workers: {workers}\n{top}\n"
+        f"upstreams:\n  app:\n    balance: {balance}\n{up_extra}    servers:\n{servers}\n"
+        f'servers:\n  - listen: "127.0.0.1:{port}"\n    routes:\n'
+        f"      - path: /\n        upstream: app\n{route_extra}"
+    )
+
+
+def start_proxy(
+    workdir: Path, config_text: str, port: int, *, args: Sequence[str] = ()
+) -> ProxyProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"ferryman-{port}.yaml"
+    path.write_text(config_text)
+    argv = [sys.executable, "-m", "ferryman", "run", "-c", str(path), *args]
+    proc = start_process(argv, workdir / f"ferryman-{port}.log")
+    try:
+        wait_for_port("127.0.0.1", port, proc, timeout=15)
+    except Exception:
+        proc.stop()
+        raise
+    return ProxyProcess(proc, port, path)

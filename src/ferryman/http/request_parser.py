@@ -68,6 +68,7 @@ class RequestParser:
         "_expect_continue",
         "_good_host",
         "_head_bytes",
+        "_head_started",
         "_headers",
         "_in_head",
         "_p",
@@ -82,6 +83,7 @@ class RequestParser:
         self._headers: list[tuple[bytes, bytes]] = []
         self._in_head = True
         self._head_bytes = 0
+        self._head_started = False
         self._expect_continue = False
         # The last Host value that passed validation: a kept-alive client sends the same
         # one every time, and a bytes comparison is cheaper than the regex.
@@ -93,10 +95,6 @@ class RequestParser:
         return self._expect_continue
 
     def feed(self, data: bytes) -> bytes | None:
-        if self._in_head:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
-                raise ProtocolError("request head too large", 431)
         try:
             self._p.feed_data(data)
         except httptools.HttpParserUpgrade as up:
@@ -108,6 +106,16 @@ class RequestParser:
             raise
         except httptools.HttpParserError as exc:
             raise ProtocolError(f"malformed request: {_reason(exc)}") from None
+        if self._in_head:
+            # Counted after parsing: a read may carry a whole head and a large body.
+            # A head that began in this read (after a message ended in it) is counted
+            # from the next read on, so the bound is MAX_HEAD_BYTES plus one read.
+            if self._head_started:
+                self._head_started = False
+            else:
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    raise ProtocolError("request head too large", 431)
         return None
 
     # ---- httptools callbacks (called from inside feed_data) ----
@@ -133,6 +141,7 @@ class RequestParser:
 
     def on_message_complete(self) -> None:
         self._in_head = True
+        self._head_started = True
         self._sink.on_request_end()
 
     # ---- validation ----

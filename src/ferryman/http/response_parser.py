@@ -53,6 +53,7 @@ class _HeadDone(Exception):
 class ResponseParser:
     __slots__ = (
         "_head_bytes",
+        "_head_started",
         "_headers",
         "_in_head",
         "_interim",
@@ -68,6 +69,7 @@ class ResponseParser:
         self._headers: list[tuple[bytes, bytes]] = []
         self._in_head = True
         self._head_bytes = 0
+        self._head_started = False
         self._no_body = False
         self._interim = False
         self._status = 0
@@ -78,10 +80,6 @@ class ResponseParser:
 
     def feed(self, data: bytes) -> bytes | None:
         """Returns the bytes after a `101 Switching Protocols` head, else None."""
-        if self._in_head:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
-                raise UpstreamProtocolError("upstream response head too large")
         try:
             self._p.feed_data(data)
         except httptools.HttpParserUpgrade as up:
@@ -99,6 +97,16 @@ class ResponseParser:
             raise
         except httptools.HttpParserError as exc:
             raise UpstreamProtocolError(f"invalid upstream response: {exc}") from None
+        if self._in_head:
+            # Counted after parsing: a read may carry a whole head and a large body.
+            # A head that began in this read (after a message ended in it) is counted
+            # from the next read on, so the bound is MAX_HEAD_BYTES plus one read.
+            if self._head_started:
+                self._head_started = False
+            else:
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    raise UpstreamProtocolError("upstream response head too large")
         return None
 
     # ---- httptools callbacks ----
@@ -167,6 +175,7 @@ class ResponseParser:
 
     def on_message_complete(self) -> None:
         self._in_head = True
+        self._head_started = True
         if self._interim:
             self._interim = False
             return

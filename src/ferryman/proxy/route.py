@@ -13,7 +13,6 @@ from ferryman.upstream.pool import ConnectionPool
 __all__ = ["Route"]
 
 
-
 class Route:
     __slots__ = (
         "connect_timeout",

@@ -66,10 +66,10 @@ class UpstreamGroup:
         `tried` is a bitmask of `PeerState.index` values this request already used.
         """
         if not tried and not self._has_down and now >= self._clear_after:
-            peer = self._balancer.pick(self._primary)
-            peer.active += 1
-            peer.requests += 1
-            return peer
+            first = self._balancer.pick(self._primary)
+            first.active += 1
+            first.requests += 1
+            return first
         peer = self._pick_from(self._primary, now, tried, self._single)
         if peer is None and self._backup:
             peer = self._pick_from(self._backup, now, tried, False)

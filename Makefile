@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow lint bench bench-quick deps clean
+.PHONY: run test test-pure test-slow lint accel bench bench-quick deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,14 +17,23 @@ $(STAMP): pyproject.toml
 deps:
 	@bash scripts/install-system-deps.sh
 
+## the mypyc build of the hot path (skipped when up to date; FERRYMAN_NO_ACCEL=1 skips it)
+accel: $(STAMP)
+	@bash scripts/build-accel.sh
+
 ## make run: six echo backends behind the proxy on http://127.0.0.1:8080 (Ctrl-C stops all)
-run: $(STAMP)
+run: $(STAMP) accel
 	$(VENV)/bin/ferryman demo
 
 ## make test: lint, type-check, then every test (slow load tests run in a bounded form)
-test: $(STAMP) deps lint
+test: $(STAMP) deps accel lint
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory test-pure
 	$(MAKE) --no-print-directory test-slow
+
+## the same tests against the pure-Python sources (the fallback must behave identically)
+test-pure: $(STAMP)
+	FERRYMAN_PURE=1 $(PY) -m pytest -q
 
 ## the slow, marked load tests, bounded by FERRYMAN_SLOW_SCALE (CI: small)
 test-slow: $(STAMP)
@@ -36,11 +45,12 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 ## make bench: Ferryman beside nginx (and the relay baseline) in one interleaved run
-bench: $(STAMP) deps
+bench: $(STAMP) deps accel
 	bash bench/run.sh
 
-bench-quick: $(STAMP) deps
+bench-quick: $(STAMP) deps accel
 	QUICK=1 bash bench/run.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/build
+	find src -name '*.so' -delete

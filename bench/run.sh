@@ -47,9 +47,15 @@ if [ "${NO_UVLOOP:-0}" = 1 ]; then extra=" --no-uvloop"; fi
 
 # Run from src/ so that `-m ferryman` is this checkout even without an editable install.
 ferryman="cd '$ROOT/src' && exec '$PYTHON' -m ferryman proxy --listen 127.0.0.1:{port}"
-ferryman+=" --backends {backends} --workers {workers} --balance $balance --access-log off$extra"
+# --no-forwarded-headers: the harness's nginx adds no X-Forwarded-* either, so both proxies
+# send the upstream the same request (the extra 80 bytes cost the backend, which shares a
+# CPU with wrk, enough to move the ratio).
+ferryman+=" --backends {backends} --workers {workers} --balance $balance --access-log off"
+ferryman+=" --no-forwarded-headers$extra"
 
-targets=(direct nginx "ferryman=$ferryman")
+# The compiled hot path (mypyc, built by `make`) and the pure-Python sources, side by side.
+bash "$ROOT/scripts/build-accel.sh" >&2 || echo "bench/run.sh: no compiled build" >&2
+targets=(direct nginx "ferryman=$ferryman" "ferryman-pure=export FERRYMAN_PURE=1; $ferryman")
 if [ -f "$RELAY" ]; then
     # The relay forks {workers}-1 children itself; exec keeps it in the harness's group.
     targets+=("relay=exec '$PYTHON' '$RELAY' --port {port} --backends {backends} --workers {workers}")
@@ -63,6 +69,7 @@ status=0
 bash "$SHARED_RUN" "${targets[@]}" || status=$?
 
 if [ -f "$OUT/results.tsv" ]; then
-    "$PYTHON" "$HERE/ratios.py" "$OUT/results.tsv" | tee "$OUT/ratios.txt"
+    "$PYTHON" "$HERE/ratios.py" "$OUT/results.tsv" --also ferryman-pure --also relay \
+        | tee "$OUT/ratios.txt"
 fi
 exit "$status"

@@ -1,4 +1,12 @@
 """Ferryman: a reverse proxy, load balancer and forward proxy in Python."""
 
+import os as _os
+
+from ferryman._accel import select_implementation as _select
+
 __version__ = "0.1.0"
 __all__ = ["__version__"]
+
+# Must run before any hot-path module is imported: it decides between the mypyc build
+# and the sources (see _accel.py).
+_select(_os.path.dirname(__file__))

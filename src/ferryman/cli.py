@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     quick.add_argument("--workers", type=int, default=1)
     quick.add_argument("--access-log", default="-", help="'-' (stdout), a path, or 'off'")
     quick.add_argument("--log-format", default="combined", choices=["combined", "json"])
+    quick.add_argument(
+        "--no-forwarded-headers",
+        action="store_true",
+        help="do not add X-Forwarded-For/-Proto/-Host (nginx adds none unless configured)",
+    )
     quick.add_argument("--no-uvloop", action="store_true")
 
     demo = sub.add_parser("demo", help="six echo backends behind the proxy on 127.0.0.1:8080")
@@ -99,6 +104,7 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
         workers=args.workers,
         access_log=log,
         log_format=args.log_format,
+        forwarded_headers=not args.no_forwarded_headers,
     )
     return serve(config, use_uvloop=not args.no_uvloop)
 

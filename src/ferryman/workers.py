@@ -262,7 +262,11 @@ async def _worker_main(
     servers = []
     for listen, lctx in runtime.listeners:
         servers.append(
-            await loop.create_server(_factory(lctx), sock=sockets[listen], backlog=BACKLOG)
+            await loop.create_server(
+                _factory(lctx),  # type: ignore[arg-type]
+                sock=sockets[listen],
+                backlog=BACKLOG,
+            )
         )
     ctx.sweeper.start()
     stop = loop.create_future()

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -343,3 +344,60 @@ def test_worker_connections_cap(echo_server: EchoFactory, proxy: ProxyFactory) -
     extra.close()
     time.sleep(0.3)
     assert get(p.port)[0] == 200
+
+
+def _upgrade_origin(listener: socket.socket, answer_101: bool) -> None:
+    """A one-connection origin: answers the upgrade, then echoes bytes upper-cased."""
+    conn, _ = listener.accept()
+    with conn:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(4096)
+        if not answer_101:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno")
+            return
+        conn.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x-test\r\nConnection: Upgrade\r\n\r\n"
+        )
+        conn.sendall(b"SERVER-FIRST")
+        while data := conn.recv(4096):
+            conn.sendall(data.upper())
+
+
+def test_upgrade_becomes_a_tunnel_after_101(proxy: ProxyFactory) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    origin = threading.Thread(target=_upgrade_origin, args=(listener, True), daemon=True)
+    origin.start()
+    port = free_port()
+    p = proxy(proxy_config(port, [f"127.0.0.1:{listener.getsockname()[1]}"]), port)
+    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+        s.sendall(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: x-test\r\nConnection: Upgrade\r\n\r\n")
+        data = b""
+        while b"SERVER-FIRST" not in data:
+            data += s.recv(4096)
+        assert data.startswith(b"HTTP/1.1 101 ")
+        assert b"Upgrade: x-test" in data
+        s.sendall(b"hello tunnel")
+        got = b""
+        while len(got) < 12:
+            got += s.recv(4096)
+        assert got == b"HELLO TUNNEL"
+    origin.join(5)
+    listener.close()
+
+
+def test_upgrade_refused_stays_http_and_closes(proxy: ProxyFactory) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    origin = threading.Thread(target=_upgrade_origin, args=(listener, False), daemon=True)
+    origin.start()
+    port = free_port()
+    p = proxy(proxy_config(port, [f"127.0.0.1:{listener.getsockname()[1]}"]), port)
+    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+        s.sendall(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: x-test\r\nConnection: Upgrade\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b"no")
+    assert b"Connection: close" in data
+    origin.join(5)
+    listener.close()

@@ -39,6 +39,7 @@ def quick_config(
     max_fails: int = 1,
     fail_timeout: float = 10.0,
     keepalive: int = 32,
+    forwarded_headers: bool = True,
 ) -> Config:
     """The config for the quick form; `access_log` None (or "off") turns the log off."""
     _check_options(balance, workers, log_format, max_fails, fail_timeout, keepalive)
@@ -47,7 +48,10 @@ def quick_config(
         for host, port in _backends(backends)
     )
     upstream = UpstreamSpec(name=UPSTREAM_NAME, servers=peers, balance=balance, keepalive=keepalive)
-    server = ServerSpec(listen=(_listen(listen),), routes=(RouteSpec(upstream=UPSTREAM_NAME),))
+    server = ServerSpec(
+        listen=(_listen(listen),),
+        routes=(RouteSpec(upstream=UPSTREAM_NAME, forwarded_headers=forwarded_headers),),
+    )
     log_path = None if access_log in (None, "off") else access_log
     return Config(
         servers=(server,),

@@ -162,7 +162,11 @@ class RequestParser:
         tokens = _EMPTY
         upgrade = forwarded_for = None
         lines = []
+        # The head's size without optional whitespace: `feed` counts only heads still
+        # incomplete after a read, and a whole oversized head can arrive in one read.
+        size = len(self._url) + 3 * len(headers)
         for name, value in headers:
+            size += len(name) + len(value)
             ln = name.lower()
             if ln not in PROXY_MANAGED:
                 lines.append(b"%s: %s\r\n" % (name, value))
@@ -183,6 +187,8 @@ class RequestParser:
                 if value.lower() != b"100-continue":
                     raise ProtocolError("unsupported expectation", 417)
                 expect = True
+        if size > MAX_HEAD_BYTES:
+            raise ProtocolError("request head too large", 431)
         if hosts > 1 or (hosts == 0 and version == b"1.1"):
             raise ProtocolError("HTTP/1.1 requires exactly one Host header")
         if host is not None and host != self._good_host:
@@ -235,7 +241,7 @@ def _split_target(
     method: bytes, url: bytes, host: bytes | None
 ) -> tuple[bytes, bytes, bytes | None]:
     """RFC 9112 3.2: origin-form, absolute-form, authority-form (CONNECT), asterisk-form."""
-    if url[:1] == b"/":
+    if url[:1] == b"/" and method != b"CONNECT":
         if b"#" in url:
             raise ProtocolError("fragment in request target")
         path, _, query = url.partition(b"?")

@@ -132,8 +132,12 @@ class ResponseParser:
         chunked = False
         tokens = _EMPTY
         lines = []
+        # The head's size without optional whitespace or reason phrase: `feed` counts
+        # only heads still incomplete after a read, and a whole head fits in one read.
+        size = 3 * len(self._headers)
         # One pass: find the framing fields and pre-render the end-to-end ones.
         for name, value in self._headers:
+            size += len(name) + len(value)
             ln = name.lower()
             if ln not in HOP_BY_HOP:
                 lines.append(b"%s: %s\r\n" % (name, value))
@@ -144,6 +148,8 @@ class ResponseParser:
                 chunked = value.rstrip(b" \t").lower().endswith(b"chunked")
             elif ln == b"connection":
                 tokens = tokens | parse_connection_tokens(value)
+        if size > MAX_HEAD_BYTES:
+            raise UpstreamProtocolError("upstream response head too large")
         if tokens and not tokens <= HOP_BY_HOP:
             lines = [ln for ln in lines if ln.split(b":", 1)[0].lower() not in tokens]
         if self._no_body or status in (101, 204, 304):

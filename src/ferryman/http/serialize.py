@@ -37,7 +37,8 @@ def status_line(status: int) -> bytes:
 
 
 def chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
+    # An empty chunk would be `0\r\n\r\n`, the end of the body: send nothing instead.
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
 
 
 def serialize_request_head(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -30,31 +31,35 @@ class Entry(NamedTuple):
     upstream_time: float
 
 
-def _text(b: bytes) -> str:
-    # nginx escapes " \ and bytes outside printable ASCII as \xHH in log_format.
-    out = []
-    for ch in b.decode("latin-1"):
-        o = ord(ch)
-        if ch in '"\\' or o < 0x20 or o > 0x7E:
-            out.append(f"\\x{o:02X}")
-        else:
-            out.append(ch)
-    return "".join(out)
+_NEEDS_ESCAPE = re.compile(rb'[^\x20-\x7e]|["\\]')
+
+
+def _escape(b: bytes) -> bytes:
+    """nginx escapes `"`, `\\` and bytes outside printable ASCII as \\xHH in log_format."""
+    if _NEEDS_ESCAPE.search(b) is None:
+        return b
+    return _NEEDS_ESCAPE.sub(lambda m: b"\\x%02X" % m.group()[0], b)
 
 
 def _local_time(t: float) -> str:
     return time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(t))
 
 
-def format_combined(e: Entry) -> str:
-    """nginx's predefined `combined` format."""
-    return (
-        f'{_text(e.remote_addr)} - - [{_local_time(e.time)}] "{_text(e.request_line)}" '
-        f'{e.status} {e.body_bytes} "{_text(e.referer) or "-"}" "{_text(e.user_agent) or "-"}"\n'
+def format_combined(e: Entry, local_time: str | None = None) -> bytes:
+    """nginx's predefined `combined` format; `local_time` may be passed pre-formatted
+    (the sink formats each second once)."""
+    return b'%s - - [%s] "%s" %d %d "%s" "%s"\n' % (
+        _escape(e.remote_addr),
+        (local_time or _local_time(e.time)).encode(),
+        _escape(e.request_line),
+        e.status,
+        e.body_bytes,
+        _escape(e.referer) or b"-",
+        _escape(e.user_agent) or b"-",
     )
 
 
-def format_json(e: Entry) -> str:
+def format_json(e: Entry, local_time: str | None = None) -> bytes:
     return (
         json.dumps(
             {
@@ -72,10 +77,13 @@ def format_json(e: Entry) -> str:
             separators=(",", ":"),
         )
         + "\n"
-    )
+    ).encode()
 
 
-FORMATS: dict[str, Callable[[Entry], str]] = {"combined": format_combined, "json": format_json}
+FORMATS: dict[str, Callable[[Entry, str | None], bytes]] = {
+    "combined": format_combined,
+    "json": format_json,
+}
 
 
 class AccessLog:
@@ -103,7 +111,15 @@ class AccessLog:
         if not self._buf:
             return
         buf, self._buf = self._buf, []
-        data = "".join(map(self._fmt, buf)).encode("utf-8", "replace")
+        fmt = self._fmt
+        out = []
+        second, stamp = -1, ""
+        for entry in buf:
+            if int(entry.time) != second:
+                second = int(entry.time)
+                stamp = _local_time(entry.time)
+            out.append(fmt(entry, stamp))
+        data = b"".join(out)
         try:
             while data:
                 n = os.write(self._fd, data)

@@ -32,7 +32,9 @@ _IDLE, _HEAD, _BODY, _WAIT = range(4)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection:
+    """An asyncio protocol by duck typing (see UpstreamConnection for why)."""
+
     __slots__ = (
         "_paused",
         "_write_paused",
@@ -72,7 +74,7 @@ class ClientConnection(asyncio.Protocol):
         self.remote_addr = b"-"
         self.remote_port = b""
 
-    # ---- asyncio.Protocol ----
+    # ---- the asyncio protocol interface ----
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.

@@ -56,7 +56,10 @@ class _Idle:
 _IDLE = _Idle()
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
+    """An asyncio protocol by duck typing: not derived from asyncio.Protocol so that the
+    optional mypyc build can compile it into a native class."""
+
     __slots__ = (
         "closed",
         "deadline",
@@ -105,7 +108,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.closed = True
             self.transport.abort()
 
-    # ---- asyncio.Protocol ----
+    # ---- the asyncio protocol interface ----
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.

@@ -31,7 +31,9 @@ def tcp_connect(loop: asyncio.AbstractEventLoop) -> ConnectFn:
         try:
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(
-                    lambda: UpstreamConnection(peer), peer.connect_host, peer.spec.port
+                    lambda: UpstreamConnection(peer),  # type: ignore[arg-type,type-var]
+                    peer.connect_host,
+                    peer.spec.port,
                 )
         except TimeoutError:
             raise UpstreamConnectError(f"connect to {peer.name} timed out") from None

@@ -15,7 +15,6 @@ and benchmarks.
 
 from __future__ import annotations
 
-import glob
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -48,6 +47,9 @@ ACCEL_MODULES = (
 )
 
 
+_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
+
+
 class _SourceFinder(importlib.abc.MetaPathFinder):
     """Finds the .py source of the accelerated modules, ahead of their .so builds."""
 
@@ -73,11 +75,12 @@ def _compiled_state(package_dir: str) -> str:
     for name in ACCEL_MODULES:
         rel = name.split(".")[1:]
         source = os.path.join(package_dir, *rel) + ".py"
-        builds = glob.glob(os.path.join(package_dir, *rel) + ".*.so")
-        if not builds:
+        # The build for this interpreter only (a .so for another Python is not ours).
+        build = os.path.join(package_dir, *rel) + _SUFFIX
+        if not os.path.exists(build):
             continue
         found += 1
-        if os.path.getmtime(builds[0]) < os.path.getmtime(source):
+        if os.path.getmtime(build) < os.path.getmtime(source):
             stale += 1
     if found == 0:
         return "absent"

@@ -124,6 +124,8 @@ def known_variable(name: str) -> bool:
 def compile_template(text: str, where: str) -> Template:
     parts: list[bytes | Callable[[Any], bytes]] = []
     pos = 0
+    if "${" in _VAR.sub("", text):
+        raise ConfigError(where, f"unclosed variable in {text!r}")
     for m in _VAR.finditer(text):
         if m.start() > pos:
             parts.append(text[pos : m.start()].encode())

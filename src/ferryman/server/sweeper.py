@@ -62,6 +62,8 @@ class Sweeper:
         return len(self._items)
 
     def _run(self) -> None:
+        # Rescheduled first: whatever fails below, the worker's timers keep ticking.
+        self._handle = self._loop.call_later(self.tick, self._run)
         now = self.now = self._loop.time()
         expired = [i for i in self._items if 0.0 < i.deadline <= now]
         for item in expired:
@@ -71,8 +73,10 @@ class Sweeper:
             except Exception:  # a bug in one connection must not stop every timer
                 _log.exception("timeout handler failed for %r", item)
         for fn in self._periodic:
-            fn()
-        self._handle = self._loop.call_later(self.tick, self._run)
+            try:
+                fn()
+            except Exception:
+                _log.exception("periodic task %r failed", fn)
 
     def __repr__(self) -> str:
         return f"Sweeper(tick={self.tick}s items={len(self._items)})"

@@ -1,0 +1,106 @@
+"""Process lifecycle: reload on SIGHUP (good and bad configurations), refusing a bad
+configuration at start with the key path, and `ferryman check`."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from support.procs import EchoFactory, ProxyProcess, child_env, free_port, proxy_config
+
+ProxyFactory = Callable[..., ProxyProcess]
+
+
+def body(port: int) -> str:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request("GET", "/")
+        return c.getresponse().read().decode()
+    finally:
+        c.close()
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_reload_switches_config_and_refuses_a_bad_one(
+    echo_server: EchoFactory, proxy: ProxyFactory
+) -> None:
+    a, b = echo_server(2)
+    port = free_port()
+    p = proxy(proxy_config(port, [a.address]), port)
+    assert body(port) == a.uuid
+
+    # A bad configuration: refused with its reason, and the old one keeps serving.
+    p.config_path.write_text(proxy_config(port, [b.address]).replace("balance:", "balanse:"))
+    os.kill(p.pid, signal.SIGHUP)
+    assert wait_until(lambda: "reload refused" in p.output())
+    assert "balanse" in p.output()
+    assert all(body(port) == a.uuid for _ in range(5))
+
+    # A good one: new workers take over, with no failed request in between.
+    p.config_path.write_text(proxy_config(port, [b.address]))
+    os.kill(p.pid, signal.SIGHUP)
+    answers: list[str] = []
+    assert wait_until(lambda: answers.append(body(port)) or answers[-1] == b.uuid)
+    assert set(answers) <= {a.uuid, b.uuid}
+    assert all(body(port) == b.uuid for _ in range(5))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ferryman", *args],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=30,
+    )
+
+
+def test_bad_config_is_refused_at_start_with_its_path(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(
+        proxy_config(free_port(), ["127.0.0.1:1"]).replace(
+            '"127.0.0.1:1"}', '"127.0.0.1:1", weight: +5}'
+        )
+    )
+    r = run_cli("run", "-c", str(cfg))
+    assert r.returncode == 1
+    assert "upstreams.app.servers[0].weight" in r.stderr
+    r = run_cli("check", "-c", str(cfg))
+    assert r.returncode == 1 and "weight" in r.stderr
+
+
+def test_check_accepts_a_good_config_and_names_unresolvable_hosts(tmp_path: Path) -> None:
+    cfg = tmp_path / "good.yaml"
+    cfg.write_text(proxy_config(free_port(), ["server1:3000"]))
+    r = run_cli("check", "-c", str(cfg), "--add-host", "server1:127.0.0.11")
+    assert r.returncode == 0, r.stderr
+    assert "test is successful" in r.stdout
+    r = run_cli("check", "-c", str(cfg))
+    assert r.returncode == 1
+    assert "host not found in upstream" in r.stderr and "servers[0]" in r.stderr
+
+
+def test_port_in_use_is_refused_clearly(tmp_path: Path) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        cfg = tmp_path / "busy.yaml"
+        cfg.write_text(proxy_config(port, ["127.0.0.1:1"]))
+        r = run_cli("run", "-c", str(cfg))
+    assert r.returncode == 1
+    assert f"127.0.0.1:{port}" in r.stderr and "cannot bind" in r.stderr

@@ -24,6 +24,7 @@ from ferryman.http.fields import (
     is_valid_host,
     parse_connection_tokens,
     parse_content_length,
+    trim_ows,
 )
 from ferryman.http.messages import Framing, RequestHead
 
@@ -171,10 +172,11 @@ class RequestParser:
             if ln not in PROXY_MANAGED:
                 lines.append(b"%s: %s\r\n" % (name, value))
             elif ln == b"host":
-                host = value
+                # llhttp strips the leading whitespace of a value, not the trailing.
+                host = trim_ows(value)
                 hosts += 1
             elif ln == b"content-length":
-                content_length = parse_content_length(value)
+                content_length = parse_content_length(trim_ows(value))
             elif ln == b"transfer-encoding":
                 chunked = _check_transfer_coding(value)
             elif ln == b"connection":
@@ -189,6 +191,9 @@ class RequestParser:
                 expect = True
         if size > MAX_HEAD_BYTES:
             raise ProtocolError("request head too large", 431)
+        if chunked and version == b"1.0":
+            # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing.
+            raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request")
         if hosts > 1 or (hosts == 0 and version == b"1.1"):
             raise ProtocolError("HTTP/1.1 requires exactly one Host header")
         if host is not None and host != self._good_host:

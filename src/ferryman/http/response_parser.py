@@ -15,7 +15,12 @@ from typing import Protocol
 import httptools
 
 from ferryman.errors import ProtocolError, UpstreamProtocolError
-from ferryman.http.fields import HOP_BY_HOP, parse_connection_tokens, parse_content_length
+from ferryman.http.fields import (
+    HOP_BY_HOP,
+    parse_connection_tokens,
+    parse_content_length,
+    trim_ows,
+)
 from ferryman.http.messages import Framing, ResponseHead
 
 __all__ = ["MAX_HEAD_BYTES", "ResponseParser", "ResponseSink"]
@@ -36,6 +41,14 @@ def _content_length(value: bytes) -> int:
         return parse_content_length(value)
     except ProtocolError as exc:
         raise UpstreamProtocolError(exc.reason) from None
+
+
+def _is_chunked(value: bytes) -> bool:
+    # Only chunked is decoded. Any other coding would have to reach the client, and the
+    # re-framed body cannot carry it (nginx: "upstream sent unknown Transfer-Encoding").
+    if trim_ows(value).lower() != b"chunked":
+        raise UpstreamProtocolError(f"unsupported transfer coding {value[:40]!r}")
+    return True
 
 
 class ResponseSink(Protocol):
@@ -142,10 +155,10 @@ class ResponseParser:
             if ln not in HOP_BY_HOP:
                 lines.append(b"%s: %s\r\n" % (name, value))
             elif ln == b"content-length":
-                length_field = value
-                content_length = _content_length(value)
+                length_field = trim_ows(value)
+                content_length = _content_length(length_field)
             elif ln == b"transfer-encoding":
-                chunked = value.rstrip(b" \t").lower().endswith(b"chunked")
+                chunked = _is_chunked(value)
             elif ln == b"connection":
                 tokens = tokens | parse_connection_tokens(value)
         if size > MAX_HEAD_BYTES:

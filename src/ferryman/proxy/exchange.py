@@ -323,6 +323,7 @@ class Exchange:
         self.conn = None
         now = self.client.worker.sweeper.now
         route.group.release(peer, Outcome.SUCCESS, now)
+        # A close-delimited body ends with the connection: the pool gets nothing back.
         route.pool.release(conn, self.upstream_keep)
         self._log_access()
         self.client.exchange_done(self, self.keep_alive)
@@ -336,11 +337,12 @@ class Exchange:
     def upstream_lost(self, exc: Exception | None) -> None:
         if self.finished:
             return
-        self.conn = None
         if self.tunnel:
             self.finish_tunnel()
             return
         response = self.response
+        if response is None or response.framing is not _UNTIL_CLOSE:
+            self.conn = None  # it is gone; nothing to detach or close
         if response is None:
             reason = f"upstream {self.peer.name if self.peer else '?'} closed the connection"
             # A kept-alive connection the peer closed just as we reused it is the
@@ -361,15 +363,25 @@ class Exchange:
         else:
             self.truncated("upstream timed out mid-response")
 
-    def attempt_failed(self, exc: Exception, outcome: Outcome) -> None:
-        route, peer, conn = self.route, self.peer, self.conn
-        assert route is not None and peer is not None
+    def _let_go(self, outcome: Outcome, abort: bool = True) -> None:
+        """End this attempt: its connection is closed (aborted when its framing is in
+        doubt), and its peer is released with `outcome`, which feeds passive health."""
+        conn, route, peer = self.conn, self.route, self.peer
         self.conn = None
         if conn is not None:
             conn.detach()
-            conn.abort()
+            if abort:
+                conn.abort()
+            else:
+                conn.close()
+        if route is not None and peer is not None:
+            route.group.release(peer, outcome, self.client.worker.sweeper.now)
+
+    def attempt_failed(self, exc: Exception, outcome: Outcome) -> None:
+        peer = self.peer
+        assert self.route is not None and peer is not None
+        self._let_go(outcome)
         self.peer = None
-        route.group.release(peer, outcome, self.client.worker.sweeper.now)
         status = exc.status if isinstance(exc, UpstreamError) else 502
         _log.error(
             "upstream %s failed (%s) for %r from %s: %s",
@@ -407,13 +419,7 @@ class Exchange:
         whole one, so no final chunk is written and the connection is closed."""
         _log.error("%s: %r from %s", reason, self.head, self.client.remote_addr.decode())
         self.finished = True
-        conn, route, peer = self.conn, self.route, self.peer
-        self.conn = None
-        if conn is not None:
-            conn.detach()
-            conn.abort()
-        if route is not None and peer is not None:
-            route.group.release(peer, Outcome.FAILURE, self.client.worker.sweeper.now)
+        self._let_go(Outcome.FAILURE)
         if self.out:
             self.client.write(b"".join(self.out))
             self.out.clear()
@@ -435,13 +441,7 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        conn, route, peer = self.conn, self.route, self.peer
-        self.conn = None
-        if conn is not None:
-            conn.detach()
-            conn.abort()
-        if route is not None and peer is not None:
-            route.group.release(peer, Outcome.NEUTRAL, self.client.worker.sweeper.now)
+        self._let_go(Outcome.NEUTRAL)
         if self.status == 0:
             self.status = 499  # nginx's "client closed request"
         self._log_access()
@@ -494,13 +494,7 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        conn, route, peer = self.conn, self.route, self.peer
-        self.conn = None
-        if conn is not None:
-            conn.detach()
-            conn.close()
-        if route is not None and peer is not None:
-            route.group.release(peer, Outcome.SUCCESS, self.client.worker.sweeper.now)
+        self._let_go(Outcome.SUCCESS, abort=False)
         self._log_access()
         self.client.exchange_done(self, False)
 

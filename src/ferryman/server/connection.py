@@ -243,13 +243,15 @@ class ClientConnection:
     def reject(self, exc: ProtocolError) -> None:
         _log.info("bad request from %s: %s", self.remote_addr.decode(), exc.reason)
         ex = self.receiving or self.current
+        answered = False
         if ex is not None and ex is self.current and not ex.finished:
             # Framing broke mid-body of a request already in flight: the upstream must not
-            # see a complete message, and the client gets no second answer.
+            # see a complete message (its connection is aborted), and the client gets an
+            # answer only if no response to it has started yet.
+            answered = ex.response is not None
             ex.client_gone()
-            self.close()
-            return
-        self.write(error_response(exc.status, exc.reason))
+        if not answered:
+            self.write(error_response(exc.status, exc.reason))
         self.close()
 
     def on_timeout(self) -> None:

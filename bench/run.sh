@@ -51,7 +51,8 @@ ferryman="cd '$ROOT/src' && exec '$PYTHON' -m ferryman proxy --listen 127.0.0.1:
 # send the upstream the same request (the extra 80 bytes cost the backend, which shares a
 # CPU with wrk, enough to move the ratio).
 ferryman+=" --backends {backends} --workers {workers} --balance $balance --access-log off"
-ferryman+=" --no-forwarded-headers$extra"
+# --keepalive-requests: the harness's nginx sets keepalive_requests 10000000 upstream.
+ferryman+=" --no-forwarded-headers --keepalive-requests 10000000$extra"
 
 # The compiled hot path (mypyc, built by `make`) and the pure-Python sources, side by side.
 bash "$ROOT/scripts/build-accel.sh" >&2 || echo "bench/run.sh: no compiled build" >&2

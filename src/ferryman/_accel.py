@@ -41,6 +41,7 @@ ACCEL_MODULES = (
     "ferryman.upstream.connection",
     "ferryman.upstream.pool",
     "ferryman.routing.table",
+    "ferryman.proxy.variables",
     "ferryman.proxy.route",
     "ferryman.proxy.exchange",
     "ferryman.server.connection",

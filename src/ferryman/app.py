@@ -98,6 +98,7 @@ def build_worker(
         routes = []
         for ri, rs in enumerate(server.routes):
             where = f"{config.source}: servers[{si}].routes[{ri}]"
+            assert rs.upstream is not None  # routes without an upstream: next step
             routes.append((rs.path, Route(rs, groups[rs.upstream], pools[rs.upstream], where)))
         vs = VirtualServer(server.server_names, routes)
         for listen in server.listen:

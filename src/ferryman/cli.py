@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not add X-Forwarded-For/-Proto/-Host (nginx adds none unless configured)",
     )
+    quick.add_argument(
+        "--keepalive-requests",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="requests per upstream connection before it is closed (nginx default 1000)",
+    )
     quick.add_argument("--no-uvloop", action="store_true")
 
     demo = sub.add_parser("demo", help="six echo backends behind the proxy on 127.0.0.1:8080")
@@ -105,6 +112,7 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
         access_log=log,
         log_format=args.log_format,
         forwarded_headers=not args.no_forwarded_headers,
+        keepalive_requests=args.keepalive_requests,
     )
     return serve(config, use_uvloop=not args.no_uvloop)
 

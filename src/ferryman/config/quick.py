@@ -40,6 +40,7 @@ def quick_config(
     fail_timeout: float = 10.0,
     keepalive: int = 32,
     forwarded_headers: bool = True,
+    keepalive_requests: int = 1000,
 ) -> Config:
     """The config for the quick form; `access_log` None (or "off") turns the log off."""
     _check_options(balance, workers, log_format, max_fails, fail_timeout, keepalive)
@@ -47,7 +48,15 @@ def quick_config(
         PeerSpec(host=host, port=port, max_fails=max_fails, fail_timeout=fail_timeout)
         for host, port in _backends(backends)
     )
-    upstream = UpstreamSpec(name=UPSTREAM_NAME, servers=peers, balance=balance, keepalive=keepalive)
+    if keepalive_requests < 1:
+        raise ConfigError("--keepalive-requests", f"must be >= 1, not {keepalive_requests!r}")
+    upstream = UpstreamSpec(
+        name=UPSTREAM_NAME,
+        servers=peers,
+        balance=balance,
+        keepalive=keepalive,
+        keepalive_requests=keepalive_requests,
+    )
     server = ServerSpec(
         listen=(_listen(listen),),
         routes=(RouteSpec(upstream=UPSTREAM_NAME, forwarded_headers=forwarded_headers),),

@@ -10,15 +10,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = [
+    "MATCH_KINDS",
     "AccessLogSpec",
     "ClientTimeouts",
     "Config",
+    "HeaderAdd",
     "ListenSpec",
+    "MapSpec",
     "PeerSpec",
+    "ReturnSpec",
+    "RewriteSpec",
     "RouteSpec",
+    "ScriptStep",
     "ServerSpec",
+    "SetSpec",
     "UpstreamSpec",
 ]
+
+# How a route's `path` matches the request path, in nginx's terms:
+#   prefix          location /path        (longest prefix wins)
+#   exact           location = /path      (checked first, ends the search)
+#   prefix_priority location ^~ /path     (a longest prefix that skips the regexes)
+#   regex           location ~ pattern    (in order of appearance, case-sensitive)
+#   regex_icase     location ~* pattern
+#   named           location @name        (only reachable by internal redirects)
+MATCH_KINDS = ("prefix", "exact", "prefix_priority", "regex", "regex_icase", "named")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +69,71 @@ class UpstreamSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class RouteSpec:
-    """A `location`: requests whose path starts with `path` go to `upstream`."""
+class ReturnSpec:
+    """nginx `return`: answer locally. For 301/302/303/307/308 `text` is the Location
+    (a template), otherwise the body (a template); status 444 closes without answering."""
 
-    upstream: str
+    status: int
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteSpec:
+    """nginx `rewrite REGEX REPLACEMENT [last|break|redirect|permanent]`, applied to the
+    normalised path; `$1`..`$9` in the replacement are the regex's groups."""
+
+    pattern: str
+    replacement: str
+    flag: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SetSpec:
+    """nginx `set $variable value`: `variable` without the `$`; `value` is a template."""
+
+    variable: str
+    value: str
+
+
+# The rewrite-module steps of a server or route, run in the order they are written, as
+# nginx runs them.
+ScriptStep = SetSpec | RewriteSpec | ReturnSpec
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderAdd:
+    """nginx `add_header`: added to responses with 200, 201, 204, 206, 301, 302, 303, 304,
+    307 or 308, or to every response with `always`."""
+
+    name: str
+    value: str
+    always: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MapSpec:
+    """nginx `map SOURCE $variable { ... }`. `entries` are (pattern, value) in order:
+    a pattern starting with `~` (or `~*`, case-insensitive) is a regex, tried in order
+    after the exact patterns; `default` when nothing matches."""
+
+    source: str
+    variable: str
+    entries: tuple[tuple[str, str], ...] = ()
+    default: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """A `location`: requests whose path matches `path` (see MATCH_KINDS) run `script`,
+    then go to `upstream` (nginx `proxy_pass`), or answer by the script's `return`."""
+
+    upstream: str | None = None
     path: str = "/"
+    match: str = "prefix"
+    # nginx proxy_pass with a URI part (`proxy_pass http://up/api/;`): the part of the
+    # normalised path that matched `path` is replaced by it. None: the client's request
+    # target goes upstream unchanged.
+    upstream_uri: str | None = None
     # Template for the Host sent upstream; `$host` is the client's (nginx: `$proxy_host`
     # by default, but the reference config and most users set `$host`).
     host_header: str = "$host"
@@ -71,12 +147,27 @@ class RouteSpec:
     next_upstream_tries: int = 0
     # Add X-Forwarded-For/-Proto/-Host (the common nginx recipe).
     forwarded_headers: bool = True
+    # "1.1" keeps upstream connections alive; "1.0" (nginx's default) closes each one.
+    http_version: str = "1.1"
+    # Response fields not passed to the client (nginx proxy_hide_header), and fields
+    # passed although hidden by default (proxy_pass_header); lower case.
+    hide_headers: tuple[str, ...] = ()
+    pass_headers: tuple[str, ...] = ()
+    add_headers: tuple[HeaderAdd, ...] = ()
+    script: tuple[ScriptStep, ...] = ()
+    # nginx client_max_body_size; None means no limit. Over it: 413.
+    client_max_body_size: int | None = None
+    # Nested locations, searched within this one as nginx does.
+    routes: tuple[RouteSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class ListenSpec:
     host: str
     port: int
+    # nginx `listen ... default_server`: the server for Hosts no server_name matches.
+    # Not part of identity: two servers on one address share one ListenSpec key.
+    default_server: bool = field(default=False, compare=False)
 
     @property
     def address(self) -> str:
@@ -87,7 +178,11 @@ class ListenSpec:
 class ServerSpec:
     listen: tuple[ListenSpec, ...]
     routes: tuple[RouteSpec, ...]
+    # Exact names, `*.example.com` / `example.*` wildcards, `~regex` (nginx order).
     server_names: tuple[str, ...] = ()
+    # Server-level rewrite-module steps, run before a route is chosen.
+    script: tuple[ScriptStep, ...] = ()
+    add_headers: tuple[HeaderAdd, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +197,8 @@ class ClientTimeouts:
 
 @dataclass(frozen=True, slots=True)
 class AccessLogSpec:
-    """`path` None means off; "-" means standard output."""
+    """`path` None means off; "-" means standard output. `format` is `combined`, `json`
+    or the name of one of `Config.log_formats`."""
 
     path: str | None = "-"
     format: str = "combined"
@@ -118,6 +214,12 @@ class Config:
     access_log: AccessLogSpec = field(default_factory=AccessLogSpec)
     # Name -> address overrides applied before the system resolver (Docker's --add-host).
     hosts: tuple[tuple[str, str], ...] = ()
+    maps: tuple[MapSpec, ...] = ()
+    # Named access log formats (nginx log_format NAME TEMPLATE), templates of variables.
+    log_formats: tuple[tuple[str, str], ...] = ()
+    # Non-fatal findings of the front end (e.g. nginx.conf patterns that hurt), printed
+    # by `check`.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
     source: str = "<memory>"
 
     def upstream(self, name: str) -> UpstreamSpec:

@@ -215,6 +215,10 @@ class Config:
     # Name -> address overrides applied before the system resolver (Docker's --add-host).
     hosts: tuple[tuple[str, str], ...] = ()
     maps: tuple[MapSpec, ...] = ()
+    # nginx `pid FILE` (written by the master once listening, removed on exit) and
+    # `error_log FILE [LEVEL]`; None: no pid file / standard error.
+    pid_file: str | None = None
+    error_log: tuple[str, str] | None = None
     # Named access log formats (nginx log_format NAME TEMPLATE), templates of variables.
     log_formats: tuple[tuple[str, str], ...] = ()
     # Non-fatal findings of the front end (e.g. nginx.conf patterns that hurt), printed

@@ -8,16 +8,33 @@ per request), `build_worker` once per worker process.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
+import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ferryman.balancing.base import Outcome
 from ferryman.balancing.registry import create_balancer
-from ferryman.config.schema import Config, ListenSpec
+from ferryman.config.schema import (
+    Config,
+    ListenSpec,
+    MapSpec,
+    RouteSpec,
+    ScriptStep,
+    ServerSpec,
+    SetSpec,
+    UpstreamSpec,
+)
 from ferryman.errors import ConfigError
 from ferryman.observability.access_log import AccessLog
-from ferryman.proxy.route import Route
+from ferryman.proxy.maps import CompiledMap
+from ferryman.proxy.route import Route, script_templates
+from ferryman.proxy.script import CompiledScript, compile_script
+from ferryman.proxy.variables import compile_log_format, compile_template
+from ferryman.routing.locations import LocationEntry, LocationTree
 from ferryman.routing.table import RouteTable, VirtualServer
 from ferryman.server.context import ListenerContext, WorkerContext
 from ferryman.server.sweeper import Sweeper
@@ -81,8 +98,12 @@ def build_worker(
     slot: int = 0,
 ) -> WorkerRuntime:
     sweeper = Sweeper(loop, _tick(config))
-    access = AccessLog(config.access_log.path, config.access_log.format)
+    user_vars = _user_variables(config)
+    access = AccessLog(
+        config.access_log.path, config.access_log.format, _log_format(config, user_vars)
+    )
     worker = WorkerContext(loop, sweeper, access, config.client_timeouts, config.worker_connections)
+    worker.maps = _bind_maps(config, user_vars)
     sweeper.every_tick(access.flush)
     connect_fn = connect or tcp_connect(loop)
     groups: dict[str, UpstreamGroup] = {}
@@ -93,21 +114,165 @@ def build_worker(
         _stagger(group, slot)
         groups[up.name] = group
         pools[up.name] = ConnectionPool(up, len(peers), sweeper, connect_fn)
+    # Routes with no proxy_pass share one empty group and pool, never dispatched to.
+    none = UpstreamSpec(name="", servers=())
+    groups[""] = UpstreamGroup(none, [], create_balancer("round_robin", none))
+    pools[""] = ConnectionPool(none, 0, sweeper, connect_fn)
+    build = _RouteBuilder(config, groups, pools, user_vars)
     by_listen: dict[ListenSpec, list[VirtualServer[Route]]] = {}
+    defaults: dict[ListenSpec, int] = {}
     for si, server in enumerate(config.servers):
-        routes = []
-        for ri, rs in enumerate(server.routes):
-            where = f"{config.source}: servers[{si}].routes[{ri}]"
-            assert rs.upstream is not None  # routes without an upstream: next step
-            routes.append((rs.path, Route(rs, groups[rs.upstream], pools[rs.upstream], where)))
-        vs = VirtualServer(server.server_names, routes)
+        vs = build.server(server, f"{config.source}: servers[{si}]")
         for listen in server.listen:
-            by_listen.setdefault(listen, []).append(vs)
+            servers = by_listen.setdefault(listen, [])
+            if listen.default_server:
+                defaults[listen] = len(servers)
+            servers.append(vs)
     listeners = []
     for listen, servers in by_listen.items():
         name = servers[0].names[0] if servers[0].names else listen.host
-        listeners.append((listen, ListenerContext(worker, RouteTable(servers), listen.port, name)))
+        table = RouteTable(servers, defaults.get(listen, 0))
+        listeners.append((listen, ListenerContext(worker, table, listen.port, name)))
+    del pools[""]
     return WorkerRuntime(worker, listeners, list(pools.values()), groups)
+
+
+class _RouteBuilder:
+    """RouteSpecs (nested, with scripts) -> Route objects in a LocationTree."""
+
+    def __init__(
+        self,
+        config: Config,
+        groups: dict[str, UpstreamGroup],
+        pools: dict[str, ConnectionPool],
+        user_vars: frozenset[str],
+    ) -> None:
+        self.config = config
+        self.groups = groups
+        self.pools = pools
+        self.user_vars = user_vars
+
+    def server(self, server: ServerSpec, where: str) -> VirtualServer[Route]:
+        entries = [
+            self.entry(rs, f"{where}.routes[{ri}]", server) for ri, rs in enumerate(server.routes)
+        ]
+        try:
+            tree = LocationTree(entries)
+        except ValueError as exc:
+            raise ConfigError(where, str(exc)) from None
+        script = _compile_script(server.script, where) if server.script else None
+        templates = script_templates(server.script, f"{where}.script", self.user_vars)
+        only = server.routes[0] if len(server.routes) == 1 else None
+        single = None
+        if (
+            script is None
+            and only is not None
+            and only.match == "prefix"
+            and only.path == "/"
+            and not only.routes
+            and not only.script
+        ):
+            # Every request takes this route, so no path normalisation or search.
+            single = entries[0].value
+        return VirtualServer(
+            server.server_names,
+            [(e.path, e.value) for e in entries if e.kind == "prefix"],
+            locations=tree,
+            script=script,
+            extra=templates,
+            single=single,
+        )
+
+    def entry(self, rs: RouteSpec, where: str, server: ServerSpec) -> LocationEntry[Route]:
+        if not rs.add_headers and server.add_headers:
+            # nginx: add_header at the server level applies where a location has none.
+            rs = dataclasses.replace(rs, add_headers=server.add_headers)
+        key = rs.upstream if rs.upstream is not None else ""
+        route = Route(
+            rs,
+            self.groups[key],
+            self.pools[key],
+            where,
+            self.user_vars,
+            _compile_script(rs.script, where) if rs.script else None,
+        )
+        children = [
+            self.entry(child, f"{where}.routes[{ci}]", server) for ci, child in enumerate(rs.routes)
+        ]
+        return LocationEntry(rs.match, rs.path, route, children)
+
+
+def _compile_script(steps: tuple[ScriptStep, ...], where: str) -> CompiledScript:
+    try:
+        return compile_script(steps)
+    except (ValueError, re.error) as exc:
+        raise ConfigError(f"{where}.script", str(exc)) from None
+
+
+def _walk_routes(routes: tuple[RouteSpec, ...]) -> list[RouteSpec]:
+    out = []
+    for rs in routes:
+        out.append(rs)
+        out.extend(_walk_routes(rs.routes))
+    return out
+
+
+def _user_variables(config: Config) -> frozenset[str]:
+    """Names `set` or `map` defines anywhere: templates may use them everywhere (nginx
+    variables are global to the configuration)."""
+    names = {m.variable for m in config.maps}
+    for server in config.servers:
+        steps = list(server.script)
+        for rs in _walk_routes(server.routes):
+            steps.extend(rs.script)
+        names.update(s.variable for s in steps if isinstance(s, SetSpec))
+    return frozenset(names)
+
+
+class _BoundMap:
+    """A `map` with its source and value templates compiled: evaluated lazily, on the
+    first use of its variable in a request (as nginx does)."""
+
+    __slots__ = ("compiled", "source", "values")
+
+    def __init__(self, spec: MapSpec, user_vars: frozenset[str], where: str) -> None:
+        try:
+            self.compiled = CompiledMap(spec)
+        except (ValueError, re.error) as exc:
+            raise ConfigError(where, str(exc)) from None
+        self.source = compile_template(spec.source, f"{where}.source", user_vars)
+        texts = {spec.default, *(value for _, value in spec.entries)}
+        self.values = {t: compile_template(t, f"{where}.entries", user_vars) for t in texts}
+
+    def value_for(self, ctx: Any) -> bytes:
+        source = self.source if isinstance(self.source, bytes) else self.source(ctx)
+        text, captures = self.compiled.evaluate(source.decode("latin-1"))
+        tpl = self.values[text]
+        if isinstance(tpl, bytes):
+            return tpl
+        saved = ctx.captures
+        ctx.captures = tuple(c.encode("latin-1") for c in captures)
+        try:
+            return tpl(ctx)
+        finally:
+            ctx.captures = saved
+
+
+def _bind_maps(config: Config, user_vars: frozenset[str]) -> dict[str, Any]:
+    return {
+        m.variable: _BoundMap(m, user_vars, f"{config.source}: maps[{i}]")
+        for i, m in enumerate(config.maps)
+    }
+
+
+def _log_format(config: Config, user_vars: frozenset[str]) -> Callable[[Any], bytes] | None:
+    name = config.access_log.format
+    if name in ("combined", "json"):
+        return None
+    for fmt_name, template in config.log_formats:
+        if fmt_name == name:
+            return compile_log_format(template, f"{config.source}: log_formats.{name}", user_vars)
+    raise ConfigError(f"{config.source}: access_log.format", f"unknown log format {name!r}")
 
 
 def _stagger(group: UpstreamGroup, slot: int) -> None:

@@ -1,4 +1,5 @@
-"""The command line: run | check | proxy | demo | echo. The only place that exits."""
+"""The command line: run | check | convert | proxy | demo | echo. The only place that
+exits."""
 
 from __future__ import annotations
 
@@ -29,7 +30,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("-c", "--config", required=True, help="YAML configuration file")
+        sp.add_argument(
+            "-c", "--config", required=True, help="configuration file (native YAML or nginx.conf)"
+        )
+        with_loading(sp)
+
+    def with_loading(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--lenient",
+            action="store_true",
+            help="nginx.conf: ignore directives Ferryman does not support, with a warning",
+        )
         sp.add_argument(
             "--add-host",
             action="append",
@@ -41,10 +52,24 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the proxy from a configuration file")
     with_config(run)
+    run.add_argument(
+        "--publish",
+        "-p",
+        action="append",
+        default=[],
+        metavar="[IP:]HOSTPORT:PORT",
+        help="listen on IP:HOSTPORT where the configuration says PORT (docker run -p)",
+    )
     run.add_argument("--no-uvloop", action="store_true", help="use the stock asyncio loop")
 
     check = sub.add_parser("check", help="validate a configuration file and exit (like nginx -t)")
     with_config(check)
+
+    convert = sub.add_parser(
+        "convert", help="print the native YAML equivalent of a configuration (e.g. nginx.conf)"
+    )
+    convert.add_argument("config", metavar="FILE", help="nginx.conf or native YAML")
+    with_loading(convert)
 
     quick = sub.add_parser("proxy", help="quick reverse proxy from flags, no file")
     quick.add_argument("--listen", required=True, metavar="HOST:PORT")
@@ -77,9 +102,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    config = load_config(args.config)
+    config = load_config(args.config, lenient=args.lenient)
     if args.add_host:
         config = apply_hosts(config, dict(args.add_host))
+    # Like nginx's "[warn]" lines: a configuration that works, but not as one may think.
+    for warning in config.warnings:
+        print(f"ferryman: [warn] {warning}", file=sys.stderr)
     return config
 
 
@@ -94,10 +122,22 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from ferryman.config.publish import apply_publish, parse_publish
     from ferryman.workers import serve
 
-    config = _load(args)
-    return serve(config, reload=lambda: _load(args), use_uvloop=not args.no_uvloop)
+    publish = [parse_publish(p) for p in args.publish]
+
+    def load() -> Config:
+        return apply_publish(_load(args), publish)
+
+    return serve(load(), reload=load, use_uvloop=not args.no_uvloop)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from ferryman.config.dump import dump_native
+
+    sys.stdout.write(dump_native(_load(args)))
+    return 0
 
 
 def _cmd_proxy(args: argparse.Namespace) -> int:
@@ -133,6 +173,7 @@ def _cmd_echo(args: argparse.Namespace) -> int:
 _COMMANDS = {
     "run": _cmd_run,
     "check": _cmd_check,
+    "convert": _cmd_convert,
     "proxy": _cmd_proxy,
     "demo": _cmd_demo,
     "echo": _cmd_echo,

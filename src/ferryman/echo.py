@@ -337,6 +337,9 @@ class _EchoConnection(asyncio.Protocol):
             handler(self, req)
         elif req.path.startswith(b"/status/"):
             self._status(req)
+        elif req.path.startswith(b"/echo/"):
+            # Any path under /echo/ echoes too, so tests can see rewritten targets.
+            _EchoConnection._echo(self, req)
         else:
             self._simple(req, 404, b"not found\n")
 

@@ -200,6 +200,7 @@ def serve(
     """Run the master until it is told to stop. Raises ConfigError before forking if the
     configuration cannot run (a name does not resolve, a port cannot be bound)."""
     check_config(config)
+    _configure_error_log(config)
     master = _Master(config, reload, use_uvloop)
     for slot in range(config.workers):
         master.sockets_for(slot, config)
@@ -208,7 +209,59 @@ def serve(
         config.workers,
         ", ".join(sorted({listen.address for s in config.servers for listen in s.listen})),
     )
-    return master.run()
+    # nginx writes its pid file once its sockets are bound, and removes it on exit.
+    pid_file = config.pid_file
+    if pid_file is not None:
+        _write_pid_file(pid_file)
+    try:
+        return master.run()
+    finally:
+        if pid_file is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(pid_file)
+
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "notice": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "crit": logging.CRITICAL,
+    "alert": logging.CRITICAL,
+    "emerg": logging.CRITICAL,
+}
+
+
+def _configure_error_log(config: Config) -> None:
+    """nginx `error_log FILE LEVEL`: where and how much the error log says."""
+    if config.error_log is None:
+        return
+    path, level = config.error_log
+    root = logging.getLogger()
+    handler: logging.Handler
+    if path == "stderr":
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        try:
+            handler = logging.FileHandler(path)
+        except OSError as exc:
+            raise ConfigError(f"error_log {path}", f"cannot open: {exc.strerror}") from None
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s [%(levelname)s] %(process)d: %(name)s: %(message)s")
+    )
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(_LEVELS.get(level, logging.ERROR))
+
+
+def _write_pid_file(path: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise ConfigError(f"pid {path}", f"cannot write: {exc.strerror}") from None
 
 
 # ---------------------------------------------------------------- worker side

@@ -221,6 +221,6 @@ def test_mixed_host_template() -> None:
 
 def test_unknown_variable_in_host_template() -> None:
     with pytest.raises(ConfigError) as info:
-        make_route(RouteSpec(upstream="app", host_header="$proxy_host"), where="r")
+        make_route(RouteSpec(upstream="app", host_header="$proxy_nope"), where="r")
     assert info.value.where == "r.host_header"
-    assert "$proxy_host" in info.value.reason
+    assert "$proxy_nope" in info.value.reason

@@ -45,6 +45,14 @@ class Ctx:
     scheme: bytes = b"http"
     server_port: bytes = b"8080"
     server_name: bytes = b"proxy.local"
+    # $uri and $args: the normalised path and the query, which a rewrite may change;
+    # the exchange keeps them apart from the head for that reason.
+    uri: bytes = b""
+    args: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.uri = self.uri or self.head.path
+        self.args = self.args or self.head.query
 
 
 def ctx(
@@ -209,7 +217,7 @@ def test_template_is_reusable_across_requests() -> None:
 # ---- errors ----
 
 
-@pytest.mark.parametrize("name", ["nope", "http_", "arg_", "cookie_", "upstream_addr"])
+@pytest.mark.parametrize("name", ["nope", "http_", "arg_", "cookie_", "upstream_nope", "sent_http_"])
 def test_unknown_variable_is_a_config_error_naming_it_and_where(name: str) -> None:
     with pytest.raises(ConfigError) as info:
         compile_template(f"x $host ${name} y", "servers[0].routes[1].set_headers.X-Foo")

@@ -1,8 +1,8 @@
 """Loading a configuration file: read it, pick the front end by content, and merge host
 overrides from the command line.
 
-Owns the file read and the format decision only; each front end (native YAML today,
-nginx.conf later) owns its own syntax and validation. Knows nothing about the runtime.
+Owns the file read and the format decision only; each front end (native YAML,
+nginx.conf) owns its own syntax and validation. Knows nothing about the runtime.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import dataclasses
 import re
 
 from ferryman.config.native import load_native
+from ferryman.config.nginx import load_nginx
 from ferryman.config.schema import Config
 from ferryman.config.units import parse_host_name, parse_ip
 from ferryman.errors import ConfigError
@@ -26,11 +27,13 @@ _COMMENT = re.compile(r"#[^\n]*")
 _NGINX_STATEMENT = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_]*(?:\s+[^\s:;{][^;{]*)?\s*[;{]")
 
 
-def load_config(path: str) -> Config:
-    """Read `path` and build its `Config`; every failure is a ConfigError naming `path`."""
+def load_config(path: str, *, lenient: bool = False) -> Config:
+    """Read `path` and build its `Config`; every failure is a ConfigError naming `path`
+    (and the line, for nginx.conf). `lenient` turns nginx directives Ferryman does not
+    support into warnings (`Config.warnings`) instead of errors; YAML ignores it."""
     text = _read(path)
     if looks_like_nginx(text):
-        raise ConfigError(path, "nginx.conf syntax is not supported yet")
+        return load_nginx(path, lenient=lenient)
     return load_native(text, path)
 
 

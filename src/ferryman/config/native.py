@@ -21,19 +21,40 @@ import yaml.nodes
 import yaml.reader
 
 from ferryman.config.schema import (
+    MATCH_KINDS,
     AccessLogSpec,
     ClientTimeouts,
     Config,
+    HeaderAdd,
     ListenSpec,
+    MapSpec,
     PeerSpec,
+    ReturnSpec,
+    RewriteSpec,
     RouteSpec,
+    ScriptStep,
     ServerSpec,
+    SetSpec,
     UpstreamSpec,
 )
-from ferryman.config.units import parse_address, parse_duration, parse_host_name, parse_ip
+from ferryman.config.units import (
+    parse_address,
+    parse_duration,
+    parse_host_name,
+    parse_ip,
+    parse_size,
+)
 from ferryman.errors import ConfigError
 
-__all__ = ["ACCESS_LOG_FORMATS", "balancer_names", "load_native"]
+__all__ = [
+    "ACCESS_LOG_FORMATS",
+    "ERROR_LOG_LEVELS",
+    "HTTP_VERSIONS",
+    "REWRITE_FLAGS",
+    "balancer_names",
+    "check_regex",
+    "load_native",
+]
 
 ACCESS_LOG_FORMATS = ("combined", "json")
 _FALLBACK_BALANCERS = ("round_robin", "least_conn")
@@ -42,15 +63,29 @@ _FALLBACK_BALANCERS = ("round_robin", "least_conn")
 # that a stray extra digit is caught at load rather than starving the other peers.
 _MAX_WEIGHT = 1000
 _MAX_COUNT = 1_000_000
-# A name usable in a key path and as `proxy_pass http://<name>` in nginx terms.
-_UPSTREAM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+# A name usable in a key path and as `proxy_pass http://<name>` in nginx terms; `:` and
+# brackets for the implicit groups nginx.conf's `proxy_pass http://host:port` makes,
+# named `host:port` or `[v6]:port` as nginx's $proxy_host shows them.
+_UPSTREAM_NAME = re.compile(r"[A-Za-z0-9_\[][A-Za-z0-9_.:\[\]-]{0,99}")
 # RFC 9110 section 5.1: a field name is a token.
 _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # RFC 9110 section 5.5: no CR, LF or NUL (or other controls but tab) in a field value.
 _FIELD_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
-_ROUTE_PATH = re.compile(r"/[\x21-\x7e]*")
+# A location path: printable, spaces and non-ASCII allowed (paths are matched decoded).
+_ROUTE_PATH = re.compile(r"/[^\x00-\x1f\x7f]*")
+_NAMED_ROUTE = re.compile(r"@[\x21-\x7e]+")
 _SERVER_NAME = re.compile(r"[\x21-\x7e]+")
 _FILE_PATH = re.compile(r"[^\x00-\x1f\x7f]+")
+_ANY_TEXT = re.compile(r".*", re.DOTALL)
+_VARIABLE_NAME = re.compile(r"[A-Za-z0-9_]+")
+_LOG_FORMAT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+HTTP_VERSIONS = ("1.0", "1.1")
+REWRITE_FLAGS = ("", "last", "break", "redirect", "permanent")
+# nginx's error_log levels, least severe first.
+ERROR_LOG_LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
+# `return` statuses: HTTP's range, and nginx's 444 (close the connection, no answer).
+_CLOSE_WITHOUT_ANSWER = 444
 
 # Schema defaults, read from the dataclasses so that there is one source of truth.
 _CONFIG = Config(servers=(), upstreams=())
@@ -125,6 +160,17 @@ def balancer_names() -> tuple[str, ...]:
             raise  # the registry exists but is broken: say so, don't hide it
         return _FALLBACK_BALANCERS
     return tuple(str(name) for name in registry.known_balancers())
+
+
+def check_regex(pattern: str, *, icase: bool = False) -> None:
+    """Raise ValueError (with `re`'s reason) unless `pattern` compiles with Python's `re`,
+    which is what runs every regex of a configuration."""
+    try:
+        re.compile(pattern, re.IGNORECASE if icase else 0)
+    except re.error as exc:
+        raise ValueError(str(exc)) from None
+    except (RecursionError, OverflowError):
+        raise ValueError("the pattern is too complex") from None
 
 
 def _parse_yaml(text: str, source: str) -> object:
@@ -275,7 +321,11 @@ def _kind(value: object) -> str:
 
 _TOP_KEYS = (
     "access_log",
+    "error_log",
     "hosts",
+    "log_formats",
+    "maps",
+    "pid_file",
     "servers",
     "timeouts",
     "upstreams",
@@ -285,9 +335,11 @@ _TOP_KEYS = (
 
 
 def _config(data: object, path: _Path) -> Config:
-    top = _section(data, path, _TOP_KEYS, required=("upstreams", "servers"))
-    upstreams = _upstreams(*top.at("upstreams"))
+    top = _section(data, path, _TOP_KEYS, required=("servers",))
+    upstreams = _upstreams(*top.at("upstreams")) if top.has("upstreams") else ()
     names = {u.name for u in upstreams}
+    log_formats = _log_formats(*top.at("log_formats")) if top.has("log_formats") else ()
+    formats = (*ACCESS_LOG_FORMATS, *(name for name, _ in log_formats))
     return Config(
         servers=_servers(*top.at("servers"), names),
         upstreams=upstreams,
@@ -296,8 +348,14 @@ def _config(data: object, path: _Path) -> Config:
             "worker_connections", _CONFIG.worker_connections, 1, _MAX_COUNT
         ),
         client_timeouts=_timeouts(*top.at("timeouts")) if top.has("timeouts") else _TIMEOUTS,
-        access_log=_access_log(*top.at("access_log")) if top.has("access_log") else _ACCESS_LOG,
+        access_log=(
+            _access_log(*top.at("access_log"), formats) if top.has("access_log") else _ACCESS_LOG
+        ),
         hosts=_hosts(*top.at("hosts")) if top.has("hosts") else (),
+        maps=_maps(*top.at("maps")) if top.has("maps") else (),
+        pid_file=_optional_path(*top.at("pid_file")) if top.has("pid_file") else None,
+        error_log=_error_log(*top.at("error_log")) if top.has("error_log") else None,
+        log_formats=log_formats,
         source=path.source,
     )
 
@@ -324,7 +382,7 @@ def _hosts(value: object, path: _Path) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _access_log(value: object, path: _Path) -> AccessLogSpec:
+def _access_log(value: object, path: _Path, formats: tuple[str, ...]) -> AccessLogSpec:
     if value == "off":
         return AccessLogSpec(path=None, format=_ACCESS_LOG.format)
     if not isinstance(value, dict):
@@ -339,8 +397,33 @@ def _access_log(value: object, path: _Path) -> AccessLogSpec:
         log_path = None if raw is None else _text(raw, at, _FILE_PATH)
     log_format = _ACCESS_LOG.format
     if section.has("format"):
-        log_format = _choice(*section.at("format"), ACCESS_LOG_FORMATS)
+        # combined, json, or the name of one of log_formats.
+        log_format = _choice(*section.at("format"), formats)
     return AccessLogSpec(path=log_path, format=log_format)
+
+
+def _log_formats(value: object, path: _Path) -> tuple[tuple[str, str], ...]:
+    formats = []
+    for name, template in _string_keys(value, path).items():
+        at = path.key(name)
+        if not _LOG_FORMAT_NAME.fullmatch(name):
+            raise at.error(f"invalid log format name {name!r} (letters, digits, _ . -)")
+        if name == "combined":
+            # As in nginx: the built-in `combined` cannot be redefined.
+            raise at.error("the combined format is built in and cannot be redefined")
+        formats.append((name, _text(template, at, _ANY_TEXT)))
+    return tuple(formats)
+
+
+def _optional_path(value: object, path: _Path) -> str | None:
+    return None if value is None else _text(value, path, _FILE_PATH)
+
+
+def _error_log(value: object, path: _Path) -> tuple[str, str]:
+    section = _section(value, path, ("path", "level"), required=("path",))
+    log_path = _text(*section.at("path"), _FILE_PATH)
+    level = _choice(*section.at("level"), ERROR_LOG_LEVELS) if section.has("level") else "error"
+    return log_path, level
 
 
 def _timeouts(value: object, path: _Path) -> ClientTimeouts:
@@ -354,6 +437,61 @@ def _timeouts(value: object, path: _Path) -> ClientTimeouts:
     )
 
 
+# --- maps --------------------------------------------------------------------------
+
+_MAP_KEYS = ("default", "entries", "source", "variable")
+
+
+def _maps(value: object, path: _Path) -> tuple[MapSpec, ...]:
+    maps = tuple(_map(item, path.index(i)) for i, item in enumerate(_items(value, path)))
+    _check_unique([m.variable for m in maps], path, "variable")
+    return maps
+
+
+def _map(value: object, path: _Path) -> MapSpec:
+    section = _section(value, path, _MAP_KEYS, required=("source", "variable"))
+    entries: list[tuple[str, str]] = []
+    if section.has("entries"):
+        raw, at = section.at("entries")
+        for i, item in enumerate(_items(raw, at)):
+            entries.append(_map_entry(item, at.index(i)))
+    _check_unique(
+        [key.lower() for key, _ in entries if not key.startswith("~")], path.key("entries"), "key"
+    )
+    return MapSpec(
+        source=_text(*section.at("source"), _ANY_TEXT),
+        variable=_variable_name(*section.at("variable")),
+        entries=tuple(entries),
+        default=section.text("default", "", _ANY_TEXT),
+    )
+
+
+def _map_entry(value: object, path: _Path) -> tuple[str, str]:
+    if not (isinstance(value, list) and len(value) == 2):
+        raise path.error(f"{path.name} must be a [pattern, value] pair, not {value!r}")
+    key, result = (_text(item, path, _ANY_TEXT) for item in value)
+    if key.startswith("~"):
+        # `~regex` matches case-sensitively, `~*regex` case-insensitively.
+        icase = key.startswith("~*")
+        _regex(key[2 if icase else 1 :], path, icase=icase)
+    return key, result
+
+
+def _variable_name(value: object, path: _Path) -> str:
+    name = _text(value, path, _ANY_TEXT)
+    if not _VARIABLE_NAME.fullmatch(name):
+        raise path.error(f"{path.name} must be a variable name without '$', not {name!r}")
+    return name
+
+
+def _regex(pattern: str, path: _Path, *, icase: bool = False) -> str:
+    try:
+        check_regex(pattern, icase=icase)
+    except ValueError as exc:
+        raise path.error(f"{path.name}: cannot compile regex {pattern!r}: {exc}") from None
+    return pattern
+
+
 # --- upstreams -------------------------------------------------------------------
 
 _UPSTREAM_KEYS = ("balance", "keepalive", "keepalive_requests", "keepalive_timeout", "servers")
@@ -363,12 +501,12 @@ _PEER_KEYS = ("address", "backup", "down", "fail_timeout", "max_fails", "weight"
 def _upstreams(value: object, path: _Path) -> tuple[UpstreamSpec, ...]:
     mapping = _string_keys(value, path)
     if not mapping:
-        raise path.error("upstreams must define at least one upstream")
+        raise path.error("upstreams must define at least one upstream (or be left out)")
     upstreams = []
     for name, body in mapping.items():
         at = path.key(name)
         if not _UPSTREAM_NAME.fullmatch(name):
-            raise at.error(f"invalid upstream name {name!r} (letters, digits, _ . -)")
+            raise at.error(f"invalid upstream name {name!r} (letters, digits, _ . - : [ ])")
         upstreams.append(_upstream(name, body, at))
     return tuple(upstreams)
 
@@ -424,20 +562,10 @@ def _peer_address(value: object, path: _Path) -> tuple[str, int]:
     return host, port
 
 
-# --- servers and routes ----------------------------------------------------------
+# --- servers -----------------------------------------------------------------------
 
-_SERVER_KEYS = ("listen", "routes", "server_names")
-_ROUTE_KEYS = (
-    "connect_timeout",
-    "forwarded_headers",
-    "host_header",
-    "next_upstream_tries",
-    "path",
-    "read_timeout",
-    "send_timeout",
-    "set_headers",
-    "upstream",
-)
+_SERVER_KEYS = ("add_headers", "listen", "routes", "script", "server_names")
+_LISTEN_KEYS = ("address", "default_server")
 
 
 def _servers(value: object, path: _Path, upstreams: set[str]) -> tuple[ServerSpec, ...]:
@@ -447,46 +575,110 @@ def _servers(value: object, path: _Path, upstreams: set[str]) -> tuple[ServerSpe
 
 
 def _server(value: object, path: _Path, upstreams: set[str]) -> ServerSpec:
-    section = _section(value, path, _SERVER_KEYS, required=("listen", "routes"))
+    section = _section(value, path, _SERVER_KEYS, required=("listen",))
     names: tuple[str, ...] = ()
     if section.has("server_names"):
         raw, at = section.at("server_names")
         items = _items(raw, at, allow_single=True)
-        names = tuple(_text(name, at.index(i), _SERVER_NAME) for i, name in enumerate(items))
-    raw, at = section.at("routes")
-    routes = tuple(_route(item, at.index(i), upstreams) for i, item in enumerate(_items(raw, at)))
-    _check_unique([r.path for r in routes], at, "path")
-    return ServerSpec(listen=_listens(*section.at("listen")), routes=routes, server_names=names)
+        names = tuple(_server_name(name, at.index(i)) for i, name in enumerate(items))
+    routes: tuple[RouteSpec, ...] = ()
+    if section.has("routes"):
+        routes = _routes(*section.at("routes"), upstreams)
+    return ServerSpec(
+        listen=_listens(*section.at("listen")),
+        routes=routes,
+        server_names=names,
+        script=_script(*section.at("script")) if section.has("script") else (),
+        add_headers=_add_headers(*section.at("add_headers")) if section.has("add_headers") else (),
+    )
+
+
+def _server_name(value: object, path: _Path) -> str:
+    # "" matches requests without a Host; `~regex`; exact or wildcard names.
+    if value == "":
+        return ""
+    name = _text(value, path, _SERVER_NAME)
+    if name.startswith("~"):
+        _regex(name[1:], path)
+    return name
 
 
 def _listens(value: object, path: _Path) -> tuple[ListenSpec, ...]:
     listens = []
     for i, item in enumerate(_items(value, path, allow_single=True)):
         at = path.index(i) if isinstance(value, list) else path
-        # A YAML int is a bare port, like `listen 8080;`.
-        text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
-        if not isinstance(text, str):
-            raise at.error(f"{at.name} must be an address string, not {_kind(item)}")
-        try:
-            host, port = parse_address(text)
-        except ValueError as exc:
-            raise at.error(f"{at.name}: {exc}") from None
-        # A bare port listens on every IPv4 address, as nginx's `listen 8080;` does.
-        listens.append(ListenSpec(host="0.0.0.0" if host is None else host, port=port))
+        listens.append(_listen(item, at))
     # nginx refuses the same listen twice in one server ("a duplicate listen").
     _check_unique([spec.address for spec in listens], path, "address")
     return tuple(listens)
 
 
+def _listen(item: object, path: _Path) -> ListenSpec:
+    default_server = False
+    if isinstance(item, dict):
+        section = _section(item, path, _LISTEN_KEYS, required=("address",))
+        default_server = section.boolean("default_server", False)
+        item, path = section.at("address")
+    # A YAML int is a bare port, like `listen 8080;`.
+    text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+    if not isinstance(text, str):
+        raise path.error(f"{path.name} must be an address string, not {_kind(item)}")
+    try:
+        host, port = parse_address(text)
+    except ValueError as exc:
+        raise path.error(f"{path.name}: {exc}") from None
+    # A bare port listens on every IPv4 address, as nginx's `listen 8080;` does.
+    return ListenSpec("0.0.0.0" if host is None else host, port, default_server=default_server)
+
+
+# --- routes ------------------------------------------------------------------------
+
+_ROUTE_KEYS = (
+    "add_headers",
+    "client_max_body_size",
+    "connect_timeout",
+    "forwarded_headers",
+    "hide_headers",
+    "host_header",
+    "http_version",
+    "match",
+    "next_upstream_tries",
+    "pass_headers",
+    "path",
+    "read_timeout",
+    "routes",
+    "script",
+    "send_timeout",
+    "set_headers",
+    "upstream",
+    "upstream_uri",
+)
+
+
+def _routes(value: object, path: _Path, upstreams: set[str]) -> tuple[RouteSpec, ...]:
+    routes = tuple(
+        _route(item, path.index(i), upstreams) for i, item in enumerate(_items(value, path))
+    )
+    _check_unique([key for r in routes if (key := _route_key(r))], path, "location")
+    return routes
+
+
+def _route_key(route: RouteSpec) -> str:
+    # As nginx: `= /a` and `/a` may coexist, `/a` and `^~ /a` may not; regexes may repeat.
+    kind = {"exact": "= ", "prefix": "", "prefix_priority": "", "named": ""}.get(route.match)
+    return "" if kind is None else kind + route.path
+
+
 def _route(value: object, path: _Path, upstreams: set[str]) -> RouteSpec:
-    section = _section(value, path, _ROUTE_KEYS, required=("upstream",))
-    upstream = _text(*section.at("upstream"), _UPSTREAM_NAME)
-    if upstream not in upstreams:
-        known = ", ".join(sorted(upstreams))
-        raise path.key("upstream").error(f"upstream {upstream!r} is not defined (have: {known})")
+    section = _section(value, path, _ROUTE_KEYS)
+    match = _choice(*section.at("match"), MATCH_KINDS) if section.has("match") else "prefix"
     return RouteSpec(
-        upstream=upstream,
-        path=section.text("path", _ROUTE.path, _ROUTE_PATH),
+        upstream=_route_upstream(section, upstreams),
+        path=_route_path(section, match),
+        match=match,
+        upstream_uri=_upstream_uri(*section.at("upstream_uri"))
+        if section.has("upstream_uri")
+        else None,
         host_header=section.text("host_header", _ROUTE.host_header, _SERVER_NAME),
         set_headers=_set_headers(*section.at("set_headers")) if section.has("set_headers") else (),
         connect_timeout=section.duration("connect_timeout", _ROUTE.connect_timeout, positive=True),
@@ -496,7 +688,74 @@ def _route(value: object, path: _Path, upstreams: set[str]) -> RouteSpec:
             "next_upstream_tries", _ROUTE.next_upstream_tries, 0, _MAX_COUNT
         ),
         forwarded_headers=section.boolean("forwarded_headers", _ROUTE.forwarded_headers),
+        http_version=_http_version(*section.at("http_version"))
+        if section.has("http_version")
+        else _ROUTE.http_version,
+        hide_headers=_field_names(section, "hide_headers"),
+        pass_headers=_field_names(section, "pass_headers"),
+        add_headers=_add_headers(*section.at("add_headers")) if section.has("add_headers") else (),
+        script=_script(*section.at("script")) if section.has("script") else (),
+        client_max_body_size=_body_size(*section.at("client_max_body_size"))
+        if section.has("client_max_body_size")
+        else _ROUTE.client_max_body_size,
+        routes=_routes(*section.at("routes"), upstreams) if section.has("routes") else (),
     )
+
+
+def _route_upstream(section: _Section, upstreams: set[str]) -> str | None:
+    # No upstream: the route answers by its script (`return`), or 404.
+    if not section.has("upstream"):
+        return None
+    raw, at = section.at("upstream")
+    upstream = _text(raw, at, _UPSTREAM_NAME)
+    if upstream not in upstreams:
+        known = ", ".join(sorted(upstreams)) or "none"
+        raise at.error(f"upstream {upstream!r} is not defined (have: {known})")
+    return upstream
+
+
+def _route_path(section: _Section, match: str) -> str:
+    if not section.has("path"):
+        if match in ("regex", "regex_icase", "named"):
+            raise section.path.error(f"a {match} route needs a path")
+        return _ROUTE.path
+    raw, at = section.at("path")
+    if match in ("regex", "regex_icase"):
+        return _regex(_text(raw, at, _FILE_PATH), at, icase=match == "regex_icase")
+    return _text(raw, at, _NAMED_ROUTE if match == "named" else _ROUTE_PATH)
+
+
+def _upstream_uri(value: object, path: _Path) -> str:
+    # nginx `proxy_pass http://up/URI`: replaces the matched part of the path.
+    return _text(value, path, _ROUTE_PATH)
+
+
+def _http_version(value: object, path: _Path) -> str:
+    # `1.1` unquoted is a YAML float; take it as the version it spells.
+    text = f"{value:.1f}" if isinstance(value, float) else value
+    return _choice(text, path, HTTP_VERSIONS)
+
+
+def _body_size(value: object, path: _Path) -> int | None:
+    # null or 0: no limit (nginx `client_max_body_size 0`).
+    if value is None:
+        return None
+    try:
+        return parse_size(value) or None
+    except ValueError as exc:
+        raise path.error(f"{path.name}: {exc}") from None
+
+
+def _field_names(section: _Section, key: str) -> tuple[str, ...]:
+    if not section.has(key):
+        return ()
+    raw, at = section.at(key)
+    names = tuple(
+        _text(item, at.index(i), _FIELD_NAME).lower()
+        for i, item in enumerate(_items(raw, at, allow_single=True))
+    )
+    _check_unique(list(names), at, "header")
+    return names
 
 
 def _set_headers(value: object, path: _Path) -> tuple[tuple[str, str], ...]:
@@ -510,6 +769,77 @@ def _set_headers(value: object, path: _Path) -> tuple[tuple[str, str], ...]:
         headers.append((name, _text(template, at, _FIELD_VALUE)))
     _check_unique([name.lower() for name, _ in headers], path, "header")
     return tuple(headers)
+
+
+_ADD_HEADER_KEYS = ("always", "name", "value")
+
+
+def _add_headers(value: object, path: _Path) -> tuple[HeaderAdd, ...]:
+    headers = []
+    for i, item in enumerate(_items(value, path)):
+        at = path.index(i)
+        section = _section(item, at, _ADD_HEADER_KEYS, required=("name", "value"))
+        headers.append(
+            HeaderAdd(
+                name=_text(*section.at("name"), _FIELD_NAME),
+                value=_text(*section.at("value"), _FIELD_VALUE),
+                always=section.boolean("always", False),
+            )
+        )
+    return tuple(headers)
+
+
+# --- scripts (nginx's rewrite module: set, rewrite, return, in order) ---------------
+
+_SCRIPT_KINDS = ("return", "rewrite", "set")
+
+
+def _script(value: object, path: _Path) -> tuple[ScriptStep, ...]:
+    steps = []
+    for i, item in enumerate(_items(value, path)):
+        at = path.index(i)
+        mapping = _string_keys(item, at)
+        if len(mapping) != 1 or next(iter(mapping)) not in _SCRIPT_KINDS:
+            raise at.error(
+                f"{at.name} must be a mapping with one key, set, rewrite or return; "
+                f"not {sorted(mapping)}"
+            )
+        ((kind, body),) = mapping.items()
+        steps.append(_SCRIPT_STEPS[kind](body, at.key(kind)))
+    return tuple(steps)
+
+
+def _set_step(value: object, path: _Path) -> ScriptStep:
+    section = _section(value, path, ("value", "variable"), required=("value", "variable"))
+    return SetSpec(
+        variable=_variable_name(*section.at("variable")),
+        value=_text(*section.at("value"), _ANY_TEXT),
+    )
+
+
+def _rewrite_step(value: object, path: _Path) -> ScriptStep:
+    section = _section(value, path, ("flag", "pattern", "replacement"), ("pattern", "replacement"))
+    raw, at = section.at("pattern")
+    replacement, at_replacement = section.at("replacement")
+    if replacement == "":
+        raise at_replacement.error("replacement must not be empty")
+    return RewriteSpec(
+        pattern=_regex(_text(raw, at, _ANY_TEXT), at),
+        replacement=_text(replacement, at_replacement, _ANY_TEXT),
+        flag=_choice(*section.at("flag"), REWRITE_FLAGS) if section.has("flag") else "",
+    )
+
+
+def _return_step(value: object, path: _Path) -> ScriptStep:
+    section = _section(value, path, ("status", "text"), required=("status",))
+    raw, at = section.at("status")
+    status = _integer(raw, at, 100, 999)
+    if not (status <= 599 or status == _CLOSE_WITHOUT_ANSWER):
+        raise at.error(f"status must be from 100 to 599, or 444; not {status}")
+    return ReturnSpec(status=status, text=section.text("text", "", _ANY_TEXT))
+
+
+_SCRIPT_STEPS = {"set": _set_step, "rewrite": _rewrite_step, "return": _return_step}
 
 
 def _check_unique(values: list[str], path: _Path, what: str) -> None:

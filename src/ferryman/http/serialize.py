@@ -18,6 +18,7 @@ __all__ = [
     "chunk",
     "client_framing",
     "error_response",
+    "local_response",
     "serialize_request_head",
     "serialize_response_head",
     "status_line",
@@ -48,8 +49,9 @@ def serialize_request_head(
     extra: bytes,
     drop: frozenset[bytes],
     forwarded_for: bytes | None,
+    http10: bool = False,
 ) -> bytes:
-    """The head sent upstream, always HTTP/1.1.
+    """The head sent upstream, HTTP/1.1 (or 1.0, closing, for `http10`).
 
     `extra` is pre-rendered `name: value\\r\\n` lines added after the client's fields;
     `drop` names (lower case) further client fields not to copy (fields a route sets
@@ -82,6 +84,19 @@ def serialize_request_head(
         length = b"Content-Length: 0\r\n"
     else:
         length = b""
+    if http10 and framing is not _CHUNKED:
+        # nginx's default (proxy_http_version 1.0): one request per connection. A chunked
+        # body cannot be framed in HTTP/1.0 without buffering it whole, so such requests
+        # go as HTTP/1.1 (nginx buffers instead).
+        return b"%s %s HTTP/1.0\r\nHost: %s\r\n%s%s%s%sConnection: close\r\n\r\n" % (
+            head.method,
+            target,
+            host,
+            fields,
+            xff,
+            extra,
+            length,
+        )
     return b"%s %s HTTP/1.1\r\nHost: %s\r\n%s%s%s%s\r\n" % (
         head.method,
         target,
@@ -127,6 +142,29 @@ def serialize_response_head(
     status = head.status
     line = STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
     return b"%s%s%s%s%s\r\n" % (line, head.fields, extra, length, conn)
+
+
+def local_response(
+    status: int,
+    body: bytes,
+    *,
+    content_type: bytes = b"text/plain",
+    extra: bytes = b"",
+    keep_alive: bool = False,
+    head_only: bool = False,
+) -> bytes:
+    """An answer made by the proxy itself (nginx `return`, redirects, errors).
+    `extra` is pre-rendered `name: value\\r\\n` lines; `head_only` for HEAD requests."""
+    conn = b"keep-alive" if keep_alive else b"close"
+    ctype = b"Content-Type: %s\r\n" % content_type if body or status >= 300 else b""
+    return b"%s%s%sContent-Length: %d\r\nConnection: %s\r\n\r\n%s" % (
+        status_line(status),
+        ctype,
+        extra,
+        len(body),
+        conn,
+        b"" if head_only else body,
+    )
 
 
 def error_response(status: int, message: str, keep_alive: bool = False) -> bytes:

@@ -13,7 +13,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = ["AccessLog", "Entry", "format_combined", "format_json"]
 
@@ -87,11 +87,19 @@ FORMATS: dict[str, Callable[[Entry, str | None], bytes]] = {
 
 
 class AccessLog:
-    __slots__ = ("_buf", "_fd", "_fmt", "_owns_fd", "enabled")
+    """`custom`, when given, renders a whole line from the request context (a compiled
+    nginx log_format); the built-in formats are rendered later, from `Entry` tuples."""
 
-    def __init__(self, path: str | None, fmt: str = "combined") -> None:
+    __slots__ = ("_buf", "_fd", "_fmt", "_lines", "_owns_fd", "custom", "enabled")
+
+    def __init__(
+        self, path: str | None, fmt: str = "combined", custom: Callable[[Any], bytes] | None = None
+    ) -> None:
         self.enabled = path is not None
-        self._fmt = FORMATS[fmt]
+        self.custom = custom
+        # A custom format renders lines itself; otherwise the name must be a built-in.
+        self._fmt = format_combined if custom is not None else FORMATS[fmt]
+        self._lines: list[bytes] = []
         self._buf: list[Entry] = []
         self._owns_fd = False
         if path is None:
@@ -107,7 +115,15 @@ class AccessLog:
         if len(self._buf) >= 512:
             self.flush()
 
+    def record_line(self, line: bytes) -> None:
+        self._lines.append(line)
+        if len(self._lines) >= 512:
+            self.flush()
+
     def flush(self) -> None:
+        if self._lines:
+            lines, self._lines = self._lines, []
+            self._write(b"".join(lines))
         if not self._buf:
             return
         buf, self._buf = self._buf, []
@@ -119,7 +135,9 @@ class AccessLog:
                 second = int(entry.time)
                 stamp = _local_time(entry.time)
             out.append(fmt(entry, stamp))
-        data = b"".join(out)
+        self._write(b"".join(out))
+
+    def _write(self, data: bytes) -> None:
         try:
             while data:
                 n = os.write(self._fd, data)

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ferryman.balancing.base import Outcome
 from ferryman.errors import (
+    ProtocolError,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
@@ -37,13 +38,19 @@ from ferryman.http.serialize import (
     chunk,
     client_framing,
     error_response,
+    local_response,
     serialize_request_head,
     serialize_response_head,
 )
+from ferryman.http.uri import encode_path, normalize_path
 from ferryman.observability.access_log import Entry
+from ferryman.proxy.route import render_add_headers
+from ferryman.proxy.script import MAX_REWRITE_CYCLES, CompiledScript, ScriptOutcome, run_script
 
 if TYPE_CHECKING:
     from ferryman.proxy.route import Route
+    from ferryman.proxy.variables import Template
+    from ferryman.routing.table import VirtualServer
     from ferryman.server.connection import ClientConnection
     from ferryman.upstream.connection import UpstreamConnection
     from ferryman.upstream.peer import PeerState
@@ -60,19 +67,51 @@ REPLAY_LIMIT = 64 * 1024
 PENDING_LIMIT = 256 * 1024
 _NONE, _CHUNKED, _UNTIL_CLOSE = Framing.NONE, Framing.CHUNKED, Framing.UNTIL_CLOSE
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MESSAGES = {
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    413: "Request Entity Too Large",
+    500: "Internal Server Error",
     502: "Bad Gateway",
     504: "Gateway Timeout",
 }
 
 
+def _without(fields: bytes, hide: frozenset[bytes]) -> bytes:
+    """Pre-rendered field lines minus those whose (lower-case) name is in `hide`."""
+    return b"".join(
+        line + b"\r\n"
+        for line in fields.split(b"\r\n")
+        if line and line.split(b":", 1)[0].lower() not in hide
+    )
+
+
+def _redirect_body(status: int) -> bytes:
+    # nginx's stock redirect page, minus its server token.
+    phrase = _REDIRECT_PHRASES[status]
+    return (
+        b"<html>\r\n<head><title>%d %s</title></head>\r\n<body>\r\n"
+        b"<center><h1>%d %s</h1></center>\r\n</body>\r\n</html>\r\n"
+    ) % (status, phrase, status, phrase)
+
+
+_REDIRECT_PHRASES = {
+    301: b"Moved Permanently",
+    302: b"Found",
+    303: b"See Other",
+    307: b"Temporary Redirect",
+    308: b"Permanent Redirect",
+}
+
+
 class Exchange:
     __slots__ = (
+        "args",
         "body_bytes",
         "body_done",
+        "captures",
         "client",
         "conn",
         "ended",
@@ -89,6 +128,7 @@ class Exchange:
         "resp_framing",
         "response",
         "reused",
+        "rewritten",
         "route",
         "started",
         "status",
@@ -97,6 +137,8 @@ class Exchange:
         "tunnel",
         "upstream_keep",
         "upstream_start",
+        "uri",
+        "vars",
     )
 
     def __init__(self, client: ClientConnection, head: RequestHead) -> None:
@@ -127,6 +169,13 @@ class Exchange:
         # Timing is only for the access log; a clock call per request is not free.
         self.started = time.monotonic() if client.worker.access_log.enabled else 0.0
         self.upstream_start = 0.0
+        # $uri and $args: the normalised path and the query; a rewrite may change them.
+        # They stay the head's own objects until then (the identity is checked).
+        self.uri = head.path
+        self.args = head.query
+        self.captures: tuple[bytes, ...] = ()
+        self.vars: dict[str, bytes] | None = None
+        self.rewritten = False
 
     # ---- variables for header templates ----
 
@@ -150,6 +199,38 @@ class Exchange:
     def server_name(self) -> bytes:
         return self.client.listener.server_name
 
+    @property
+    def proxy_host(self) -> bytes:
+        return self.route.proxy_host if self.route is not None else b""
+
+    @property
+    def upstream_addr(self) -> bytes:
+        return self.peer.name.encode() if self.peer is not None else b""
+
+    def capture(self, n: int) -> bytes:
+        """$1..$9: groups of the last regex that matched (location, rewrite or map)."""
+        return self.captures[n - 1] if 0 < n <= len(self.captures) else b""
+
+    def var(self, name: str) -> bytes:
+        """A `set` variable, or a `map` variable evaluated on first use."""
+        values = self.vars
+        if values is not None and name in values:
+            return values[name]
+        maps = self.client.worker.maps
+        compiled = maps.get(name) if maps else None
+        if compiled is None:
+            return b""
+        value: bytes = compiled.value_for(self)
+        if self.vars is None:
+            self.vars = {}
+        self.vars[name] = value
+        return value
+
+    def set_var(self, name: str, value: bytes) -> None:
+        if self.vars is None:
+            self.vars = {}
+        self.vars[name] = value
+
     # ---- phase: start ----
 
     def start(self) -> None:
@@ -157,19 +238,126 @@ class Exchange:
         if head.method == b"CONNECT":
             self.respond_local(405)
             return
-        route = self.client.listener.table.match(head.host, head.path)
+        server = self.client.listener.table.server_for(head.host)
+        route = server.single
         if route is None:
+            route = self._find_route(server)
+            if route is None:
+                return  # answered: a return, a redirect, 400, 404 or 500
+        self.route = route
+        if not route.proxies:
+            # A location with neither proxy_pass nor return: nginx would serve files.
             self.respond_local(404)
             return
-        self.route = route
+        limit = route.max_body
+        if limit is not None and head.content_length > limit:
+            _log.info("client intended to send too large body: %d bytes", head.content_length)
+            self.respond_local(413)
+            return
         self.request_bytes = self._upstream_head(route)
         self.dispatch()
 
+    # ---- phase: rewrite and location search (nginx's server-rewrite, find-config,
+    # rewrite phases), only for servers whose configuration needs them ----
+
+    def _find_route(self, server: VirtualServer[Route]) -> Route | None:
+        try:
+            self.uri = normalize_path(self.head.path)
+        except ProtocolError as exc:
+            _log.info("bad request path from %s: %s", self.remote_addr.decode(), exc.reason)
+            self.respond_local(400)
+            return None
+        if server.script is not None:
+            script = cast(CompiledScript, server.script)
+            templates = cast("dict[str, Template]", server.extra)
+            if self._run_script(script, templates) is None:
+                return None
+        locations = server.locations
+        for _ in range(MAX_REWRITE_CYCLES):
+            if locations is None:
+                route = server.match(self.uri)
+                captures: tuple[str, ...] = ()
+            else:
+                route, captures = locations.find_with_captures(self.uri.decode("latin-1"))
+            if route is None:
+                self.respond_local(404)
+                return None
+            self.captures = tuple(c.encode("latin-1") for c in captures)
+            if route.script is None:
+                return route
+            self.route = route
+            outcome = self._run_script(route.script, route.templates)
+            if outcome is None:
+                return None
+            if not outcome.needs_location_search:
+                return route
+        _log.error("rewrite or internal redirection cycle while processing %r", self.head)
+        self.respond_local(500)
+        return None
+
+    def _run_script(
+        self, script: CompiledScript, templates: dict[str, Template]
+    ) -> ScriptOutcome | None:
+        """Runs a rewrite script; returns its outcome, or None when it answered."""
+
+        def render(template: str, captures: tuple[str, ...]) -> str:
+            saved = self.captures
+            self.captures = tuple(c.encode("latin-1") for c in captures)
+            try:
+                tpl = templates[template]
+                return (tpl if isinstance(tpl, bytes) else tpl(self)).decode("latin-1")
+            finally:
+                self.captures = saved
+
+        outcome = run_script(
+            script,
+            self.uri.decode("latin-1"),
+            render,
+            lambda name, value: self.set_var(name, value.encode("latin-1")),
+            args=self.args.decode("latin-1"),
+            captures=tuple(c.decode("latin-1") for c in self.captures),
+            escape_captures=b"%" in self.head.path or b"+" in self.head.path,
+        )
+        if outcome.uri_changed:
+            self.uri = outcome.uri.encode("latin-1")
+            self.rewritten = True
+        if outcome.args is not None:
+            self.args = outcome.args.encode("latin-1")
+        self.captures = tuple(c.encode("latin-1") for c in outcome.captures)
+        if outcome.status is None:
+            return outcome
+        if outcome.location is not None:
+            self.respond_return(outcome.status, outcome.location.encode("latin-1"))
+        elif outcome.body is not None or outcome.status == 444:
+            self.respond_return(outcome.status, (outcome.body or "").encode("latin-1"))
+        else:
+            self.respond_local(outcome.status)
+        return None
+
+    def _upstream_target(self, route: Route) -> bytes:
+        """nginx's rules: with a URI part in proxy_pass, the part of the normalised path
+        that matched the location is replaced by it; a path changed by a rewrite goes
+        as rewritten; otherwise the client's own request target goes unchanged."""
+        head = self.head
+        uri_part = route.upstream_uri
+        if self.rewritten:
+            # nginx: after a rewrite the whole new URI goes, escaped, even when
+            # proxy_pass has a URI part.
+            path = encode_path(self.uri)
+        elif uri_part is not None and self.uri.startswith(route.prefix):
+            path = uri_part + self.uri[len(route.prefix) :]
+            # nginx escapes the rebuilt path only when the client's was escaped.
+            if b"%" in head.path:
+                path = encode_path(path)
+        elif head.target[:1] != b"/":  # absolute-form: send origin-form upstream
+            path = head.path
+        else:
+            return head.target if self.args is head.query else head.path + b"?" + self.args
+        return path + b"?" + self.args if self.args else path
+
     def _upstream_head(self, route: Route) -> bytes:
         head = self.head
-        target = head.target
-        if target[:1] != b"/":  # absolute-form: send origin-form upstream
-            target = head.path + (b"?" + head.query if head.query else b"")
+        target = self._upstream_target(route)
         extra = route.render_extra(self)
         forwarded_for = None
         if not route.forwarded:
@@ -186,7 +374,7 @@ class Exchange:
         if upgrade is not None and upgrade.lower() != b"h2c" and b"upgrade" not in route.drop:
             extra += b"Upgrade: %s\r\nConnection: upgrade\r\n" % upgrade
         return serialize_request_head(
-            head, target, route.render_host(self), extra, route.drop, forwarded_for
+            head, target, route.render_host(self), extra, route.drop, forwarded_for, route.http10
         )
 
     # ---- phase: dispatch / attach ----
@@ -292,7 +480,16 @@ class Exchange:
             and self.head.upgrade is None
             and not self.client.worker.draining
         )
-        self.out.append(serialize_response_head(head, framing, self.keep_alive, client_http11))
+        route = self.route
+        assert route is not None
+        if route.hide:
+            head.fields = _without(head.fields, route.hide)
+        extra = (
+            render_add_headers(route.add_headers, head.status, self) if route.add_headers else b""
+        )
+        self.out.append(
+            serialize_response_head(head, framing, self.keep_alive, client_http11, extra)
+        )
 
     def on_response_body(self, data: bytes) -> None:
         self.body_bytes += len(data)
@@ -436,6 +633,38 @@ class Exchange:
         self._log_access()
         self.client.exchange_done(self, keep)
 
+    def respond_return(self, status: int, text: bytes) -> None:
+        """nginx `return`: a redirect (text is the Location), 444 (close, no answer), or
+        a local answer whose body is `text`."""
+        self.finished = True
+        self.status = status
+        if status == 444:
+            self._log_access()
+            self.client.exchange_done(self, False)
+            return
+        keep = self.head.keep_alive and self.body_done and not self.client.worker.draining
+        route = self.route
+        extra = render_add_headers(route.add_headers, status, self) if route is not None else b""
+        if status in _REDIRECTS:
+            extra = b"Location: %s\r\n%s" % (text, extra)
+            body = _redirect_body(status)
+            ctype = b"text/html"
+        else:
+            body, ctype = text, b"text/plain"
+        self.body_bytes = len(body)
+        self.client.write(
+            local_response(
+                status,
+                body,
+                content_type=ctype,
+                extra=extra,
+                keep_alive=keep,
+                head_only=self.head.method == b"HEAD",
+            )
+        )
+        self._log_access()
+        self.client.exchange_done(self, keep)
+
     def client_gone(self) -> None:
         """The client closed its connection while this exchange was in flight."""
         if self.finished:
@@ -503,6 +732,9 @@ class Exchange:
     def _log_access(self) -> None:
         log = self.client.worker.access_log
         if not log.enabled:
+            return
+        if log.custom is not None:
+            log.record_line(log.custom(self))
             return
         head = self.head
         referer = user_agent = b""

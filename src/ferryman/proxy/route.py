@@ -5,37 +5,63 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferryman.config.schema import RouteSpec
+from ferryman.config.schema import HeaderAdd, RewriteSpec, RouteSpec, ScriptStep, SetSpec
 from ferryman.proxy.variables import Template, compile_template
 from ferryman.upstream.group import UpstreamGroup
 from ferryman.upstream.pool import ConnectionPool
 
-__all__ = ["Route"]
+__all__ = [
+    "AddHeaders",
+    "Route",
+    "compile_add_headers",
+    "render_add_headers",
+    "script_templates",
+]
+
+
+# Added by nginx's add_header only to responses with these statuses, unless `always`.
+_ADD_HEADER_STATUSES = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
 
 
 class Route:
     __slots__ = (
+        "add_headers",
         "connect_timeout",
         "drop",
         "dynamic_headers",
         "forwarded",
         "group",
+        "hide",
         "host",
+        "http10",
+        "max_body",
         "max_tries",
         "pool",
+        "prefix",
+        "proxies",
+        "proxy_host",
         "read_timeout",
+        "script",
         "send_timeout",
         "spec",
         "static_headers",
+        "templates",
+        "upstream_uri",
     )
 
     def __init__(
-        self, spec: RouteSpec, group: UpstreamGroup, pool: ConnectionPool, where: str
+        self,
+        spec: RouteSpec,
+        group: UpstreamGroup,
+        pool: ConnectionPool,
+        where: str,
+        user_vars: frozenset[str] = frozenset(),
+        script: Any = None,
     ) -> None:
         self.spec = spec
         self.group = group
         self.pool = pool
-        self.host: Template = compile_template(spec.host_header, f"{where}.host_header")
+        self.host: Template = compile_template(spec.host_header, f"{where}.host_header", user_vars)
         static: list[bytes] = []
         dynamic: list[tuple[bytes, Template]] = []
         # Client fields replaced by the route's own (hop-by-hop fields, Host, Expect and
@@ -44,7 +70,7 @@ class Route:
         for name, value in spec.set_headers:
             bname = name.encode()
             drop.add(bname.lower())
-            tpl = compile_template(value, f"{where}.set_headers.{name}")
+            tpl = compile_template(value, f"{where}.set_headers.{name}", user_vars)
             if isinstance(tpl, bytes):
                 if tpl:  # nginx: an empty value removes the header
                     static.append(b"%s: %s\r\n" % (bname, tpl))
@@ -57,8 +83,24 @@ class Route:
         self.connect_timeout = spec.connect_timeout
         self.read_timeout = spec.read_timeout
         self.send_timeout = spec.send_timeout
-        npeers = len(group.peers)
+        # A route without proxy_pass (say, only `return`) gets an empty group and pool,
+        # so the proxying code never deals with None.
+        self.proxies = spec.upstream is not None
+        npeers = max(1, len(group.peers))
         self.max_tries = min(spec.next_upstream_tries or npeers, npeers)
+        # $proxy_host: nginx's name for the proxy_pass host (the upstream block's name).
+        self.proxy_host = (spec.upstream or "").encode()
+        self.upstream_uri = spec.upstream_uri.encode() if spec.upstream_uri is not None else None
+        self.prefix = spec.path.encode()
+        self.http10 = spec.http_version == "1.0"
+        self.max_body = spec.client_max_body_size
+        passed = {h.lower().encode() for h in spec.pass_headers}
+        self.hide = frozenset(h.lower().encode() for h in spec.hide_headers) - passed
+        self.add_headers = compile_add_headers(spec.add_headers, where, user_vars)
+        # The compiled rewrite-module script (proxy.script), if the route has one, and its
+        # templates compiled by their text (the script hands texts to its renderer).
+        self.script = script
+        self.templates = script_templates(spec.script, where, user_vars)
 
     def render_host(self, ctx: Any) -> bytes:
         host = self.host
@@ -75,4 +117,58 @@ class Route:
         return b"".join(out)
 
     def __repr__(self) -> str:
-        return f"Route({self.spec.path} -> {self.group.name})"
+        target = self.group.name if self.proxies else "(local)"
+        return f"Route({self.spec.match} {self.spec.path} -> {target})"
+
+
+AddHeaders = tuple[tuple[bytes, Template, bool], ...]
+
+
+def script_templates(
+    steps: tuple[ScriptStep, ...], where: str, user_vars: frozenset[str]
+) -> dict[str, Template]:
+    """Every text the script may hand its renderer, compiled: values, return texts, and
+    a rewrite's replacement as a whole, without its final `?`, and split at its `?`
+    into path and arguments (proxy.script renders those parts separately)."""
+    out: dict[str, Template] = {}
+    for i, step in enumerate(steps):
+        if isinstance(step, SetSpec):
+            texts = [step.value]
+        elif isinstance(step, RewriteSpec):
+            whole = step.replacement
+            trimmed = whole.removesuffix("?")
+            path, _, args = trimmed.partition("?")
+            texts = [whole, trimmed, path, args]
+        else:
+            texts = [step.text]
+        for text in texts:
+            if text not in out:
+                out[text] = compile_template(text, f"{where}.script[{i}]", user_vars)
+    return out
+
+
+def compile_add_headers(
+    specs: tuple[HeaderAdd, ...], where: str, user_vars: frozenset[str]
+) -> AddHeaders:
+    return tuple(
+        (
+            h.name.encode(),
+            compile_template(h.value, f"{where}.add_headers.{h.name}", user_vars),
+            h.always,
+        )
+        for h in specs
+    )
+
+
+def render_add_headers(headers: AddHeaders, status: int, ctx: Any) -> bytes:
+    """The `name: value` lines nginx's add_header would add to a response of `status`."""
+    if not headers:
+        return b""
+    out = []
+    ok = status in _ADD_HEADER_STATUSES
+    for name, tpl, always in headers:
+        if ok or always:
+            value = tpl if isinstance(tpl, bytes) else tpl(ctx)
+            if value:  # nginx: an empty value adds nothing
+                out.append(b"%s: %s\r\n" % (name, value))
+    return b"".join(out)

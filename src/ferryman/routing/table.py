@@ -7,8 +7,11 @@ Within a server, the longest matching path prefix wins.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Generic, TypeVar
+
+from ferryman.routing.locations import LocationTree
 
 __all__ = ["RouteTable", "VirtualServer"]
 
@@ -16,10 +19,27 @@ T = TypeVar("T")
 
 
 class VirtualServer(Generic[T]):
-    __slots__ = ("names", "routes", "single")
+    """One `server`: its names, and either plain prefix routes or, for nginx's full
+    location rules, a LocationTree (`locations`). `script` is the server-level rewrite
+    script and `extra` anything the caller wants to keep with the server; neither is
+    read here. `single` is the route every request gets when nothing needs a search."""
 
-    def __init__(self, names: Sequence[str], routes: Sequence[tuple[str, T]]) -> None:
-        self.names = tuple(n.lower() for n in names)
+    __slots__ = ("extra", "locations", "names", "routes", "script", "single")
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        routes: Sequence[tuple[str, T]],
+        *,
+        locations: LocationTree[T] | None = None,
+        script: object = None,
+        extra: object = None,
+        single: T | None = None,
+    ) -> None:
+        self.names = tuple(n if n.startswith("~") else n.lower() for n in names)
+        self.locations = locations
+        self.script = script
+        self.extra = extra
         # Longest prefix first, so the first match is the best one.
         self.routes = tuple(
             (prefix.encode(), route) for prefix, route in sorted(routes, key=lambda r: -len(r[0]))
@@ -28,10 +48,15 @@ class VirtualServer(Generic[T]):
         self.single: T | None = (
             self.routes[0][1] if (len(self.routes) == 1 and self.routes[0][0] == b"/") else None
         )
+        if locations is not None:
+            # With a location tree, the caller knows whether one route serves all.
+            self.single = single
 
     def match(self, path: bytes) -> T | None:
         if self.single is not None:
             return self.single
+        if self.locations is not None:
+            return self.locations.find(path.decode("latin-1"))
         for prefix, route in self.routes:
             if path.startswith(prefix):
                 return route
@@ -42,23 +67,36 @@ class VirtualServer(Generic[T]):
 
 
 class RouteTable(Generic[T]):
-    """The virtual servers of one listener."""
+    """The virtual servers of one listener, chosen by Host in nginx's order: exact name,
+    longest `*.suffix` wildcard, longest `prefix.*` wildcard, first matching `~regex`,
+    then the default server (`default`, else the first)."""
 
-    __slots__ = ("_default", "_exact", "_only", "_wildcards")
+    __slots__ = ("_default", "_exact", "_only", "_regexes", "_tails", "_wildcards")
 
-    def __init__(self, servers: Sequence[VirtualServer[T]]) -> None:
+    def __init__(self, servers: Sequence[VirtualServer[T]], default: int = 0) -> None:
         if not servers:
             raise ValueError("a listener needs at least one server")
-        self._default = servers[0]
+        self._default = servers[default]
         self._exact: dict[bytes, VirtualServer[T]] = {}
         wild: list[tuple[bytes, VirtualServer[T]]] = []
+        tails: list[tuple[bytes, VirtualServer[T]]] = []
+        regexes: list[tuple[re.Pattern[bytes], VirtualServer[T]]] = []
         for vs in servers:
             for name in vs.names:
-                if name.startswith("*."):
+                if name.startswith("~"):
+                    regexes.append((re.compile(name[1:].encode()), vs))
+                elif name.startswith("*."):
                     wild.append((name[1:].encode(), vs))
+                elif name.startswith("."):  # nginx: ".example.com" = both forms
+                    wild.append((name.encode(), vs))
+                    self._exact.setdefault(name[1:].encode(), vs)
+                elif name.endswith(".*"):
+                    tails.append((name[:-1].encode(), vs))
                 else:
                     self._exact.setdefault(name.encode(), vs)
         self._wildcards = tuple(sorted(wild, key=lambda w: -len(w[0])))
+        self._tails = tuple(sorted(tails, key=lambda w: -len(w[0])))
+        self._regexes = tuple(regexes)
         self._only = servers[0] if len(servers) == 1 else None
 
     def server_for(self, host: bytes | None) -> VirtualServer[T]:
@@ -70,6 +108,12 @@ class RouteTable(Generic[T]):
             return vs
         for suffix, vs in self._wildcards:
             if name.endswith(suffix):
+                return vs
+        for head, vs in self._tails:
+            if name.startswith(head):
+                return vs
+        for pattern, vs in self._regexes:
+            if pattern.search(name) is not None:
                 return vs
         return self._default
 

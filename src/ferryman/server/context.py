@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ferryman.config.schema import ClientTimeouts
 
@@ -23,6 +23,7 @@ class WorkerContext:
         "connections",
         "draining",
         "loop",
+        "maps",
         "max_connections",
         "rejected_connections",
         "sweeper",
@@ -45,6 +46,9 @@ class WorkerContext:
         self.connections: set[ClientConnection] = set()
         self.rejected_connections = 0
         self.draining = False
+        # `map` variables by name (proxy.maps evaluators bound to their templates);
+        # filled by app.py when the configuration has any.
+        self.maps: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"WorkerContext(connections={len(self.connections)}/{self.max_connections})"

@@ -1,0 +1,393 @@
+"""Translate functions for nginx's core: main and events, `include`, the `http`,
+`server` and `location` blocks, `listen`, `server_name`, client timeouts, logs, and the
+directives accepted as no-ops because they cannot change what a client or upstream sees.
+
+Each function takes the `Scope` the walker stands in and one statement the directive
+table has already checked for context, block shape, arity and duplicates. Knows
+nothing about proxying (`proxy.py`), upstream blocks (`upstream.py`) or the frozen
+schema beyond the small specs it fills.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+from ferryman.config.nginx import values
+from ferryman.config.nginx.draft import Context, Level, LocationDraft, Scope, ServerDraft
+from ferryman.config.nginx.syntax import Stmt, parse_file
+from ferryman.config.nginx.values import unsupported
+from ferryman.config.schema import AccessLogSpec, ListenSpec
+
+__all__ = [
+    "access_log",
+    "charset",
+    "client_timeout",
+    "error_log",
+    "events",
+    "http",
+    "include",
+    "listen",
+    "location",
+    "log_format",
+    "no_op",
+    "no_op_flag",
+    "no_op_number",
+    "no_op_size",
+    "no_op_time",
+    "pid",
+    "process_mode",
+    "server",
+    "server_name",
+    "skip_block",
+    "user",
+    "worker_connections",
+    "worker_processes",
+]
+
+_MAX_WORKERS = 1024
+_MAX_CONNECTIONS = 1_000_000
+_ERROR_LOG_LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
+_GLOB_MAGIC = re.compile(r"[*?[]")
+# A server without `listen` listens on *:80 (nginx run as root; *:8000 otherwise).
+_DEFAULT_LISTEN = ListenSpec("0.0.0.0", 80)
+
+
+# --- main and events ---------------------------------------------------------------
+
+
+def worker_processes(scope: Scope, stmt: Stmt) -> None:
+    (text,) = stmt.args
+    if text == "auto":
+        scope.config.workers = os.cpu_count() or 1
+    else:
+        scope.config.workers = values.number(stmt, text, 1, _MAX_WORKERS)
+
+
+def worker_connections(scope: Scope, stmt: Stmt) -> None:
+    scope.config.worker_connections = values.number(stmt, stmt.args[0], 1, _MAX_CONNECTIONS)
+
+
+def pid(scope: Scope, stmt: Stmt) -> None:
+    scope.config.pid_file = values.path(stmt, scope.config.base_dir, stmt.args[0])
+
+
+def user(scope: Scope, stmt: Stmt) -> None:
+    scope.config.warn(
+        stmt, '"user" is ignored: Ferryman does not switch users, it runs as the user it starts as'
+    )
+
+
+def process_mode(scope: Scope, stmt: Stmt) -> None:
+    """`daemon off` and `master_process on` say what Ferryman always does (it stays in the
+    foreground with a master and workers); the opposite is not supported."""
+    wanted = "off" if stmt.name == "daemon" else "on"
+    if values.flag(stmt, stmt.args[0]) != (wanted == "on"):
+        raise unsupported(stmt, f'"{stmt.name} {stmt.args[0]}" is not supported')
+
+
+def events(scope: Scope, stmt: Stmt) -> None:
+    scope.config.events = stmt
+    scope.walk(stmt.block or (), scope.inner(Context.EVENTS))
+
+
+def include(scope: Scope, stmt: Stmt) -> None:
+    """nginx `include`: a file, or a glob (matching files in name order, none is fine),
+    relative to the main file's directory; the statements join the current block."""
+    config = scope.config
+    pattern = values.path(stmt, config.base_dir, stmt.args[0])
+    if _GLOB_MAGIC.search(pattern):
+        files = sorted(name for name in glob.glob(pattern) if os.path.isfile(name))
+    elif os.path.isfile(pattern):
+        files = [pattern]
+    else:
+        raise stmt.error(f'open() "{pattern}" failed (2: No such file or directory)')
+    for file in files:
+        if file in config.including:
+            raise stmt.error(f'include of "{file}" makes a cycle')
+        if file not in config.parsed:
+            config.parsed[file] = parse_file(file)
+        config.including.append(file)
+        try:
+            scope.walk(config.parsed[file], scope)
+        finally:
+            config.including.pop()
+
+
+# --- http, server, location ----------------------------------------------------------
+
+
+def http(scope: Scope, stmt: Stmt) -> None:
+    level = scope.config.http = Level()
+    scope.walk(stmt.block or (), scope.inner(Context.HTTP, level=level))
+
+
+def server(scope: Scope, stmt: Stmt) -> None:
+    draft = ServerDraft(stmt=stmt, level=scope.the_level().child())
+    scope.config.servers.append(draft)
+    scope.walk(stmt.block or (), scope.inner(Context.SERVER, level=draft.level, server=draft))
+    if not draft.listens:
+        draft.listens.append((_DEFAULT_LISTEN, stmt))
+
+
+def location(scope: Scope, stmt: Stmt) -> None:
+    match, path = _location_kind(stmt)
+    parent = scope.location
+    if parent is not None:
+        _check_nesting(stmt, parent, match, path)
+    if match in ("regex", "regex_icase"):
+        path = values.regex(stmt, path, icase=match == "regex_icase")
+    elif match != "named" and not path.startswith("/"):
+        raise stmt.error(f'location "{path}" does not start with "/" and can never match')
+    draft = LocationDraft(stmt=stmt, match=match, path=path, level=scope.the_level().child())
+    siblings = parent.locations if parent is not None else scope.the_server().locations
+    _check_duplicate(stmt, siblings, draft)
+    siblings.append(draft)
+    scope.walk(stmt.block or (), scope.inner(Context.LOCATION, level=draft.level, location=draft))
+
+
+# `location MOD PATH` modifiers, and the same glued to the path (`location =/`).
+_MODIFIERS = {"=": "exact", "^~": "prefix_priority", "~": "regex", "~*": "regex_icase"}
+_GLUED = (("~*", "regex_icase"), ("^~", "prefix_priority"), ("=", "exact"), ("~", "regex"))
+
+
+def _location_kind(stmt: Stmt) -> tuple[str, str]:
+    if len(stmt.args) == 2:
+        modifier, path = stmt.args
+        if modifier not in _MODIFIERS:
+            raise stmt.error(f'invalid location modifier "{modifier}"')
+        return _MODIFIERS[modifier], path
+    (name,) = stmt.args
+    for prefix, match in _GLUED:
+        if name.startswith(prefix):
+            return match, name[len(prefix) :]
+    return ("named" if name.startswith("@") else "prefix"), name
+
+
+def _check_nesting(stmt: Stmt, parent: LocationDraft, match: str, path: str) -> None:
+    # nginx's rules (ngx_http_core_location), in its words.
+    if parent.match == "exact":
+        raise stmt.error(f'location "{path}" cannot be inside the exact location "{parent.path}"')
+    if parent.match == "named":
+        raise stmt.error(f'location "{path}" cannot be inside the named location "{parent.path}"')
+    if match == "named":
+        raise stmt.error(f'named location "{path}" can be on the server level only')
+    if match not in ("regex", "regex_icase") and not path.startswith(parent.path):
+        raise stmt.error(f'location "{path}" is outside location "{parent.path}"')
+
+
+def _check_duplicate(stmt: Stmt, siblings: list[LocationDraft], draft: LocationDraft) -> None:
+    key = _duplicate_key(draft)
+    if key is not None and any(_duplicate_key(other) == key for other in siblings):
+        raise stmt.error(f'duplicate location "{draft.path}"')
+
+
+def _duplicate_key(draft: LocationDraft) -> tuple[str, str] | None:
+    # `= /a` and `/a` may coexist; `/a` and `^~ /a` may not; regexes may repeat.
+    kind = {"exact": "exact", "prefix": "prefix", "prefix_priority": "prefix"}.get(draft.match)
+    if draft.match == "named":
+        kind = "named"
+    return (kind, draft.path) if kind is not None else None
+
+
+# --- listen and server_name ----------------------------------------------------------
+
+# listen parameters that change nothing Ferryman does: it always sets SO_REUSEPORT and
+# binds every listen address itself.
+_LISTEN_NO_OPS = ("reuseport", "bind")
+_LISTEN_PLANNED = ("ssl", "http2", "quic", "proxy_protocol")
+_LISTEN_OTHERS = (
+    "setfib=",
+    "fastopen=",
+    "rcvbuf=",
+    "sndbuf=",
+    "accept_filter=",
+    "deferred",
+    "ipv6only=",
+    "so_keepalive=",
+    "multipath",
+)
+
+
+def listen(scope: Scope, stmt: Stmt) -> None:
+    address, *params = stmt.args
+    spec = ListenSpec(*_listen_address(stmt, address))
+    for param in params:
+        if param in ("default_server", "default"):
+            spec = ListenSpec(spec.host, spec.port, default_server=True)
+        elif param.startswith("backlog="):
+            values.number(stmt, param.removeprefix("backlog="), 1)
+        elif param in _LISTEN_NO_OPS:
+            continue
+        elif param in _LISTEN_PLANNED or param.startswith(_LISTEN_OTHERS):
+            raise stmt.error(f'the "{param}" parameter of "listen" is not supported yet')
+        else:
+            raise stmt.error(f'invalid parameter "{param}"')
+    draft = scope.the_server()
+    if any(other.address == spec.address for other, _ in draft.listens):
+        raise stmt.error(f"a duplicate listen {spec.address}")
+    draft.listens.append((spec, stmt))
+
+
+def _listen_address(stmt: Stmt, text: str) -> tuple[str, int]:
+    # `listen 80` and `listen *:80` are every IPv4 address; `listen 127.0.0.1` is port 80.
+    if text.isascii() and text.isdigit():
+        return "0.0.0.0", _listen_port(stmt, text)
+    if text.startswith("*:"):
+        return "0.0.0.0", _listen_port(stmt, text[2:])
+    host, port = values.host_port(stmt, text, what="listen")
+    return host, 80 if port is None else port
+
+
+def _listen_port(stmt: Stmt, text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
+        raise stmt.error(f'invalid port in "{text}" of the "listen" directive')
+    return int(text)
+
+
+_WILDCARD = re.compile(r"\*\.[^*]+|\.[^*]+|[^*]+\.\*|[^*]*")
+
+
+def server_name(scope: Scope, stmt: Stmt) -> None:
+    draft = scope.the_server()
+    for name in stmt.args:
+        if name.startswith("~"):
+            if name == "~":
+                raise stmt.error(f'empty regex in server name "{name}"')
+            # nginx: a regex with an upper-case letter matches case-insensitively.
+            icase = any("A" <= ch <= "Z" for ch in name)
+            draft.names.append(("~" + values.regex(stmt, name[1:], icase=icase), stmt))
+            continue
+        if name.lower() == "$hostname":
+            raise stmt.error('"$hostname" in "server_name" is not supported yet')
+        if not _WILDCARD.fullmatch(name) or name in (".", "*."):
+            raise stmt.error(f'server name "{name}" is invalid')
+        if any(ord(ch) <= 0x20 or ch == "\x7f" for ch in name):
+            raise stmt.error(f'server name "{name}" is invalid')
+        # nginx lower-cases names that are not regexes.
+        draft.names.append((name.lower(), stmt))
+
+
+# --- client timeouts and logs -----------------------------------------------------
+
+# nginx directive -> ClientTimeouts field.
+_CLIENT_TIMEOUTS = {
+    "client_header_timeout": "header",
+    "client_body_timeout": "body",
+    "keepalive_timeout": "keepalive",
+    "send_timeout": "send",
+}
+
+
+def client_timeout(scope: Scope, stmt: Stmt) -> None:
+    if scope.context is not Context.HTTP:
+        raise unsupported(stmt, f'"{stmt.name}" is only supported in the http context')
+    if len(stmt.args) > 1:
+        # keepalive_timeout's second argument adds a `Keep-Alive: timeout=N` header.
+        raise stmt.error(f'the second parameter of "{stmt.name}" is not supported yet')
+    # keepalive_timeout 0 turns client keep-alive off; the others must be positive.
+    positive = stmt.name != "keepalive_timeout"
+    seconds = values.time(stmt, stmt.args[0], positive=positive)
+    scope.config.client_timeouts[_CLIENT_TIMEOUTS[stmt.name]] = seconds
+
+
+def error_log(scope: Scope, stmt: Stmt) -> None:
+    """Ferryman has one error log: the first `error_log` of the main (or, with none
+    there, the http) context sets it, and every other one must repeat it."""
+    file, level = stmt.args[0], stmt.args[1] if len(stmt.args) > 1 else "error"
+    if file.startswith(("syslog:", "memory:")):
+        raise stmt.error(f'"{file.split(":")[0]}:" in "error_log" is not supported yet')
+    if level not in _ERROR_LOG_LEVELS:
+        raise stmt.error(f'invalid log level "{level}"')
+    spec = (file if file == "stderr" else values.path(stmt, scope.config.base_dir, file), level)
+    current = scope.config.error_log
+    if current is None and scope.context in (Context.MAIN, Context.HTTP):
+        scope.config.error_log = (spec, stmt)
+    elif current is None:
+        raise unsupported(
+            stmt,
+            f'"error_log" in the {scope.context.value} context needs the same one in the main'
+            " context: Ferryman has one error log",
+        )
+    elif current[0] != spec:
+        raise unsupported(
+            stmt,
+            f'"error_log" differs from the one at {current[1].where}: Ferryman has one error'
+            " log, so every error_log must name the same file and level",
+        )
+
+
+def log_format(scope: Scope, stmt: Stmt) -> None:
+    name, *parts = stmt.args
+    if parts and parts[0].startswith("escape="):
+        escape = parts.pop(0).removeprefix("escape=")
+        if escape not in ("default", "json", "none"):
+            raise stmt.error(f'unknown log format escaping "{escape}"')
+        if escape != "default":
+            raise stmt.error(f'"escape={escape}" in "log_format" is not supported yet')
+    if not parts:
+        raise stmt.error('invalid number of arguments in "log_format" directive')
+    if name == "combined" or any(name == other for other, _ in scope.config.log_formats):
+        raise stmt.error(f'duplicate "log_format" name "{name}"')
+    scope.config.log_formats.append((name, "".join(parts)))
+
+
+_ACCESS_LOG_NO_OPS = ("buffer=", "flush=")
+
+
+def access_log(scope: Scope, stmt: Stmt) -> None:
+    config = scope.config
+    if scope.context is not Context.HTTP:
+        raise unsupported(stmt, '"access_log" is only supported in the http context')
+    if config.access_log is not None:
+        raise unsupported(stmt, 'more than one "access_log" is not supported yet')
+    file, *rest = stmt.args
+    if file == "off":
+        if rest:
+            raise stmt.error('invalid number of arguments in "access_log" directive')
+        config.access_log = AccessLogSpec(path=None)
+        return
+    if file.startswith("syslog:"):
+        raise stmt.error('"syslog:" in "access_log" is not supported yet')
+    fmt = rest[0] if rest else "combined"
+    if fmt != "combined" and all(fmt != name for name, _ in config.log_formats):
+        raise stmt.error(f'unknown log format "{fmt}"')
+    for param in rest[1:]:
+        if not param.startswith(_ACCESS_LOG_NO_OPS):
+            raise stmt.error(f'the "{param}" parameter of "access_log" is not supported yet')
+    config.access_log = AccessLogSpec(path=values.path(stmt, config.base_dir, file), format=fmt)
+
+
+# --- accepted as no-ops -------------------------------------------------------------
+
+
+def no_op(scope: Scope, stmt: Stmt) -> None:
+    """Accepted and ignored: it changes nothing a client or an upstream sees here."""
+
+
+def no_op_flag(scope: Scope, stmt: Stmt) -> None:
+    values.flag(stmt, stmt.args[0])
+
+
+def no_op_number(scope: Scope, stmt: Stmt) -> None:
+    values.number(stmt, stmt.args[0], 0)
+
+
+def no_op_size(scope: Scope, stmt: Stmt) -> None:
+    values.size(stmt, stmt.args[0])
+
+
+def no_op_time(scope: Scope, stmt: Stmt) -> None:
+    values.time(stmt, stmt.args[0])
+
+
+def skip_block(scope: Scope, stmt: Stmt) -> None:
+    """`types { ... }`: MIME types of files nginx serves; Ferryman serves no files."""
+
+
+def charset(scope: Scope, stmt: Stmt) -> None:
+    # `charset off` is nginx's default; any charset adds `; charset=...` to the
+    # Content-Type of proxied text responses, which Ferryman does not do.
+    if stmt.args[0] != "off":
+        raise stmt.error(f'"charset {stmt.args[0]}" is not supported yet (only "off")')

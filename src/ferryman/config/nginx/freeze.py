@@ -1,0 +1,180 @@
+"""Drafts -> frozen `Config`: nginx's defaults and inheritance applied once, `proxy_pass`
+targets resolved against the `upstream` blocks, whole-file checks made.
+
+Owns what nginx decides after reading the whole file: a location's effective settings
+(its own, else the enclosing levels', else nginx's defaults), `proxy_pass` to an
+upstream defined anywhere in `http` or to an implicit one-server group, the default
+server per address, conflicting server names. Knows nothing about directive syntax.
+"""
+
+from __future__ import annotations
+
+from ferryman.config.nginx.draft import ConfigDraft, Level, LocationDraft, ServerDraft
+from ferryman.config.nginx.syntax import Stmt
+from ferryman.config.nginx.values import ProxyTarget
+from ferryman.config.schema import (
+    AccessLogSpec,
+    ClientTimeouts,
+    Config,
+    HeaderAdd,
+    PeerSpec,
+    RouteSpec,
+    ServerSpec,
+    UpstreamSpec,
+)
+from ferryman.errors import ConfigError
+
+__all__ = ["freeze"]
+
+# nginx's defaults where the schema's differ (the schema's suit native files).
+_HTTP_VERSION = "1.0"  # proxy_http_version
+_HOST_HEADER = "$proxy_host"  # proxy_set_header Host
+_CLIENT_MAX_BODY_SIZE = 1024 * 1024  # client_max_body_size 1m
+_TIMEOUT = 60.0  # proxy_connect/read/send_timeout
+_IMPLICIT_KEEPALIVE = 0  # a proxy_pass host with no upstream block caches no connections
+_HTTP_PORT = 80
+
+
+def freeze(draft: ConfigDraft) -> Config:
+    if draft.events is None:
+        raise ConfigError(draft.source, 'no "events" section in configuration')
+    if not draft.servers:
+        raise ConfigError(draft.source, 'no "server" block in "http": nothing to listen on')
+    upstreams = _Upstreams(draft)
+    servers = tuple(_server(server, upstreams, draft) for server in draft.servers)
+    _check_default_servers(draft)
+    _warn_conflicting_names(draft)
+    return Config(
+        servers=servers,
+        upstreams=upstreams.specs(),
+        workers=draft.workers,
+        worker_connections=draft.worker_connections,
+        client_timeouts=ClientTimeouts(**draft.client_timeouts),
+        access_log=draft.access_log or AccessLogSpec(),
+        maps=tuple(spec for spec, _ in draft.maps),
+        pid_file=draft.pid_file,
+        error_log=draft.error_log[0] if draft.error_log is not None else None,
+        log_formats=tuple(draft.log_formats),
+        warnings=tuple(draft.warnings),
+        source=draft.source,
+    )
+
+
+class _Upstreams:
+    """The upstream blocks, and the implicit groups `proxy_pass http://host:port` makes."""
+
+    def __init__(self, draft: ConfigDraft) -> None:
+        self._explicit = {
+            u.name.lower(): UpstreamSpec(
+                name=u.name,
+                servers=tuple(u.peers),
+                balance=u.balance,
+                keepalive=u.keepalive,
+                keepalive_timeout=u.keepalive_timeout,
+                keepalive_requests=u.keepalive_requests,
+            )
+            for u in draft.upstreams
+        }
+        self._implicit: dict[str, UpstreamSpec] = {}
+
+    def name_for(self, target: ProxyTarget, stmt: Stmt) -> str:
+        explicit = self._explicit.get(target.host.lower())
+        if explicit is not None:
+            if target.port is not None:
+                raise stmt.error(f'upstream "{target.host}" may not have port {target.port}')
+            return explicit.name
+        # Named as nginx's $proxy_host shows it: host, or host:port unless port 80.
+        name = target.proxy_host
+        if name not in self._implicit:
+            peer = PeerSpec(host=target.host.strip("[]"), port=target.port or _HTTP_PORT)
+            self._implicit[name] = UpstreamSpec(
+                name=name, servers=(peer,), keepalive=_IMPLICIT_KEEPALIVE
+            )
+        return name
+
+    def specs(self) -> tuple[UpstreamSpec, ...]:
+        return (*self._explicit.values(), *self._implicit.values())
+
+
+def _server(server: ServerDraft, upstreams: _Upstreams, draft: ConfigDraft) -> ServerSpec:
+    if not server.locations and not server.script:
+        draft.warn(server.stmt, _NO_HANDLER.format(what="server"))
+    return ServerSpec(
+        listen=tuple(spec for spec, _ in server.listens),
+        routes=tuple(_route(loc, upstreams, draft) for loc in server.locations),
+        server_names=tuple(name for name, _ in server.names),
+        script=tuple(server.script),
+        add_headers=_add_headers(server.level),
+    )
+
+
+_NO_HANDLER = (
+    'this {what} has neither "proxy_pass" nor "return": Ferryman serves no files, so it'
+    " answers what has no other route with 404"
+)
+
+
+def _route(location: LocationDraft, upstreams: _Upstreams, draft: ConfigDraft) -> RouteSpec:
+    level = location.level
+    upstream = uri = None
+    if location.proxy is not None:
+        target, stmt = location.proxy
+        upstream, uri = upstreams.name_for(target, stmt), target.uri
+    elif not location.script and not location.locations:
+        draft.warn(location.stmt, _NO_HANDLER.format(what="location"))
+    headers = level.array("proxy_set_header")
+    return RouteSpec(
+        upstream=upstream,
+        path=location.path,
+        match=location.match,
+        upstream_uri=uri,
+        host_header=next((v for n, v, _ in headers if n.lower() == "host"), _HOST_HEADER),
+        set_headers=tuple((n, v) for n, v, _ in headers if n.lower() != "host"),
+        connect_timeout=level.value("proxy_connect_timeout", _TIMEOUT),
+        read_timeout=level.value("proxy_read_timeout", _TIMEOUT),
+        send_timeout=level.value("proxy_send_timeout", _TIMEOUT),
+        next_upstream_tries=_next_upstream_tries(level),
+        # nginx adds no X-Forwarded-* of its own; users set them with proxy_set_header.
+        forwarded_headers=False,
+        http_version=level.value("proxy_http_version", _HTTP_VERSION),
+        hide_headers=tuple(level.array("proxy_hide_header")),
+        pass_headers=tuple(level.array("proxy_pass_header")),
+        add_headers=_add_headers(level),
+        script=tuple(location.script),
+        client_max_body_size=level.value("client_max_body_size", _CLIENT_MAX_BODY_SIZE),
+        routes=tuple(_route(inner, upstreams, draft) for inner in location.locations),
+    )
+
+
+def _next_upstream_tries(level: Level) -> int:
+    # `proxy_next_upstream off`: one try. Otherwise proxy_next_upstream_tries (0: all).
+    if level.value("proxy_next_upstream", True) is False:
+        return 1
+    tries: int = level.value("proxy_next_upstream_tries", 0)
+    return tries
+
+
+def _add_headers(level: Level) -> tuple[HeaderAdd, ...]:
+    return tuple(level.array("add_header"))
+
+
+def _check_default_servers(draft: ConfigDraft) -> None:
+    seen: set[str] = set()
+    for server in draft.servers:
+        for spec, stmt in server.listens:
+            if spec.default_server:
+                if spec.address in seen:
+                    raise stmt.error(f"a duplicate default server for {spec.address}")
+                seen.add(spec.address)
+
+
+def _warn_conflicting_names(draft: ConfigDraft) -> None:
+    # nginx keeps the first server with a name on an address and ignores the others.
+    claimed: set[tuple[str, str]] = set()
+    for server in draft.servers:
+        addresses = {spec.address for spec, _ in server.listens}
+        for name, stmt in server.names:
+            for address in sorted(addresses):
+                if (address, name) in claimed:
+                    draft.warn(stmt, f'conflicting server name "{name}" on {address}, ignored')
+                claimed.add((address, name))

@@ -1,0 +1,160 @@
+"""Translate functions for nginx's proxy module and its neighbours: `proxy_pass`,
+`proxy_*` settings, `add_header`, `client_max_body_size`.
+
+They record what each level says (`Level.values` / `Level.arrays`); `freeze.py`
+applies nginx's inheritance when it builds each route. Knows nothing about how the
+runtime proxies.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ferryman.config.nginx import values
+from ferryman.config.nginx.draft import Scope
+from ferryman.config.nginx.syntax import Stmt
+from ferryman.config.nginx.values import unsupported
+from ferryman.config.schema import HeaderAdd
+
+__all__ = [
+    "add_header",
+    "cache_without_cache",
+    "client_max_body_size",
+    "proxy_header_list",
+    "proxy_http_version",
+    "proxy_next_upstream",
+    "proxy_next_upstream_timeout",
+    "proxy_next_upstream_tries",
+    "proxy_pass",
+    "proxy_redirect",
+    "proxy_set_header",
+    "proxy_timeout",
+]
+
+# RFC 9110 section 5.1: a field name is a token; section 5.5: no CR, LF, NUL or other
+# controls but tab in a value.
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
+_MAX_TRIES = 1_000_000
+
+
+def proxy_pass(scope: Scope, stmt: Stmt) -> None:
+    location = scope.the_location()
+    target = values.proxy_target(stmt, stmt.args[0])
+    if target.uri is not None and location.match in ("regex", "regex_icase", "named"):
+        raise stmt.error(
+            '"proxy_pass" cannot have URI part in location given by regular expression, '
+            'or inside named location, or inside "if" statement, or inside "limit_except" block'
+        )
+    location.proxy = (target, stmt)
+
+
+def proxy_http_version(scope: Scope, stmt: Stmt) -> None:
+    version = stmt.args[0]
+    if version not in ("1.0", "1.1"):
+        raise stmt.error(f'invalid value "{version}" in "proxy_http_version" directive')
+    scope.the_level().values[stmt.name] = version
+
+
+def proxy_timeout(scope: Scope, stmt: Stmt) -> None:
+    """proxy_connect_timeout, proxy_read_timeout, proxy_send_timeout."""
+    scope.the_level().values[stmt.name] = values.time(stmt, stmt.args[0], positive=True)
+
+
+def proxy_set_header(scope: Scope, stmt: Stmt) -> None:
+    name, value = stmt.args
+    _check_field(stmt, name, value)
+    level = scope.the_level()
+    if any(other.lower() == name.lower() for other, _, _ in level.arrays.get(stmt.name, [])):
+        raise stmt.error(
+            f'"proxy_set_header" sets "{name}" twice at one level; Ferryman sends one value'
+        )
+    level.append(stmt.name, (name, value, stmt))
+    if name.lower() == "connection" and value.lower() == "upgrade":
+        scope.config.warn(
+            stmt,
+            'proxy_set_header Connection "upgrade" sends Connection: upgrade on every request,'
+            " which defeats upstream keep-alive; use map $http_upgrade $connection_upgrade"
+            " { default upgrade; '' close; }",
+        )
+
+
+def proxy_header_list(scope: Scope, stmt: Stmt) -> None:
+    """proxy_hide_header / proxy_pass_header NAME: lower-cased, in order."""
+    name = stmt.args[0]
+    if not _FIELD_NAME.fullmatch(name):
+        raise stmt.error(f'invalid header name "{name}" in "{stmt.name}" directive')
+    scope.the_level().append(stmt.name, name.lower())
+
+
+def add_header(scope: Scope, stmt: Stmt) -> None:
+    name, value, *rest = stmt.args
+    if rest and rest[0] != "always":
+        raise stmt.error(f'invalid parameter "{rest[0]}"')
+    _check_field(stmt, name, value)
+    scope.the_level().append(stmt.name, HeaderAdd(name, value, always=bool(rest)))
+
+
+def client_max_body_size(scope: Scope, stmt: Stmt) -> None:
+    limit = values.size(stmt, stmt.args[0])
+    # nginx: 0 turns the check off.
+    scope.the_level().values[stmt.name] = limit or None
+
+
+# What a failed attempt may be retried on. Ferryman retries on connect errors, resets
+# and timeouts (nginx's default `error timeout`); the others come later.
+_NEXT_UPSTREAM_SUPPORTED = ("error", "timeout")
+_NEXT_UPSTREAM_NGINX = (
+    "invalid_header",
+    "denied",
+    "http_500",
+    "http_502",
+    "http_503",
+    "http_504",
+    "http_403",
+    "http_404",
+    "http_429",
+    "non_idempotent",
+)
+
+
+def proxy_next_upstream(scope: Scope, stmt: Stmt) -> None:
+    if stmt.args == ("off",):
+        scope.the_level().values[stmt.name] = False
+        return
+    for condition in stmt.args:
+        if condition in _NEXT_UPSTREAM_NGINX:
+            raise stmt.error(f'"{condition}" in "proxy_next_upstream" is not supported yet')
+        if condition not in _NEXT_UPSTREAM_SUPPORTED:
+            raise stmt.error(f'invalid value "{condition}" in "proxy_next_upstream" directive')
+    scope.the_level().values[stmt.name] = True
+
+
+def proxy_next_upstream_tries(scope: Scope, stmt: Stmt) -> None:
+    scope.the_level().values[stmt.name] = values.number(stmt, stmt.args[0], 0, _MAX_TRIES)
+
+
+def proxy_next_upstream_timeout(scope: Scope, stmt: Stmt) -> None:
+    # 0 (nginx's default) means no limit, which is what Ferryman does.
+    if values.time(stmt, stmt.args[0]) != 0:
+        raise stmt.error('a "proxy_next_upstream_timeout" other than 0 is not supported yet')
+
+
+def proxy_redirect(scope: Scope, stmt: Stmt) -> None:
+    # Ferryman never rewrites Location/Refresh: that is `proxy_redirect off`.
+    # (`default` is also accepted, as when absent: see README, differences.)
+    if stmt.args not in (("off",), ("default",)):
+        raise unsupported(stmt, '"proxy_redirect" other than "off" or "default" is not supported')
+
+
+def cache_without_cache(scope: Scope, stmt: Stmt) -> None:
+    """proxy_cache_bypass / proxy_no_cache: caching is not supported, so they can have no
+    effect; nginx itself accepts them without proxy_cache."""
+    scope.config.warn(stmt, f'"{stmt.name}" has no effect without "proxy_cache"')
+
+
+def _check_field(stmt: Stmt, name: str, value: str) -> None:
+    if not _FIELD_NAME.fullmatch(name):
+        raise stmt.error(f'invalid header name "{name}" in "{stmt.name}" directive')
+    if not _FIELD_VALUE.fullmatch(value):
+        raise stmt.error(f'invalid header value in "{stmt.name}" directive: control characters')

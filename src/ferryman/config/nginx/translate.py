@@ -1,0 +1,104 @@
+"""nginx.conf -> `Config`: parse, walk every statement through the directive table,
+freeze.
+
+Owns the walk: the checks nginx makes before a directive's own handler runs (known
+name, allowed here, block or not, number of arguments, duplicates), in nginx's order
+and words, and what `--lenient` does with a directive Ferryman does not support (a
+warning instead of an error). Knows nothing about any one directive's meaning.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from crossplane.analyzer import DIRECTIVES as NGINX_DIRECTIVES
+from crossplane.analyzer import analyze
+from crossplane.errors import NgxParserDirectiveError
+
+from ferryman.config.nginx.directives import DIRECTIVES, Directive, planned_reason
+from ferryman.config.nginx.draft import ConfigDraft, Context, Scope
+from ferryman.config.nginx.freeze import freeze
+from ferryman.config.nginx.syntax import Stmt, parse_file
+from ferryman.config.nginx.values import Unsupported, unsupported
+from ferryman.config.schema import Config
+
+__all__ = ["load_nginx"]
+
+# Our contexts as crossplane's analyzer names them, to judge directives we do not
+# support by nginx's own table before calling them unsupported.
+_CROSSPLANE_CONTEXT: dict[Context, tuple[str, ...]] = {
+    Context.MAIN: (),
+    Context.EVENTS: ("events",),
+    Context.HTTP: ("http",),
+    Context.SERVER: ("http", "server"),
+    Context.LOCATION: ("http", "location"),
+    Context.UPSTREAM: ("http", "upstream"),
+}
+
+
+def load_nginx(path: str, *, lenient: bool = False) -> Config:
+    """Translate the nginx.conf at `path` (and what it includes) into a `Config`.
+
+    Every error is a ConfigError at `file:line`. An nginx directive Ferryman does not
+    support is an error too, unless `lenient`: then it is ignored with an entry in
+    `Config.warnings`. Warnings about working but harmful patterns are given either way.
+    """
+    base_dir = os.path.dirname(os.path.abspath(path))
+    draft = ConfigDraft(source=path, base_dir=base_dir, lenient=lenient)
+    statements = parse_file(path)
+    draft.including.append(os.path.abspath(path))
+    _walk(statements, Scope(Context.MAIN, draft, _walk))
+    return freeze(draft)
+
+
+def _walk(statements: Sequence[Stmt], scope: Scope) -> None:
+    for stmt in statements:
+        try:
+            _translate(stmt, scope)
+        except Unsupported as exc:
+            if not scope.config.lenient:
+                raise exc.stmt.error(
+                    f"{exc.reason} (--lenient ignores it with a warning)"
+                ) from None
+            scope.config.warn(exc.stmt, f"{exc.reason}; ignored (--lenient)")
+
+
+def _translate(stmt: Stmt, scope: Scope) -> None:
+    variants = DIRECTIVES.get(stmt.name)
+    if variants is None:
+        raise _not_in_table(stmt, scope)
+    directive = next((d for d in variants if scope.context in d.contexts), None)
+    if directive is None:
+        raise stmt.error(f'"{stmt.name}" directive is not allowed here')
+    _check_shape(stmt, directive)
+    if directive.once:
+        if stmt.name in scope.seen:
+            raise stmt.error(f'"{stmt.name}" directive is duplicate')
+        scope.seen.add(stmt.name)
+    directive.translate(scope, stmt)
+
+
+def _check_shape(stmt: Stmt, directive: Directive) -> None:
+    # ngx_conf_handler's order: the terminator, then the number of arguments.
+    if directive.block and stmt.block is None:
+        raise stmt.error(f'directive "{stmt.name}" has no opening "{{"')
+    if not directive.block and stmt.block is not None:
+        raise stmt.error(f'directive "{stmt.name}" is not terminated by ";"')
+    fewest, most = directive.arity
+    if len(stmt.args) < fewest or (most is not None and len(stmt.args) > most):
+        raise stmt.error(f'invalid number of arguments in "{stmt.name}" directive')
+
+
+def _not_in_table(stmt: Stmt, scope: Scope) -> Exception:
+    """An error for a name the table lacks: unknown to nginx, misplaced or malformed by
+    nginx's own rules, or valid nginx that Ferryman does not support (Unsupported)."""
+    if stmt.name not in NGINX_DIRECTIVES:
+        return stmt.error(f'unknown directive "{stmt.name}"')
+    parsed = {"directive": stmt.name, "line": stmt.line, "args": list(stmt.args)}
+    term = "{" if stmt.block is not None else ";"
+    try:
+        analyze(stmt.file, parsed, term, _CROSSPLANE_CONTEXT[scope.context])
+    except NgxParserDirectiveError as exc:
+        return stmt.error(str(exc.strerror))
+    return unsupported(stmt, planned_reason(stmt.name))

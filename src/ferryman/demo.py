@@ -1,10 +1,11 @@
 """`ferryman demo`: the reference system on one machine, no Docker.
 
 Six echo backends, each its own process like the six containers, on 127.0.0.11 ...
-127.0.0.16 port 3000 (all of 127.0.0.0/8 is loopback on Linux), known to the proxy as
-server1 ... server6 through `hosts` overrides (Docker's --add-host), and the proxy in
-front with the reference settings (least_conn, weight=10 max_fails=3 fail_timeout=30s,
-4 workers, 1024 connections each).
+127.0.0.16 port 3000 (all of 127.0.0.0/8 is loopback on Linux), and the proxy in front
+running the reference nginx.conf unmodified (`data/nginx.conf`: least_conn,
+weight=10 max_fails=3 fail_timeout=30s, 4 workers, 1024 connections each). As with
+docker compose, the names server1 ... server6 resolve through --add-host style
+overrides, and the file's `listen 80` is published on 127.0.0.1:8080 (docker -p).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import sys
 import time
 from importlib import resources
 
-from ferryman.config.native import load_native
+from ferryman.config.load import apply_hosts, load_config
+from ferryman.config.publish import apply_publish
 from ferryman.config.schema import Config
 from ferryman.workers import serve
 
@@ -29,9 +31,14 @@ _log = logging.getLogger(__name__)
 BACKENDS = tuple((f"server{i}", f"127.0.0.{10 + i}", 3000) for i in range(1, 7))
 
 
+PUBLISH = ("127.0.0.1", 8080, 80)
+
+
 def demo_config() -> Config:
-    text = resources.files("ferryman").joinpath("data/demo.yaml").read_text()
-    return load_native(text, "demo.yaml")
+    with resources.as_file(resources.files("ferryman").joinpath("data/nginx.conf")) as path:
+        config = load_config(str(path))
+    config = apply_hosts(config, {name: host for name, host, _ in BACKENDS})
+    return apply_publish(config, [PUBLISH])
 
 
 def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -83,6 +90,7 @@ def run_demo(use_uvloop: bool = True) -> int:
             f"ferryman demo: proxy on {url} (least_conn, {config.workers} workers); "
             "Ctrl-C stops all"
         )
+        print(f"ferryman demo: running the reference nginx.conf ({config.source}) unmodified")
         print(f"watch the balancing:  for i in $(seq 12); do curl -s {url}; echo; done", flush=True)
         return serve(config, use_uvloop=use_uvloop)
     finally:

@@ -79,9 +79,7 @@ def test_every_directive_has_a_golden() -> None:
     sources = [p for p in GOLDEN.rglob("*") if p.is_file() and p.suffix != ".yaml"]
     # Statements only: comments (which name directives too) are left out.
     text = re.sub(r"#[^\n]*", "", "\n".join(p.read_text() for p in sources))
-    missing = [
-        name for name in DIRECTIVES if not re.search(rf"(^|[{{;}}\s]){name}[\s;{{]", text)
-    ]
+    missing = [name for name in DIRECTIVES if not re.search(rf"(^|[{{;}}\s]){name}[\s;{{]", text)]
     assert missing == []
 
 

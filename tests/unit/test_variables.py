@@ -217,7 +217,9 @@ def test_template_is_reusable_across_requests() -> None:
 # ---- errors ----
 
 
-@pytest.mark.parametrize("name", ["nope", "http_", "arg_", "cookie_", "upstream_nope", "sent_http_"])
+@pytest.mark.parametrize(
+    "name", ["nope", "http_", "arg_", "cookie_", "upstream_nope", "sent_http_"]
+)
 def test_unknown_variable_is_a_config_error_naming_it_and_where(name: str) -> None:
     with pytest.raises(ConfigError) as info:
         compile_template(f"x $host ${name} y", "servers[0].routes[1].set_headers.X-Foo")

@@ -76,7 +76,14 @@ def _represent_float(dumper: yaml.SafeDumper, data: float) -> yaml.Node:
     return dumper.represent_scalar("tag:yaml.org,2002:float", text)
 
 
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    # A newline or tab reads best escaped in double quotes ("hello\n") than folded.
+    style = '"' if any(ch in data for ch in "\n\r\t") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
 _Dumper.add_representer(_Flow, _represent_flow)
+_Dumper.add_representer(str, _represent_str)
 _Dumper.add_representer(_FlowList, _represent_flow_list)
 _Dumper.add_representer(float, _represent_float)
 
@@ -245,6 +252,8 @@ def _step(step: ScriptStep) -> dict[str, Any]:
 def _duration(seconds: float) -> object:
     """`1m30s`, `500ms`, ... when the units say exactly `seconds`; else the number."""
     millis = round(seconds * 1000)
+    if millis == 0 and seconds == 0:
+        return "0s"
     if millis <= 0 or abs(millis - seconds * 1000) > 1e-6:
         return seconds
     parts = []

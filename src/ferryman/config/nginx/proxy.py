@@ -64,6 +64,8 @@ def proxy_timeout(scope: Scope, stmt: Stmt) -> None:
 def proxy_set_header(scope: Scope, stmt: Stmt) -> None:
     name, value = stmt.args
     _check_field(stmt, name, value)
+    if name.lower() == "host" and value == "":
+        raise stmt.error('"proxy_set_header Host" with an empty value is not supported')
     level = scope.the_level()
     if any(other.lower() == name.lower() for other, _, _ in level.arrays.get(stmt.name, [])):
         raise stmt.error(

@@ -22,6 +22,7 @@ from ferryman.config.nginx.freeze import freeze
 from ferryman.config.nginx.syntax import Stmt, parse_file
 from ferryman.config.nginx.values import Unsupported, unsupported
 from ferryman.config.schema import Config
+from ferryman.errors import ConfigError
 
 __all__ = ["load_nginx"]
 
@@ -58,13 +59,30 @@ def _walk(statements: Sequence[Stmt], scope: Scope) -> None:
             _translate(stmt, scope)
         except Unsupported as exc:
             if not scope.config.lenient:
-                raise exc.stmt.error(
-                    f"{exc.reason} (--lenient ignores it with a warning)"
-                ) from None
+                reason = f"{exc.reason} (--lenient ignores it with a warning)"
+                raise _Attributed(exc.stmt.where, reason) from None
             scope.config.warn(exc.stmt, f"{exc.reason}; ignored (--lenient)")
 
 
 def _translate(stmt: Stmt, scope: Scope) -> None:
+    try:
+        _dispatch(stmt, scope)
+    except _Attributed:
+        raise  # from a statement inside this block: it names its own directive
+    except ConfigError as exc:
+        # nginx's own words often leave the directive out ('invalid parameter "x"');
+        # ours always name it.
+        reason = exc.reason
+        if exc.where == stmt.where and f'"{stmt.name}' not in reason:
+            reason = f'{reason} in "{stmt.name}" directive'
+        raise _Attributed(exc.where, reason) from None
+
+
+class _Attributed(ConfigError):
+    """A ConfigError that already names the directive it is about."""
+
+
+def _dispatch(stmt: Stmt, scope: Scope) -> None:
     variants = DIRECTIVES.get(stmt.name)
     if variants is None:
         raise _not_in_table(stmt, scope)

@@ -1,0 +1,48 @@
+"""`ferryman demo` (what `make run` starts): six echo backend processes on
+127.0.0.11-16:3000 behind the reference nginx.conf, published on 127.0.0.1:8080."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.procs import start_process, wait_for_port
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) != 0
+
+
+def test_demo_serves_six_uuids_and_stops_cleanly(tmp_path: Path) -> None:
+    ports = [("127.0.0.1", 8080)] + [(f"127.0.0.{10 + i}", 3000) for i in range(1, 7)]
+    busy = [f"{h}:{p}" for h, p in ports if not _port_free(h, p)]
+    if busy:  # not a skip: the demo's fixed ports must be ours to use
+        pytest.fail(f"ports needed by the demo are in use: {busy}")
+    proc = start_process([sys.executable, "-m", "ferryman", "demo"], tmp_path / "demo.log")
+    try:
+        wait_for_port("127.0.0.1", 8080, proc, timeout=20)
+        seen = []
+        for _ in range(24):
+            c = http.client.HTTPConnection("127.0.0.1", 8080, timeout=5)
+            c.request("GET", "/")
+            r = c.getresponse()
+            assert r.status == 200
+            seen.append(r.read().decode())
+            c.close()
+        assert len(set(seen)) == 6, seen
+        assert all(len(u) == 36 for u in seen)
+        out = proc.output()
+        assert "for i in $(seq 12); do curl -s http://127.0.0.1:8080/" in out
+        assert "nginx.conf" in out
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+        code = proc.popen.wait(timeout=20)
+    assert code == 0, proc.output()[-2000:]
+    assert all(_port_free(h, p) for h, p in ports), "a demo process outlived Ctrl-C"

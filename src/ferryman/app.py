@@ -199,7 +199,11 @@ class _RouteBuilder:
         children = [
             self.entry(child, f"{where}.routes[{ci}]", server) for ci, child in enumerate(rs.routes)
         ]
-        return LocationEntry(rs.match, rs.path, route, children)
+        # nginx: a proxying location ending in "/" answers its path without the slash
+        # with a 301 to the path with it.
+        return LocationEntry(
+            rs.match, rs.path, route, children, auto_redirect=rs.upstream is not None
+        )
 
 
 def _compile_script(steps: tuple[ScriptStep, ...], where: str) -> CompiledScript:

@@ -401,3 +401,19 @@ def test_upgrade_refused_stays_http_and_closes(proxy: ProxyFactory) -> None:
     assert b"Connection: close" in data
     origin.join(5)
     listener.close()
+
+
+def test_stock_asyncio_loop(echo_server: EchoFactory, proxy: ProxyFactory) -> None:
+    """`--no-uvloop`: the same engine on the standard library's event loop."""
+    import hashlib
+
+    backends = echo_server(2)
+    port = free_port()
+    p = proxy(proxy_config(port, [b.address for b in backends]), port, args=["--no-uvloop"])
+    assert {get(p.port)[1].decode() for _ in range(4)} == {b.uuid for b in backends}
+    data = os.urandom(300_000)
+    conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
+    conn.request("POST", "/echo", body=data)
+    assert json.loads(conn.getresponse().read())["body_sha256"] == hashlib.sha256(data).hexdigest()
+    status, body = get(p.port, "/big?bytes=3000000&chunked=1", conn=conn)
+    assert status == 200 and len(body) == 3_000_000

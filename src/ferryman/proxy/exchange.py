@@ -278,7 +278,15 @@ class Exchange:
                 route = server.match(self.uri)
                 captures: tuple[str, ...] = ()
             else:
-                route, captures = locations.find_with_captures(self.uri.decode("latin-1"))
+                found = locations.match(self.uri.decode("latin-1"))
+                if found is None:
+                    self.respond_local(404)
+                    return None
+                if found.redirect_to is not None:
+                    target = found.redirect_to.encode("latin-1")
+                    self.respond_return(301, target + b"?" + self.args if self.args else target)
+                    return None
+                route, captures = found.value, found.captures
             if route is None:
                 self.respond_local(404)
                 return None
@@ -646,6 +654,8 @@ class Exchange:
         route = self.route
         extra = render_add_headers(route.add_headers, status, self) if route is not None else b""
         if status in _REDIRECTS:
+            if text.startswith(b"/"):
+                text = self._absolute(text)
             extra = b"Location: %s\r\n%s" % (text, extra)
             body = _redirect_body(status)
             ctype = b"text/html"
@@ -664,6 +674,20 @@ class Exchange:
         )
         self._log_access()
         self.client.exchange_done(self, keep)
+
+    def _absolute(self, path: bytes) -> bytes:
+        """nginx's absolute_redirect (on by default): a relative Location gets the
+        scheme, $host and, unless it is the scheme's default, the listener's port."""
+        listener = self.client.listener
+        host = self.head.host or listener.server_name
+        if host.startswith(b"["):
+            host = host[: host.find(b"]") + 1]
+        else:
+            host = host.partition(b":")[0]
+        port = listener.port_bytes
+        default = b"443" if listener.scheme == b"https" else b"80"
+        suffix = b"" if port == default else b":" + port
+        return b"%s://%s%s%s" % (listener.scheme, host.lower(), suffix, path)
 
     def client_gone(self) -> None:
         """The client closed its connection while this exchange was in flight."""

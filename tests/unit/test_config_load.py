@@ -87,13 +87,22 @@ def test_looks_like_yaml(text: str) -> None:
     assert not looks_like_nginx(text)
 
 
-def test_nginx_file_is_refused_for_now(tmp_path: Path) -> None:
+def test_nginx_file_goes_to_the_nginx_front_end(tmp_path: Path) -> None:
     path = tmp_path / "nginx.conf"
     path.write_text(SEED_NGINX_CONF)
+    config = load_config(str(path))
+    assert config.source == str(path)
+    assert config.upstream("echo").balance == "least_conn"
+    assert len(config.warnings) == 2
+
+
+def test_nginx_errors_name_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "nginx.conf"
+    path.write_text(SEED_NGINX_CONF.replace("least_conn;", "least_connn;"))
     with pytest.raises(ConfigError) as info:
         load_config(str(path))
-    assert info.value.where == str(path)
-    assert info.value.reason == "nginx.conf syntax is not supported yet"
+    assert info.value.where == f"{path}:7"
+    assert info.value.reason == 'unknown directive "least_connn"'
 
 
 def test_yaml_file_loads_with_its_path_as_source(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from ferryman.config import (
     UpstreamSpec,
     load_native,
 )
+from ferryman.config.schema import HeaderAdd, MapSpec, ReturnSpec, RewriteSpec, SetSpec
 from ferryman.errors import ConfigError
 
 FULL = """\
@@ -294,3 +295,137 @@ def test_wrong_shapes(text: str, where: str) -> None:
 def test_workers_must_be_positive_or_auto() -> None:
     assert _error(MINIMAL + "workers: 0\n").where == "demo.yaml: workers"
     assert _error(MINIMAL + "workers: many\n").where == "demo.yaml: workers"
+
+
+# --- the fields nginx.conf brought: locations, scripts, maps, headers, logs -------------
+
+NGINX_SHAPED = """\
+pid_file: /run/ferryman.pid
+error_log: {path: /var/log/ferryman.err, level: warn}
+log_formats: {main: '$remote_addr "$request" $status'}
+access_log: {path: "-", format: main}
+maps:
+  - source: $http_upgrade
+    variable: connection_upgrade
+    entries: [["", close], ["~*^web", upgrade]]
+    default: upgrade
+upstreams:
+  "127.0.0.1:9000": {servers: ["127.0.0.1:9000"], keepalive: 0}
+servers:
+  - listen: [{address: "80", default_server: true}, "[::]:80"]
+    server_names: ["", example.com, "~^(?P<sub>.+)\\\\.example\\\\.org$"]
+    script:
+      - return: {status: 301, text: "https://$host$request_uri"}
+  - listen: 8080
+    add_headers: [{name: X-Server, value: a}]
+    routes:
+      - path: /api/
+        upstream: "127.0.0.1:9000"
+        upstream_uri: /v2/
+        http_version: "1.0"
+        host_header: $proxy_host
+        hide_headers: [X-Powered-By]
+        pass_headers: server
+        add_headers: [{name: Cache-Control, value: no-store, always: true}]
+        client_max_body_size: 10m
+        script:
+          - set: {variable: who, value: $remote_addr}
+          - rewrite: {pattern: "^/api/(.*)$", replacement: /api/v2/$1, flag: break}
+        routes:
+          - {path: /api/admin, match: exact, script: [{return: {status: 403}}]}
+      - {path: "\\\\.php$", match: regex_icase, script: [{return: {status: 444}}]}
+      - {path: "@fallback", match: named, upstream: "127.0.0.1:9000", http_version: 1.1}
+      - {path: /unlimited/, client_max_body_size: 0}
+"""
+
+
+def test_nginx_shaped_fields() -> None:
+    config = _load(NGINX_SHAPED)
+    assert config.pid_file == "/run/ferryman.pid"
+    assert config.error_log == ("/var/log/ferryman.err", "warn")
+    assert config.log_formats == (("main", '$remote_addr "$request" $status'),)
+    assert config.access_log == AccessLogSpec(path="-", format="main")
+    assert config.maps == (
+        MapSpec(
+            source="$http_upgrade",
+            variable="connection_upgrade",
+            entries=(("", "close"), ("~*^web", "upgrade")),
+            default="upgrade",
+        ),
+    )
+    redirect, main = config.servers
+    assert redirect.listen == (ListenSpec("0.0.0.0", 80), ListenSpec("::", 80))
+    assert [spec.default_server for spec in redirect.listen] == [True, False]
+    assert redirect.server_names == ("", "example.com", "~^(?P<sub>.+)\\.example\\.org$")
+    assert redirect.routes == ()
+    assert redirect.script == (ReturnSpec(301, "https://$host$request_uri"),)
+    assert main.add_headers == (HeaderAdd("X-Server", "a"),)
+    api, php, named, unlimited = main.routes
+    assert api == RouteSpec(
+        upstream="127.0.0.1:9000",
+        path="/api/",
+        upstream_uri="/v2/",
+        http_version="1.0",
+        host_header="$proxy_host",
+        hide_headers=("x-powered-by",),
+        pass_headers=("server",),
+        add_headers=(HeaderAdd("Cache-Control", "no-store", always=True),),
+        client_max_body_size=10 * 1024 * 1024,
+        script=(
+            SetSpec("who", "$remote_addr"),
+            RewriteSpec("^/api/(.*)$", "/api/v2/$1", "break"),
+        ),
+        routes=(RouteSpec(path="/api/admin", match="exact", script=(ReturnSpec(403),)),),
+    )
+    assert (php.match, php.path, php.upstream) == ("regex_icase", "\\.php$", None)
+    assert (named.match, named.path, named.http_version) == ("named", "@fallback", "1.1")
+    assert unlimited.client_max_body_size is None
+
+
+def test_upstreams_may_be_left_out() -> None:
+    config = _load("servers: [{listen: 80, script: [{return: {status: 204}}]}]\n")
+    assert config.upstreams == ()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where", "fragment"),
+    [
+        ("match: exact", "match: fuzzy", "servers[1].routes[0].routes[0].match", "must be one of"),
+        ('"\\\\.php$"', '"(unclosed"', "servers[1].routes[1].path", "cannot compile regex"),
+        ("status: 444", "status: 600", "servers[1].routes[1].script[0].return.status", "444"),
+        ("status: 444", "status: 99", "servers[1].routes[1].script[0].return.status", "100"),
+        ("flag: break", "flag: forever", "servers[1].routes[0].script[1].rewrite.flag", "last"),
+        ("variable: who", "variable: $who", "servers[1].routes[0].script[0].set.variable", "$"),
+        ("- set:", "- sett:", "servers[1].routes[0].script[0]", "set, rewrite or return"),
+        ('"1.0"', '"2"', "servers[1].routes[0].http_version", "1.0, 1.1"),
+        ("format: main", "format: mine", "access_log.format", "combined, json, main"),
+        ("level: warn", "level: loud", "error_log.level", "warn"),
+        ('"~*^web"', '"~*(web"', "maps[0].entries[1]", "cannot compile regex"),
+        ('[["", close]', '[["", close, x]', "maps[0].entries[0]", "[pattern, value] pair"),
+        ("10m", "10x", "servers[1].routes[0].client_max_body_size", "invalid size"),
+        ('"@fallback"', '"fallback"', "servers[1].routes[2].path", "invalid value"),
+        ("name: X-Server", "name: 'X Server'", "servers[1].add_headers[0].name", "invalid value"),
+        ("default_server: true", "default_server: yes", "servers[0].listen[0].default_server", ""),
+        ("main: '", "combined: '", "log_formats.combined", "built in"),
+    ],
+)
+def test_nginx_shaped_errors_name_the_path(old: str, new: str, where: str, fragment: str) -> None:
+    assert old in NGINX_SHAPED
+    error = _error(NGINX_SHAPED.replace(old, new, 1))
+    assert error.where == f"demo.yaml: {where}"
+    assert fragment in error.reason
+
+
+def test_duplicate_locations_follow_nginx() -> None:
+    base = "servers: [{listen: 80, routes: [ROUTES]}]\n"
+    ok = "{path: /a, match: exact}, {path: /a}, {path: a$, match: regex}, {path: a$, match: regex}"
+    assert len(_load(base.replace("ROUTES", ok)).servers[0].routes) == 4
+    error = _error(base.replace("ROUTES", "{path: /a}, {path: /a, match: prefix_priority}"))
+    assert error.where == "demo.yaml: servers[0].routes"
+    assert "'/a' more than once" in error.reason
+
+
+def test_duplicate_map_variable() -> None:
+    maps = "maps: [{source: $a, variable: x}, {source: $b, variable: x}]\n"
+    error = _error(MINIMAL + maps)
+    assert error.where == "demo.yaml: maps"

@@ -1,19 +1,28 @@
-"""Configuration: frozen data only. Loading, cross-checks and units live here; no I/O
-beyond reading the file, and nothing here knows about sockets or the event loop."""
+"""Configuration: frozen data only. Loading (native YAML, nginx.conf), dumping back to
+native YAML, cross-checks and units live here; no I/O beyond reading the file, and
+nothing here knows about sockets or the event loop."""
 
 from __future__ import annotations
 
+from ferryman.config.dump import dump_native
 from ferryman.config.load import load_config
 from ferryman.config.native import load_native
+from ferryman.config.nginx import load_nginx
 from ferryman.config.quick import quick_config
 from ferryman.config.schema import (
     AccessLogSpec,
     ClientTimeouts,
     Config,
+    HeaderAdd,
     ListenSpec,
+    MapSpec,
     PeerSpec,
+    ReturnSpec,
+    RewriteSpec,
     RouteSpec,
+    ScriptStep,
     ServerSpec,
+    SetSpec,
     UpstreamSpec,
 )
 from ferryman.config.units import parse_duration, parse_size
@@ -22,13 +31,21 @@ __all__ = [
     "AccessLogSpec",
     "ClientTimeouts",
     "Config",
+    "HeaderAdd",
     "ListenSpec",
+    "MapSpec",
     "PeerSpec",
+    "ReturnSpec",
+    "RewriteSpec",
     "RouteSpec",
+    "ScriptStep",
     "ServerSpec",
+    "SetSpec",
     "UpstreamSpec",
+    "dump_native",
     "load_config",
     "load_native",
+    "load_nginx",
     "parse_duration",
     "parse_size",
     "quick_config",

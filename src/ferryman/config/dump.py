@@ -41,8 +41,15 @@ _ROUTE = RouteSpec()
 _TIMEOUTS = ClientTimeouts()
 _ACCESS_LOG = AccessLogSpec()
 
-_DURATION_UNITS = (("w", 604800_000), ("d", 86400_000), ("h", 3600_000), ("m", 60_000))
-_DURATION_UNITS += (("s", 1000), ("ms", 1))
+# Milliseconds per unit, largest first, as `parse_duration` wants them.
+_DURATION_UNITS: tuple[tuple[str, int], ...] = (
+    ("w", 604800_000),
+    ("d", 86400_000),
+    ("h", 3600_000),
+    ("m", 60_000),
+    ("s", 1000),
+    ("ms", 1),
+)
 _SIZE_UNITS = (("g", 1024**3), ("m", 1024**2), ("k", 1024))
 
 

@@ -680,10 +680,7 @@ class Exchange:
         scheme, $host and, unless it is the scheme's default, the listener's port."""
         listener = self.client.listener
         host = self.head.host or listener.server_name
-        if host.startswith(b"["):
-            host = host[: host.find(b"]") + 1]
-        else:
-            host = host.partition(b":")[0]
+        host = host[: host.find(b"]") + 1] if host.startswith(b"[") else host.partition(b":")[0]
         port = listener.port_bytes
         default = b"443" if listener.scheme == b"https" else b"80"
         suffix = b"" if port == default else b":" + port

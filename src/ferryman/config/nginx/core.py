@@ -119,8 +119,7 @@ def include(scope: Scope, stmt: Stmt) -> None:
 
 
 def http(scope: Scope, stmt: Stmt) -> None:
-    level = scope.config.http = Level()
-    scope.walk(stmt.block or (), scope.inner(Context.HTTP, level=level))
+    scope.walk(stmt.block or (), scope.inner(Context.HTTP, level=Level()))
 
 
 def server(scope: Scope, stmt: Stmt) -> None:
@@ -136,8 +135,12 @@ def location(scope: Scope, stmt: Stmt) -> None:
     parent = scope.location
     if parent is not None:
         _check_nesting(stmt, parent, match, path)
+    if _CONTROL.search(path):
+        raise stmt.error(f'control characters in location "{path}"')
     if match in ("regex", "regex_icase"):
         path = values.regex(stmt, path, icase=match == "regex_icase")
+    elif match == "named" and not _NAMED.fullmatch(path):
+        raise stmt.error(f'invalid named location "{path}" (printable ASCII, no spaces)')
     elif match != "named" and not path.startswith("/"):
         raise stmt.error(f'location "{path}" does not start with "/" and can never match')
     draft = LocationDraft(stmt=stmt, match=match, path=path, level=scope.the_level().child())
@@ -147,6 +150,8 @@ def location(scope: Scope, stmt: Stmt) -> None:
     scope.walk(stmt.block or (), scope.inner(Context.LOCATION, level=draft.level, location=draft))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NAMED = re.compile(r"@[\x21-\x7e]+")
 # `location MOD PATH` modifiers, and the same glued to the path (`location =/`).
 _MODIFIERS = {"=": "exact", "^~": "prefix_priority", "~": "regex", "~*": "regex_icase"}
 _GLUED = (("~*", "regex_icase"), ("^~", "prefix_priority"), ("=", "exact"), ("~", "regex"))
@@ -247,11 +252,16 @@ def _listen_port(stmt: Stmt, text: str) -> int:
 
 
 _WILDCARD = re.compile(r"\*\.[^*]+|\.[^*]+|[^*]+\.\*|[^*]*")
+# Host names are ASCII on the wire (IDNs travel as punycode), so a name with anything
+# else could never match.
+_SERVER_NAME_CHARS = re.compile(r"[\x21-\x7e]*")
 
 
 def server_name(scope: Scope, stmt: Stmt) -> None:
     draft = scope.the_server()
     for name in stmt.args:
+        if not _SERVER_NAME_CHARS.fullmatch(name):
+            raise stmt.error(f'server name "{name}" is invalid (printable ASCII, no spaces)')
         if name.startswith("~"):
             if name == "~":
                 raise stmt.error(f'empty regex in server name "{name}"')
@@ -262,8 +272,6 @@ def server_name(scope: Scope, stmt: Stmt) -> None:
         if name.lower() == "$hostname":
             raise stmt.error('"$hostname" in "server_name" is not supported yet')
         if not _WILDCARD.fullmatch(name) or name in (".", "*."):
-            raise stmt.error(f'server name "{name}" is invalid')
-        if any(ord(ch) <= 0x20 or ch == "\x7f" for ch in name):
             raise stmt.error(f'server name "{name}" is invalid')
         # nginx lower-cases names that are not regexes.
         draft.names.append((name.lower(), stmt))
@@ -320,6 +328,8 @@ def error_log(scope: Scope, stmt: Stmt) -> None:
 
 def log_format(scope: Scope, stmt: Stmt) -> None:
     name, *parts = stmt.args
+    if not _LOG_FORMAT_NAME.fullmatch(name):
+        raise stmt.error(f'invalid log format name "{name}" (letters, digits, _ . -)')
     if parts and parts[0].startswith("escape="):
         escape = parts.pop(0).removeprefix("escape=")
         if escape not in ("default", "json", "none"):
@@ -334,6 +344,7 @@ def log_format(scope: Scope, stmt: Stmt) -> None:
 
 
 _ACCESS_LOG_NO_OPS = ("buffer=", "flush=")
+_LOG_FORMAT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
 
 def access_log(scope: Scope, stmt: Stmt) -> None:

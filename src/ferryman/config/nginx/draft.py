@@ -123,7 +123,6 @@ class ConfigDraft:
     # nginx's default worker_connections is 512 (ngx_event_core_init_conf).
     worker_connections: int = 512
     events: Stmt | None = None
-    http: Level | None = None
     error_log: tuple[tuple[str, str], Stmt] | None = None
     pid_file: str | None = None
     servers: list[ServerDraft] = field(default_factory=list)

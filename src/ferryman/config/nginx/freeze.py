@@ -81,7 +81,10 @@ class _Upstreams:
         explicit = self._explicit.get(target.host.lower())
         if explicit is not None:
             if target.port is not None:
-                raise stmt.error(f'upstream "{target.host}" may not have port {target.port}')
+                raise stmt.error(
+                    f'upstream "{target.host}" may not have port {target.port}'
+                    ' in "proxy_pass" directive'
+                )
             return explicit.name
         # Named as nginx's $proxy_host shows it: host, or host:port unless port 80.
         name = target.proxy_host
@@ -164,7 +167,9 @@ def _check_default_servers(draft: ConfigDraft) -> None:
         for spec, stmt in server.listens:
             if spec.default_server:
                 if spec.address in seen:
-                    raise stmt.error(f"a duplicate default server for {spec.address}")
+                    raise stmt.error(
+                        f'a duplicate default server for {spec.address} in "listen" directive'
+                    )
                 seen.add(spec.address)
 
 

@@ -35,6 +35,7 @@ __all__ = [
 # controls but tab in a value.
 _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
+_HOST_VALUE = re.compile(r"[\x21-\x7e]+")
 _MAX_TRIES = 1_000_000
 
 
@@ -64,8 +65,10 @@ def proxy_timeout(scope: Scope, stmt: Stmt) -> None:
 def proxy_set_header(scope: Scope, stmt: Stmt) -> None:
     name, value = stmt.args
     _check_field(stmt, name, value)
-    if name.lower() == "host" and value == "":
-        raise stmt.error('"proxy_set_header Host" with an empty value is not supported')
+    if name.lower() == "host" and not _HOST_VALUE.fullmatch(value):
+        # An empty Host (no Host at all) is not supported; spaces or non-ASCII would
+        # make an invalid request.
+        raise stmt.error(f'invalid "Host" value "{value}" in "proxy_set_header" directive')
     level = scope.the_level()
     if any(other.lower() == name.lower() for other, _, _ in level.arrays.get(stmt.name, [])):
         raise stmt.error(
@@ -86,7 +89,10 @@ def proxy_header_list(scope: Scope, stmt: Stmt) -> None:
     name = stmt.args[0]
     if not _FIELD_NAME.fullmatch(name):
         raise stmt.error(f'invalid header name "{name}" in "{stmt.name}" directive')
-    scope.the_level().append(stmt.name, name.lower())
+    level = scope.the_level()
+    # Naming a field twice hides (or passes) it once.
+    if name.lower() not in level.arrays.get(stmt.name, []):
+        level.append(stmt.name, name.lower())
 
 
 def add_header(scope: Scope, stmt: Stmt) -> None:

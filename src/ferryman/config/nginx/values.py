@@ -40,7 +40,7 @@ _VARIABLE = re.compile(r"\$(?:\{[A-Za-z0-9_]+\}|[A-Za-z0-9_]+)")
 _HTTP_PORT = 80
 
 
-class Unsupported(Exception):  # noqa: N818 (a signal to the walker, not a failure)
+class Unsupported(Exception):  # a signal to the walker, not a failure
     """A valid nginx directive Ferryman does not implement here. `--lenient` turns it
     into a warning; otherwise it becomes a ConfigError at the statement."""
 
@@ -179,4 +179,4 @@ def path(stmt: Stmt, base_dir: str, text: str) -> str:
     configuration file (nginx: its prefix)."""
     if not text or any(ord(ch) < 0x20 or ch == "\x7f" for ch in text):
         raise invalid(stmt, text, "want a file path")
-    return text if os.path.isabs(text) else os.path.normpath(os.path.join(base_dir, text))
+    return os.path.normpath(os.path.join(base_dir, text))

@@ -105,6 +105,7 @@ def build_worker(
     worker = WorkerContext(loop, sweeper, access, config.client_timeouts, config.worker_connections)
     worker.maps = _bind_maps(config, user_vars)
     sweeper.every_tick(access.flush)
+    sweeper.every_tick(worker.refresh_date)
     connect_fn = connect or tcp_connect(loop)
     groups: dict[str, UpstreamGroup] = {}
     pools: dict[str, ConnectionPool] = {}

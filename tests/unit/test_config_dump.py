@@ -79,6 +79,8 @@ def test_every_field_round_trips() -> None:
             ReturnSpec(444),
         ),
         client_max_body_size=1000,
+        default_type="text/html; charset=utf-8",
+        pass_upgrade=False,
         routes=(
             RouteSpec(path="\\.(gif|jpg)$", match="regex_icase", script=(ReturnSpec(403),)),
             RouteSpec(path="@fallback", match="named", upstream="[::1]:8080"),

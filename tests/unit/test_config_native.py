@@ -429,3 +429,26 @@ def test_duplicate_map_variable() -> None:
     maps = "maps: [{source: $a, variable: x}, {source: $b, variable: x}]\n"
     error = _error(MINIMAL + maps)
     assert error.where == "demo.yaml: maps"
+
+
+def test_default_type_and_pass_upgrade() -> None:
+    (route,) = _load(MINIMAL).servers[0].routes
+    assert (route.default_type, route.pass_upgrade) == ("text/plain", True)
+    text = MINIMAL.replace(
+        "{upstream: echo}", '{upstream: echo, default_type: "", pass_upgrade: false}'
+    )
+    (route,) = _load(text).servers[0].routes
+    assert (route.default_type, route.pass_upgrade) == ("", False)
+
+
+@pytest.mark.parametrize(
+    ("entry", "key"),
+    [
+        ('default_type: "text/html\\r\\nX-A: 1"', "default_type"),
+        ("default_type: 1", "default_type"),
+        ("pass_upgrade: yes", "pass_upgrade"),
+    ],
+)
+def test_default_type_and_pass_upgrade_errors(entry: str, key: str) -> None:
+    error = _error(MINIMAL.replace("{upstream: echo}", f"{{upstream: echo, {entry}}}"))
+    assert error.where == f"demo.yaml: servers[0].routes[0].{key}"

@@ -578,3 +578,54 @@ def test_hiding_a_header_twice_hides_it_once(tmp_path: Path) -> None:
     )
     (route,) = _load(tmp_path, SERVER.format(body=body)).servers[0].routes
     assert route.hide_headers == ("x-a",)
+
+
+def test_default_type_refuses_control_characters(tmp_path: Path) -> None:
+    path, error = _server_error(tmp_path, 'listen 80;\ndefault_type "text/html\nX-A: 1";')
+    assert error.where == f"{path}:{BODY_LINE + 1}"
+    assert error.reason == 'invalid header value in "default_type" directive: control characters'
+
+
+# --- nginx's proxy defaults, spelled out -----------------------------------------------
+
+HIDDEN = (
+    "date",
+    "server",
+    "x-pad",
+    "x-accel-expires",
+    "x-accel-redirect",
+    "x-accel-limit-rate",
+    "x-accel-buffering",
+    "x-accel-charset",
+)
+
+
+def test_proxying_routes_hide_nginx_fields_and_close_the_connection(tmp_path: Path) -> None:
+    body = "listen 80;\nlocation / { proxy_pass http://app; }\nlocation /r { return 204; }"
+    proxied, local = _load(tmp_path, SERVER.format(body=body)).servers[0].routes
+    assert proxied.hide_headers == HIDDEN
+    assert proxied.set_headers == (("Connection", "close"),)
+    # Nothing is proxied from a `return` route: no proxy defaults to spell out.
+    assert (local.hide_headers, local.set_headers) == ((), ())
+    assert (proxied.pass_upgrade, local.pass_upgrade) == (False, False)
+    assert (proxied.default_type, local.default_type) == ("text/plain", "text/plain")
+
+
+def test_pass_header_unhides_what_is_hidden_by_default_or_configured(tmp_path: Path) -> None:
+    body = (
+        "listen 80;\nproxy_hide_header X-A;\nproxy_pass_header Date;\nproxy_pass_header X-A;\n"
+        "location / { proxy_pass http://app; }"
+    )
+    (route,) = _load(tmp_path, SERVER.format(body=body)).servers[0].routes
+    assert route.hide_headers == tuple(name for name in HIDDEN if name != "date")
+    assert route.pass_headers == ("date", "x-a")
+
+
+def test_a_connection_header_of_its_own_replaces_close(tmp_path: Path) -> None:
+    body = (
+        'listen 80;\nproxy_set_header connection "";\nlocation / { proxy_pass http://app; }\n'
+        "location /u/ { proxy_set_header Upgrade $http_upgrade; proxy_pass http://app; }"
+    )
+    inherited, own = _load(tmp_path, SERVER.format(body=body)).servers[0].routes
+    assert inherited.set_headers == (("connection", ""),)
+    assert own.set_headers == (("Upgrade", "$http_upgrade"), ("Connection", "close"))

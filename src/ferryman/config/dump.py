@@ -214,6 +214,7 @@ def _route(r: RouteSpec) -> dict[str, Any]:
     if r.set_headers:
         out["set_headers"] = dict(r.set_headers)
     _put(out, "forwarded_headers", r.forwarded_headers, _ROUTE.forwarded_headers)
+    _put(out, "pass_upgrade", r.pass_upgrade, _ROUTE.pass_upgrade)
     for key, value, default in (
         ("connect_timeout", r.connect_timeout, _ROUTE.connect_timeout),
         ("read_timeout", r.read_timeout, _ROUTE.read_timeout),
@@ -224,10 +225,12 @@ def _route(r: RouteSpec) -> dict[str, Any]:
     _put(out, "next_upstream_tries", r.next_upstream_tries, _ROUTE.next_upstream_tries)
     if r.client_max_body_size != _ROUTE.client_max_body_size:
         out["client_max_body_size"] = _size(r.client_max_body_size)
+    _put(out, "default_type", r.default_type, _ROUTE.default_type)
+    # Field names on one line: nginx.conf's translations carry nginx's eight hidden ones.
     if r.hide_headers:
-        out["hide_headers"] = list(r.hide_headers)
+        out["hide_headers"] = _FlowList(r.hide_headers)
     if r.pass_headers:
-        out["pass_headers"] = list(r.pass_headers)
+        out["pass_headers"] = _FlowList(r.pass_headers)
     if r.add_headers:
         out["add_headers"] = [_header(h) for h in r.add_headers]
     if r.script:

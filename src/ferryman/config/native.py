@@ -637,6 +637,7 @@ _ROUTE_KEYS = (
     "add_headers",
     "client_max_body_size",
     "connect_timeout",
+    "default_type",
     "forwarded_headers",
     "hide_headers",
     "host_header",
@@ -644,6 +645,7 @@ _ROUTE_KEYS = (
     "match",
     "next_upstream_tries",
     "pass_headers",
+    "pass_upgrade",
     "path",
     "read_timeout",
     "routes",
@@ -698,6 +700,9 @@ def _route(value: object, path: _Path, upstreams: set[str]) -> RouteSpec:
         client_max_body_size=_body_size(*section.at("client_max_body_size"))
         if section.has("client_max_body_size")
         else _ROUTE.client_max_body_size,
+        # A Content-Type field value; "" sends none (nginx `default_type ""`).
+        default_type=section.text("default_type", _ROUTE.default_type, _FIELD_VALUE),
+        pass_upgrade=section.boolean("pass_upgrade", _ROUTE.pass_upgrade),
         routes=_routes(*section.at("routes"), upstreams) if section.has("routes") else (),
     )
 

@@ -134,6 +134,11 @@ class RouteSpec:
     # normalised path that matched `path` is replaced by it. None: the client's request
     # target goes upstream unchanged.
     upstream_uri: str | None = None
+    # nginx proxy_pass with variables (`proxy_pass http://$target/x$uri;`), `upstream`
+    # then None: a template evaluated per request to `http://HOST[:PORT][/URI]`. HOST
+    # must name an upstream or be an IP address (names are not resolved at run time,
+    # as nginx without a `resolver`); a URI part, if any, is the whole upstream target.
+    upstream_url: str | None = None
     # Template for the Host sent upstream; `$host` is the client's (nginx: `$proxy_host`
     # by default, but the reference config and most users set `$host`).
     host_header: str = "$host"
@@ -157,6 +162,12 @@ class RouteSpec:
     script: tuple[ScriptStep, ...] = ()
     # nginx client_max_body_size; None means no limit. Over it: 413.
     client_max_body_size: int | None = None
+    # Content-Type of `return` bodies whose path has no known extension (nginx
+    # default_type; nginx's own default is text/plain).
+    default_type: str = "text/plain"
+    # Forward a client's Upgrade request (WebSocket) by itself. nginx does so only when
+    # `proxy_set_header Upgrade ...` says so; the nginx front end sets this False.
+    pass_upgrade: bool = True
     # Nested locations, searched within this one as nginx does.
     routes: tuple[RouteSpec, ...] = ()
 

@@ -27,6 +27,7 @@ class RequestHead:
         "content_length",
         "fields",
         "forwarded_for",
+        "forwarded_other",
         "framing",
         "headers",
         "host",
@@ -55,6 +56,7 @@ class RequestHead:
         query: bytes,
         fields: bytes,
         forwarded_for: bytes | None,
+        forwarded_other: bytes = b"",
     ) -> None:
         self.method = method
         self.target = target
@@ -76,6 +78,8 @@ class RequestHead:
         self.fields = fields
         # The client's X-Forwarded-For values joined, if it sent any.
         self.forwarded_for = forwarded_for
+        # The client's X-Forwarded-Proto/-Host lines as received.
+        self.forwarded_other = forwarded_other
 
     @property
     def request_line(self) -> bytes:
@@ -99,6 +103,7 @@ class ResponseHead:
     __slots__ = (
         "connection_tokens",
         "content_length",
+        "date",
         "fields",
         "framing",
         "headers",
@@ -115,6 +120,7 @@ class ResponseHead:
         connection_tokens: frozenset[bytes],
         fields: bytes,
         length_field: bytes | None,
+        date: bytes | None = None,
     ) -> None:
         self.status = status
         self.headers = headers
@@ -126,6 +132,8 @@ class ResponseHead:
         # The Content-Length value as received, for HEAD and 304 responses that describe
         # a body they do not carry.
         self.length_field = length_field
+        # The upstream's Date, kept out of `fields`: the proxy writes its own.
+        self.date = date
 
     def __repr__(self) -> str:
         return f"ResponseHead({self.status} {self.framing.value})"

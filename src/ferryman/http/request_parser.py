@@ -163,6 +163,7 @@ class RequestParser:
         tokens = _EMPTY
         upgrade = forwarded_for = None
         lines = []
+        other_forwarded: list[bytes] = []
         # The head's size without optional whitespace: `feed` counts only heads still
         # incomplete after a read, and a whole oversized head can arrive in one read.
         size = len(self._url) + 3 * len(headers)
@@ -183,6 +184,9 @@ class RequestParser:
                 tokens = tokens | parse_connection_tokens(value)
             elif ln == b"upgrade":
                 upgrade = value
+            elif ln == b"x-forwarded-proto" or ln == b"x-forwarded-host":
+                # Replaced when the route adds its own, passed on otherwise.
+                other_forwarded.append(b"%s: %s\r\n" % (name, value))
             elif ln == b"x-forwarded-for":
                 forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
             elif ln == b"expect":
@@ -228,6 +232,7 @@ class RequestParser:
             query,
             b"".join(lines),
             forwarded_for,
+            b"".join(other_forwarded) if other_forwarded else b"",
         )
 
 

@@ -36,6 +36,9 @@ _NONE, _LENGTH, _CHUNKED, _UNTIL_CLOSE = (
 )
 
 
+_MANAGED = HOP_BY_HOP | {b"date"}
+
+
 def _content_length(value: bytes) -> int:
     try:
         return parse_content_length(value)
@@ -149,11 +152,15 @@ class ResponseParser:
         # only heads still incomplete after a read, and a whole head fits in one read.
         size = 3 * len(self._headers)
         # One pass: find the framing fields and pre-render the end-to-end ones.
+        date = None
         for name, value in self._headers:
             size += len(name) + len(value)
             ln = name.lower()
-            if ln not in HOP_BY_HOP:
+            if ln not in _MANAGED:
                 lines.append(b"%s: %s\r\n" % (name, value))
+            elif ln == b"date":
+                # The proxy writes its own Date (as nginx does), or passes this one on.
+                date = value
             elif ln == b"content-length":
                 length_field = trim_ows(value)
                 content_length = _content_length(length_field)
@@ -181,6 +188,7 @@ class ResponseParser:
             tokens,
             b"".join(lines),
             length_field,
+            date,
         )
         # Reset for the next message here rather than in an on_message_begin callback.
         self._headers = []

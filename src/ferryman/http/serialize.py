@@ -88,7 +88,9 @@ def serialize_request_head(
         # nginx's default (proxy_http_version 1.0): one request per connection. A chunked
         # body cannot be framed in HTTP/1.0 without buffering it whole, so such requests
         # go as HTTP/1.1 (nginx buffers instead).
-        return b"%s %s HTTP/1.0\r\nHost: %s\r\n%s%s%s%sConnection: close\r\n\r\n" % (
+        # nginx sends Connection: close (unless the route sets Connection itself).
+        close = b"" if b"connection" in drop else b"Connection: close\r\n"
+        return b"%s %s HTTP/1.0\r\nHost: %s\r\n%s%s%s%s%s\r\n" % (
             head.method,
             target,
             host,
@@ -96,6 +98,7 @@ def serialize_request_head(
             xff,
             extra,
             length,
+            close,
         )
     return b"%s %s HTTP/1.1\r\nHost: %s\r\n%s%s%s%s\r\n" % (
         head.method,
@@ -156,7 +159,10 @@ def local_response(
     """An answer made by the proxy itself (nginx `return`, redirects, errors).
     `extra` is pre-rendered `name: value\\r\\n` lines; `head_only` for HEAD requests."""
     conn = b"keep-alive" if keep_alive else b"close"
-    ctype = b"Content-Type: %s\r\n" % content_type if body or status >= 300 else b""
+    if status == 204 or status == 304 or status < 200:
+        # RFC 9110 8.6/8.3: no Content-Length, no body, no Content-Type.
+        return b"%s%sConnection: %s\r\n\r\n" % (status_line(status), extra, conn)
+    ctype = b"Content-Type: %s\r\n" % content_type if content_type else b""
     return b"%s%s%sContent-Length: %d\r\nConnection: %s\r\n\r\n%s" % (
         status_line(status),
         ctype,
@@ -167,13 +173,16 @@ def local_response(
     )
 
 
-def error_response(status: int, message: str, keep_alive: bool = False) -> bytes:
+def error_response(
+    status: int, message: str, keep_alive: bool = False, extra: bytes = b""
+) -> bytes:
     """A short local answer. It never names an upstream address: the reason with detail
     goes to the error log, the client only learns the status."""
     body = b"%d %s\n" % (status, message.encode("ascii", "replace"))
     conn = b"keep-alive" if keep_alive else b"close"
-    return b"%sContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n%s" % (
+    return b"%sContent-Type: text/plain\r\n%sContent-Length: %d\r\nConnection: %s\r\n\r\n%s" % (
         status_line(status),
+        extra,
         len(body),
         conn,
         body,

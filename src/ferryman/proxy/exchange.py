@@ -68,6 +68,8 @@ PENDING_LIMIT = 256 * 1024
 _NONE, _CHUNKED, _UNTIL_CLOSE = Framing.NONE, Framing.CHUNKED, Framing.UNTIL_CLOSE
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# nginx's built-in types, used when no `types` block is given (ngx_http_core_module).
+_BUILTIN_TYPES = {b"html": b"text/html", b"gif": b"image/gif", b"jpg": b"image/jpeg"}
 _MESSAGES = {
     400: "Bad Request",
     404: "Not Found",
@@ -122,6 +124,7 @@ class Exchange:
         "peer",
         "pending",
         "pending_size",
+        "received",
         "replay",
         "replay_size",
         "request_bytes",
@@ -130,6 +133,7 @@ class Exchange:
         "reused",
         "rewritten",
         "route",
+        "server",
         "started",
         "status",
         "tried",
@@ -145,6 +149,7 @@ class Exchange:
         self.client = client
         self.head = head
         self.route: Route | None = None
+        self.server: VirtualServer[Route] | None = None
         self.peer: PeerState | None = None
         self.conn: UpstreamConnection | None = None
         self.reused = False
@@ -155,6 +160,7 @@ class Exchange:
         self.pending_size = 0
         self.replay: list[bytes] | None = []
         self.replay_size = 0
+        self.received = 0
         self.request_bytes = b""
         self.response: ResponseHead | None = None
         self.resp_framing = _NONE
@@ -197,6 +203,10 @@ class Exchange:
 
     @property
     def server_name(self) -> bytes:
+        """nginx $server_name: the first name of the server that took the request."""
+        server = self.server
+        if server is not None and server.names:
+            return server.names[0].encode()
         return self.client.listener.server_name
 
     @property
@@ -239,6 +249,7 @@ class Exchange:
             self.respond_local(405)
             return
         server = self.client.listener.table.server_for(head.host)
+        self.server = server
         route = server.single
         if route is None:
             route = self._find_route(server)
@@ -325,6 +336,7 @@ class Exchange:
             args=self.args.decode("latin-1"),
             captures=tuple(c.decode("latin-1") for c in self.captures),
             escape_captures=b"%" in self.head.path or b"+" in self.head.path,
+            on_change=self._script_changed,
         )
         if outcome.uri_changed:
             self.uri = outcome.uri.encode("latin-1")
@@ -369,8 +381,15 @@ class Exchange:
         extra = route.render_extra(self)
         forwarded_for = None
         if not route.forwarded:
-            if head.forwarded_for is not None:  # not ours to change: pass it on
+            # Not ours to change: pass the client's on, unless the route sets its own.
+            if head.forwarded_for is not None and b"x-forwarded-for" not in route.drop:
                 extra += b"X-Forwarded-For: %s\r\n" % head.forwarded_for
+            if head.forwarded_other:
+                extra += (
+                    _without(head.forwarded_other, route.drop)
+                    if route.drop
+                    else (head.forwarded_other)
+                )
         else:
             forwarded_for = self.client.remote_addr
             extra = b"X-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n%s" % (
@@ -379,7 +398,12 @@ class Exchange:
                 extra,
             )
         upgrade = head.upgrade
-        if upgrade is not None and upgrade.lower() != b"h2c" and b"upgrade" not in route.drop:
+        if (
+            upgrade is not None
+            and route.pass_upgrade
+            and upgrade.lower() != b"h2c"
+            and b"upgrade" not in route.drop
+        ):
             extra += b"Upgrade: %s\r\nConnection: upgrade\r\n" % upgrade
         return serialize_request_head(
             head, target, route.render_host(self), extra, route.drop, forwarded_for, route.http10
@@ -447,6 +471,15 @@ class Exchange:
     def on_request_body(self, data: bytes) -> None:
         if self.finished:
             return
+        route = self.route
+        if route is not None and route.max_body is not None:
+            self.received += len(data)
+            if self.received > route.max_body and self.response is None:
+                # A chunked body has no length up front: nginx counts it as it comes.
+                _log.info("client intended to send too large chunked body")
+                self._let_go(Outcome.NEUTRAL)
+                self.respond_local(413)
+                return
         replay = self.replay
         if replay is not None:
             self.replay_size += len(data)
@@ -492,9 +525,14 @@ class Exchange:
         assert route is not None
         if route.hide:
             head.fields = _without(head.fields, route.hide)
+        date = head.date
         extra = (
-            render_add_headers(route.add_headers, head.status, self) if route.add_headers else b""
+            b"Date: %s\r\n" % date
+            if date is not None and route.pass_date
+            else self.client.worker.date_line
         )
+        if route.add_headers:
+            extra += render_add_headers(route.add_headers, head.status, self)
         self.out.append(
             serialize_response_head(head, framing, self.keep_alive, client_http11, extra)
         )
@@ -635,7 +673,11 @@ class Exchange:
         self.finished = True
         self.status = status
         keep = self.head.keep_alive and self.body_done and status < 500 and status != 400
-        data = error_response(status, _MESSAGES.get(status, "Error"), keep)
+        route = self.route
+        extra = self.client.worker.date_line
+        if route is not None and route.add_headers:
+            extra += render_add_headers(route.add_headers, status, self)
+        data = error_response(status, _MESSAGES.get(status, "Error"), keep, extra)
         self.body_bytes = len(data)
         self.client.write(data)
         self._log_access()
@@ -652,7 +694,9 @@ class Exchange:
             return
         keep = self.head.keep_alive and self.body_done and not self.client.worker.draining
         route = self.route
-        extra = render_add_headers(route.add_headers, status, self) if route is not None else b""
+        extra = self.client.worker.date_line
+        if route is not None and route.add_headers:
+            extra += render_add_headers(route.add_headers, status, self)
         if status in _REDIRECTS:
             if text.startswith(b"/"):
                 text = self._absolute(text)
@@ -660,7 +704,10 @@ class Exchange:
             body = _redirect_body(status)
             ctype = b"text/html"
         else:
-            body, ctype = text, b"text/plain"
+            body = text
+            ctype = _BUILTIN_TYPES.get(self.uri.rpartition(b".")[2].lower()) or (
+                route.default_type if route is not None else b"text/plain"
+            )
         self.body_bytes = len(body)
         self.client.write(
             local_response(
@@ -674,6 +721,11 @@ class Exchange:
         )
         self._log_access()
         self.client.exchange_done(self, keep)
+
+    def _script_changed(self, uri: str, args: str) -> None:
+        self.uri = uri.encode("latin-1")
+        self.args = args.encode("latin-1")
+        self.rewritten = True
 
     def _absolute(self, path: bytes) -> bytes:
         """nginx's absolute_redirect (on by default): a relative Location gets the

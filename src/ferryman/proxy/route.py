@@ -27,6 +27,7 @@ class Route:
     __slots__ = (
         "add_headers",
         "connect_timeout",
+        "default_type",
         "drop",
         "dynamic_headers",
         "forwarded",
@@ -36,6 +37,8 @@ class Route:
         "http10",
         "max_body",
         "max_tries",
+        "pass_date",
+        "pass_upgrade",
         "pool",
         "prefix",
         "proxies",
@@ -96,6 +99,10 @@ class Route:
         self.max_body = spec.client_max_body_size
         passed = {h.lower().encode() for h in spec.pass_headers}
         self.hide = frozenset(h.lower().encode() for h in spec.hide_headers) - passed
+        # The proxy writes its own Date unless told to pass the upstream's (nginx).
+        self.pass_date = b"date" in passed
+        self.pass_upgrade = spec.pass_upgrade
+        self.default_type = spec.default_type.encode()
         self.add_headers = compile_add_headers(spec.add_headers, where, user_vars)
         # The compiled rewrite-module script (proxy.script), if the route has one, and its
         # templates compiled by their text (the script hands texts to its renderer).

@@ -88,9 +88,16 @@ class ScriptOutcome:
 class _State:
     """The mutable state of one run: the current URI, arguments and captures."""
 
-    __slots__ = ("args", "args_changed", "captures", "flag", "uri", "uri_changed")
+    __slots__ = ("args", "args_changed", "captures", "flag", "on_change", "uri", "uri_changed")
 
-    def __init__(self, uri: str, args: str, captures: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        uri: str,
+        args: str,
+        captures: tuple[str, ...],
+        on_change: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.on_change = on_change
         self.uri = uri
         self.args = args
         self.captures = captures
@@ -205,6 +212,9 @@ class _Rewrite(_Step):
         state.uri = uri
         state.uri_changed = True
         state.flag = self.flag
+        if state.on_change is not None:
+            # Later steps of this script render $uri/$args: they must see the new ones.
+            state.on_change(state.uri, state.args)
         return None if self.flag is None else state.outcome()
 
     def _rewrite_args(self, state: _State, render: Render, escape: bool) -> None:
@@ -258,12 +268,13 @@ def run_script(
     args: str = "",
     captures: tuple[str, ...] = (),
     escape_captures: bool = False,
+    on_change: Callable[[str, str], None] | None = None,
 ) -> ScriptOutcome:
     """Run the steps on `uri` (nginx's `$uri`) and `args` (`$args`). `captures` are
     those in force before the script (a regex location's). `escape_captures` is nginx's
     `r->quoted_uri || r->plus_in_uri` (the client's path had `%` or `+`): captures
     placed in arguments or in a redirect are then escaped with NGX_ESCAPE_ARGS."""
-    state = _State(uri, args, captures)
+    state = _State(uri, args, captures, on_change)
     for step in script.steps:
         outcome = step.run(state, render, set_var, escape_captures)
         if outcome is not None:

@@ -33,7 +33,7 @@ def _host(ctx: Any) -> bytes:
     # nginx $host: lower-cased, without the port.
     if host.startswith(b"["):
         return host[: host.find(b"]") + 1].lower()
-    return host.partition(b":")[0].lower()
+    return host.partition(b":")[0].rstrip(b".").lower()
 
 
 def _http_host(ctx: Any) -> bytes:

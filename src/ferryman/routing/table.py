@@ -125,4 +125,5 @@ def _strip_port(host: bytes) -> bytes:
     if host.startswith(b"["):
         end = host.find(b"]")
         return host[: end + 1] if end >= 0 else host
-    return host.partition(b":")[0]
+    # nginx drops a trailing dot: "example.com." names the same host.
+    return host.partition(b":")[0].rstrip(b".")

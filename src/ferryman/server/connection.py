@@ -251,7 +251,7 @@ class ClientConnection:
             answered = ex.response is not None
             ex.client_gone()
         if not answered:
-            self.write(error_response(exc.status, exc.reason))
+            self.write(error_response(exc.status, exc.reason, extra=self.worker.date_line))
         self.close()
 
     def on_timeout(self) -> None:
@@ -263,7 +263,7 @@ class ClientConnection:
             self.close()
         elif phase in (_HEAD, _BODY) and self.current is None:
             # nginx answers 408 to a client that stalls mid-request.
-            self.write(error_response(408, "Request Timeout"))
+            self.write(error_response(408, "Request Timeout", extra=self.worker.date_line))
             self.close()
         else:
             if self.current is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 from ferryman.config.schema import ClientTimeouts
@@ -19,8 +21,10 @@ __all__ = ["ListenerContext", "WorkerContext"]
 
 class WorkerContext:
     __slots__ = (
+        "_date_second",
         "access_log",
         "connections",
+        "date_line",
         "draining",
         "loop",
         "maps",
@@ -49,6 +53,16 @@ class WorkerContext:
         # `map` variables by name (proxy.maps evaluators bound to their templates);
         # filled by app.py when the configuration has any.
         self.maps: dict[str, Any] = {}
+        # The Date field every response gets, formatted once a second.
+        self._date_second = -1
+        self.date_line = b""
+        self.refresh_date()
+
+    def refresh_date(self) -> None:
+        now = int(time.time())
+        if now != self._date_second:
+            self._date_second = now
+            self.date_line = b"Date: %s\r\n" % formatdate(now, usegmt=True).encode()
 
     def __repr__(self) -> str:
         return f"WorkerContext(connections={len(self.connections)}/{self.max_connections})"

@@ -394,7 +394,9 @@ def no_op_time(scope: Scope, stmt: Stmt) -> None:
 
 
 def skip_block(scope: Scope, stmt: Stmt) -> None:
-    """`types { ... }`: MIME types of files nginx serves; Ferryman serves no files."""
+    """`types { ... }`: MIME types of files nginx serves; Ferryman serves no files.
+    `return` bodies take `default_type`, or the type of one of nginx's built-in
+    extensions (.html, .gif, .jpg) the runtime knows, whatever the block says."""
 
 
 def charset(scope: Scope, stmt: Stmt) -> None:

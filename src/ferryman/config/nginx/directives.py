@@ -127,6 +127,7 @@ DIRECTIVES: dict[str, tuple[Directive, ...]] = {
     "proxy_cache_bypass": (_d(HTTP_ANY, ONE_OR_MORE, proxy.cache_without_cache, once=False),),
     "proxy_no_cache": (_d(HTTP_ANY, ONE_OR_MORE, proxy.cache_without_cache, once=False),),
     "add_header": (_d(HTTP_ANY, (2, 3), proxy.add_header, once=False),),
+    "default_type": (_d(HTTP_ANY, ONE, proxy.default_type),),
     # --- rewrite module, in order
     "set": (_d(SERVER_LOCATION, TWO, rewrite.set_, once=False),),
     "rewrite": (_d(SERVER_LOCATION, (2, 3), rewrite.rewrite, once=False),),
@@ -136,7 +137,6 @@ DIRECTIVES: dict[str, tuple[Directive, ...]] = {
     "tcp_nopush": (_d(HTTP_ANY, ONE, core.no_op_flag),),
     "tcp_nodelay": (_d(HTTP_ANY, ONE, core.no_op_flag),),
     "server_tokens": (_d(HTTP_ANY, ONE, core.no_op),),
-    "default_type": (_d(HTTP_ANY, ONE, core.no_op),),
     "types": (_d(HTTP_ANY, NONE, core.skip_block, block=True),),
     "charset": (_d(HTTP_ANY, ONE, core.charset),),
     "resolver": (_d(HTTP_ANY, ONE_OR_MORE, core.no_op),),

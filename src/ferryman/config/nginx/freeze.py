@@ -33,6 +33,23 @@ _CLIENT_MAX_BODY_SIZE = 1024 * 1024  # client_max_body_size 1m
 _TIMEOUT = 60.0  # proxy_connect/read/send_timeout
 _IMPLICIT_KEEPALIVE = 0  # a proxy_pass host with no upstream block caches no connections
 _HTTP_PORT = 80
+# default_type: nginx's own default (the stock nginx.conf sets application/octet-stream).
+_DEFAULT_TYPE = "text/plain"
+# ngx_http_proxy_hide_headers: upstream response fields nginx passes to no client
+# unless proxy_pass_header names them.
+_HIDDEN_BY_DEFAULT = (
+    "date",
+    "server",
+    "x-pad",
+    "x-accel-expires",
+    "x-accel-redirect",
+    "x-accel-limit-rate",
+    "x-accel-buffering",
+    "x-accel-charset",
+)
+# ngx_http_proxy_headers: sent upstream unless proxy_set_header names the field (Host is
+# `host_header`; the others there are hop-by-hop fields the runtime never forwards).
+_CONNECTION_DEFAULT = ("Connection", "close")
 
 
 def freeze(draft: ConfigDraft) -> Config:
@@ -125,6 +142,7 @@ def _route(location: LocationDraft, upstreams: _Upstreams, draft: ConfigDraft) -
         upstream, uri = upstreams.name_for(target, stmt), target.uri
     elif not location.script and not location.locations:
         draft.warn(location.stmt, _NO_HANDLER.format(what="location"))
+    proxying = upstream is not None
     headers = level.array("proxy_set_header")
     return RouteSpec(
         upstream=upstream,
@@ -132,7 +150,7 @@ def _route(location: LocationDraft, upstreams: _Upstreams, draft: ConfigDraft) -
         match=location.match,
         upstream_uri=uri,
         host_header=next((v for n, v, _ in headers if n.lower() == "host"), _HOST_HEADER),
-        set_headers=tuple((n, v) for n, v, _ in headers if n.lower() != "host"),
+        set_headers=_set_headers(headers, proxying),
         connect_timeout=level.value("proxy_connect_timeout", _TIMEOUT),
         read_timeout=level.value("proxy_read_timeout", _TIMEOUT),
         send_timeout=level.value("proxy_send_timeout", _TIMEOUT),
@@ -140,13 +158,38 @@ def _route(location: LocationDraft, upstreams: _Upstreams, draft: ConfigDraft) -
         # nginx adds no X-Forwarded-* of its own; users set them with proxy_set_header.
         forwarded_headers=False,
         http_version=level.value("proxy_http_version", _HTTP_VERSION),
-        hide_headers=tuple(level.array("proxy_hide_header")),
+        hide_headers=_hide_headers(level, proxying),
         pass_headers=tuple(level.array("proxy_pass_header")),
         add_headers=_add_headers(level),
         script=tuple(location.script),
         client_max_body_size=level.value("client_max_body_size", _CLIENT_MAX_BODY_SIZE),
+        default_type=level.value("default_type", _DEFAULT_TYPE),
+        # nginx forwards a client's Upgrade only through `proxy_set_header Upgrade ...`.
+        pass_upgrade=False,
         routes=tuple(_route(inner, upstreams, draft) for inner in location.locations),
     )
+
+
+def _set_headers(
+    headers: list[tuple[str, str, Stmt]], proxying: bool
+) -> tuple[tuple[str, str], ...]:
+    """The effective proxy_set_header list but Host, then nginx's `Connection close`
+    unless the list names Connection (`""` there: no Connection at all)."""
+    out = tuple((n, v) for n, v, _ in headers if n.lower() != "host")
+    if proxying and all(n.lower() != "connection" for n, _ in out):
+        out += (_CONNECTION_DEFAULT,)
+    return out
+
+
+def _hide_headers(level: Level, proxying: bool) -> tuple[str, ...]:
+    """nginx's hidden fields, then proxy_hide_header's, less proxy_pass_header's (as
+    ngx_http_upstream_hide_headers_hash builds them)."""
+    configured: list[str] = level.array("proxy_hide_header")
+    if not proxying:
+        return tuple(configured)
+    passed = set(level.array("proxy_pass_header"))
+    hidden = dict.fromkeys((*_HIDDEN_BY_DEFAULT, *configured))
+    return tuple(name for name in hidden if name not in passed)
 
 
 def _next_upstream_tries(level: Level) -> int:

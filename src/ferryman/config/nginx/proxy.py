@@ -1,5 +1,5 @@
 """Translate functions for nginx's proxy module and its neighbours: `proxy_pass`,
-`proxy_*` settings, `add_header`, `client_max_body_size`.
+`proxy_*` settings, `add_header`, `client_max_body_size`, `default_type`.
 
 They record what each level says (`Level.values` / `Level.arrays`); `freeze.py`
 applies nginx's inheritance when it builds each route. Knows nothing about how the
@@ -20,6 +20,7 @@ __all__ = [
     "add_header",
     "cache_without_cache",
     "client_max_body_size",
+    "default_type",
     "proxy_header_list",
     "proxy_http_version",
     "proxy_next_upstream",
@@ -107,6 +108,16 @@ def client_max_body_size(scope: Scope, stmt: Stmt) -> None:
     limit = values.size(stmt, stmt.args[0])
     # nginx: 0 turns the check off.
     scope.the_level().values[stmt.name] = limit or None
+
+
+def default_type(scope: Scope, stmt: Stmt) -> None:
+    """The Content-Type of `return` bodies. `types { }` is a no-op, so the extensions
+    that get another type are nginx's built-in ones (.html, .gif, .jpg), which the
+    runtime knows; nginx sends no Content-Type for `default_type ""`."""
+    value = stmt.args[0]
+    if not _FIELD_VALUE.fullmatch(value):
+        raise stmt.error(f'invalid header value in "{stmt.name}" directive: control characters')
+    scope.the_level().values[stmt.name] = value
 
 
 # What a failed attempt may be retried on. Ferryman retries on connect errors, resets

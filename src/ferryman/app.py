@@ -8,6 +8,7 @@ per request), `build_worker` once per worker process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import re
@@ -22,6 +23,8 @@ from ferryman.config.schema import (
     Config,
     ListenSpec,
     MapSpec,
+    PeerSpec,
+    RewriteSpec,
     RouteSpec,
     ScriptStep,
     ServerSpec,
@@ -34,7 +37,7 @@ from ferryman.proxy.maps import CompiledMap
 from ferryman.proxy.route import Route, script_templates
 from ferryman.proxy.script import CompiledScript, compile_script
 from ferryman.proxy.variables import compile_log_format, compile_template
-from ferryman.routing.locations import LocationEntry, LocationTree
+from ferryman.routing.locations import LocationEntry, LocationTree, compile_regex
 from ferryman.routing.table import RouteTable, VirtualServer
 from ferryman.server.context import ListenerContext, WorkerContext
 from ferryman.server.sweeper import Sweeper
@@ -115,6 +118,8 @@ def build_worker(
         _stagger(group, slot, config.workers)
         groups[up.name] = group
         pools[up.name] = ConnectionPool(up, len(peers), sweeper, connect_fn)
+    worker.upstreams = {name: (groups[name], pools[name]) for name in groups}
+    worker.make_upstream = _upstream_maker(sweeper, connect_fn)
     # Routes with no proxy_pass share one empty group and pool, never dispatched to.
     none = UpstreamSpec(name="", servers=())
     groups[""] = UpstreamGroup(none, [], create_balancer("round_robin", none))
@@ -136,6 +141,24 @@ def build_worker(
         listeners.append((listen, ListenerContext(worker, table, listen.port, name)))
     del pools[""]
     return WorkerRuntime(worker, listeners, list(pools.values()), groups)
+
+
+def _upstream_maker(
+    sweeper: Sweeper, connect: ConnectFn
+) -> Callable[[str, int], tuple[UpstreamGroup, ConnectionPool]]:
+    """For proxy_pass URLs with variables that name an address: a one-peer upstream
+    with nginx's implicit defaults (max_fails=1, fail_timeout=10s, no idle keep-alive)."""
+
+    def make(host: str, port: int) -> tuple[UpstreamGroup, ConnectionPool]:
+        spec = UpstreamSpec(
+            name=f"{host}:{port}", servers=(PeerSpec(host=host, port=port),), keepalive=0
+        )
+        group = UpstreamGroup(
+            spec, [PeerState(spec.servers[0], 0)], create_balancer("round_robin", spec)
+        )
+        return group, ConnectionPool(spec, 1, sweeper, connect)
+
+    return make
 
 
 class _RouteBuilder:
@@ -226,11 +249,27 @@ def _user_variables(config: Config) -> frozenset[str]:
     """Names `set` or `map` defines anywhere: templates may use them everywhere (nginx
     variables are global to the configuration)."""
     names = {m.variable for m in config.maps}
+    patterns: list[tuple[str, bool]] = []
+    for m in config.maps:
+        for key, _ in m.entries:
+            if key.startswith("~*"):
+                patterns.append((key[2:], True))
+            elif key.startswith("~"):
+                patterns.append((key[1:], False))
     for server in config.servers:
+        patterns.extend((n[1:], False) for n in server.server_names if n.startswith("~"))
         steps = list(server.script)
         for rs in _walk_routes(server.routes):
             steps.extend(rs.script)
+            if rs.match in ("regex", "regex_icase"):
+                patterns.append((rs.path, rs.match == "regex_icase"))
         names.update(s.variable for s in steps if isinstance(s, SetSpec))
+        patterns.extend((s.pattern, False) for s in steps if isinstance(s, RewriteSpec))
+    # Named groups of every regex become variables, as in nginx.
+    for pattern, icase in patterns:
+        # A bad regex is reported where the regex itself is compiled.
+        with contextlib.suppress(re.error, ValueError):
+            names.update(compile_regex(pattern, caseless=icase).groupindex)
     return frozenset(names)
 
 
@@ -251,7 +290,10 @@ class _BoundMap:
 
     def value_for(self, ctx: Any) -> bytes:
         source = self.source if isinstance(self.source, bytes) else self.source(ctx)
-        text, captures = self.compiled.evaluate(source.decode("latin-1"))
+        result = self.compiled.lookup(source.decode("latin-1"))
+        for name, value in result.named:
+            ctx.set_var(name, value.encode("latin-1"))
+        text, captures = result.value, result.captures
         tpl = self.values[text]
         if isinstance(tpl, bytes):
             return tpl

@@ -84,6 +84,7 @@ def test_every_field_round_trips() -> None:
         routes=(
             RouteSpec(path="\\.(gif|jpg)$", match="regex_icase", script=(ReturnSpec(403),)),
             RouteSpec(path="@fallback", match="named", upstream="[::1]:8080"),
+            RouteSpec(path="/v/", upstream_url="http://$target/v$uri$is_args$args"),
         ),
     )
     config = Config(

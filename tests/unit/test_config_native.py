@@ -452,3 +452,43 @@ def test_default_type_and_pass_upgrade() -> None:
 def test_default_type_and_pass_upgrade_errors(entry: str, key: str) -> None:
     error = _error(MINIMAL.replace("{upstream: echo}", f"{{upstream: echo, {entry}}}"))
     assert error.where == f"demo.yaml: servers[0].routes[0].{key}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://$target",
+        "http://$target/echo/full$uri$is_args$args",
+        "http://echo$request_uri",
+        "http://echo/x$uri",
+        "HTTP://127.0.0.1:9000/x$uri",
+        "http://[::1]:9000/x$uri",
+        "http://${target}:8080",
+    ],
+)
+def test_upstream_url(url: str) -> None:
+    text = MINIMAL.replace("{upstream: echo}", f"{{upstream_url: '{url}'}}")
+    (route,) = _load(text).servers[0].routes
+    assert (route.upstream, route.upstream_url, route.upstream_uri) == (None, url, None)
+
+
+@pytest.mark.parametrize(
+    ("entry", "fragment"),
+    [
+        ("upstream: echo, upstream_url: 'http://$a'", "either upstream_url or upstream"),
+        ("upstream_uri: /x/, upstream_url: 'http://$a'", "either upstream_url or upstream_uri"),
+        ("upstream_url: 'https://$a'", "https:// upstreams are not supported yet"),
+        ("upstream_url: '$scheme://$a'", "must begin with http://"),
+        ("upstream_url: 'ftp://$a'", "must begin with http://"),
+        ("upstream_url: 'http:///$uri'", "has no host"),
+        ("upstream_url: 'http://$a/b c'", "invalid value"),
+        ("upstream_url: 1", "must be a string"),
+        ("upstream_url: 'http://other/$uri'", "names no upstream and is not an IP address"),
+        ("upstream_url: 'http://echo:8080/$uri'", "names no upstream and is not an IP address"),
+        ("upstream_url: 'http://999.1.1.1/$uri'", "names no upstream and is not an IP address"),
+    ],
+)
+def test_upstream_url_errors(entry: str, fragment: str) -> None:
+    error = _error(MINIMAL.replace("{upstream: echo}", f"{{{entry}}}"))
+    assert error.where == "demo.yaml: servers[0].routes[0].upstream_url"
+    assert fragment in error.reason

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import textwrap
 from pathlib import Path
@@ -228,7 +229,16 @@ def test_if_is_not_supported_yet(tmp_path: Path) -> None:
         ("location ~ \\.php$ { proxy_pass http://app/x/; }", "cannot have URI part"),
         ("location @x { proxy_pass http://app/; }", "cannot have URI part"),
         ("location / { proxy_pass https://app; }", 'https:// in "proxy_pass"'),
-        ("location / { proxy_pass http://$host; }", "variables"),
+        ("location / { proxy_pass https://$host; }", 'https:// in "proxy_pass"'),
+        ("location / { proxy_pass $scheme://$host; }", 'variables in the scheme of "proxy_pass"'),
+        ("location / { proxy_pass $url; }", 'variables in the scheme of "proxy_pass"'),
+        ("location / { proxy_pass ftp://$host; }", "invalid URL prefix"),
+        ("location / { proxy_pass http:///$uri; }", "no host"),
+        ('location / { proxy_pass "http://$host/a b"; }', 'invalid URL "http://$host/a b"'),
+        ("location / { proxy_pass http://unix:/tmp/$s; }", "unix"),
+        ("location / { proxy_pass http://app:80x/$uri; }", "invalid port"),
+        ("location / { proxy_pass http://other/$uri; }", 'host "other" in "proxy_pass"'),
+        ("location / { proxy_pass http://app:8080/$uri; }", 'host "app" in "proxy_pass"'),
         ("location / { proxy_pass ftp://app; }", "invalid URL prefix"),
         ("location / { proxy_pass http://app:8080; }", 'upstream "app" may not have port 8080'),
         ("location / { proxy_pass http://unix:/tmp/s.sock; }", "unix"),
@@ -239,6 +249,48 @@ def test_bad_proxy_pass(tmp_path: Path, body: str, fragment: str) -> None:
     assert error.where == f"{path}:{BODY_LINE}"
     assert fragment in error.reason
     assert '"proxy_pass"' in error.reason
+
+
+def test_proxy_pass_with_variables_is_a_template(tmp_path: Path) -> None:
+    # Every default but the target is a static proxy_pass's.
+    body = (
+        "listen 80;\n"
+        "location / { proxy_pass http://$host; }\n"
+        "location /static/ { proxy_pass http://app; }"
+    )
+    config = _load(tmp_path, SERVER.format(body=body))
+    dynamic, static = config.servers[0].routes
+    assert (dynamic.upstream, dynamic.upstream_url, dynamic.upstream_uri) == (
+        None,
+        "http://$host",
+        None,
+    )
+    assert dynamic == dataclasses.replace(
+        static, path="/", upstream=None, upstream_url="http://$host"
+    )
+    assert dynamic.host_header == "$proxy_host"
+    assert ("Connection", "close") in dynamic.set_headers
+    assert dynamic.pass_upgrade is False
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "location ~ ^/re/(.*)$ { proxy_pass http://app/re/$1; }",
+        "location @named { proxy_pass http://app/named$uri; }",
+        "location / { proxy_pass http://127.0.0.1:9000/x$uri; }",
+        "location / { proxy_pass http://[::1]/x$uri; }",
+        "location / { proxy_pass http://$host:8080; }",
+        # An implicit group another proxy_pass makes, matched by its $proxy_host.
+        "location / { proxy_pass http://back.end:81$request_uri; }\n"
+        "location /s/ { proxy_pass http://back.end:81; }",
+    ],
+)
+def test_proxy_pass_with_variables_accepted(tmp_path: Path, location: str) -> None:
+    config = _load(tmp_path, SERVER.format(body=f"listen 80;\n{location}"))
+    route = config.servers[0].routes[0]
+    assert route.upstream is None
+    assert route.upstream_url == location.split("proxy_pass ")[1].split(";")[0]
 
 
 @pytest.mark.parametrize(

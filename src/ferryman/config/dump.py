@@ -209,6 +209,7 @@ def _route(r: RouteSpec) -> dict[str, Any]:
     _put(out, "match", r.match, _ROUTE.match)
     _put(out, "upstream", r.upstream, None)
     _put(out, "upstream_uri", r.upstream_uri, None)
+    _put(out, "upstream_url", r.upstream_url, None)
     _put(out, "http_version", r.http_version, _ROUTE.http_version)
     _put(out, "host_header", r.host_header, _ROUTE.host_header)
     if r.set_headers:

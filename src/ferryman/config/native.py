@@ -73,6 +73,8 @@ _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
 # A location path: printable, spaces and non-ASCII allowed (paths are matched decoded).
 _ROUTE_PATH = re.compile(r"/[^\x00-\x1f\x7f]*")
+# A URL template: printable ASCII, as in a request line (RFC 9112 section 3.2).
+_URL_TEXT = re.compile(r"[\x21-\x7e]+")
 _NAMED_ROUTE = re.compile(r"@[\x21-\x7e]+")
 _SERVER_NAME = re.compile(r"[\x21-\x7e]+")
 _FILE_PATH = re.compile(r"[^\x00-\x1f\x7f]+")
@@ -654,6 +656,7 @@ _ROUTE_KEYS = (
     "set_headers",
     "upstream",
     "upstream_uri",
+    "upstream_url",
 )
 
 
@@ -681,6 +684,7 @@ def _route(value: object, path: _Path, upstreams: set[str]) -> RouteSpec:
         upstream_uri=_upstream_uri(*section.at("upstream_uri"))
         if section.has("upstream_uri")
         else None,
+        upstream_url=_upstream_url(section, upstreams),
         host_header=section.text("host_header", _ROUTE.host_header, _SERVER_NAME),
         set_headers=_set_headers(*section.at("set_headers")) if section.has("set_headers") else (),
         connect_timeout=section.duration("connect_timeout", _ROUTE.connect_timeout, positive=True),
@@ -733,6 +737,47 @@ def _route_path(section: _Section, match: str) -> str:
 def _upstream_uri(value: object, path: _Path) -> str:
     # nginx `proxy_pass http://up/URI`: replaces the matched part of the path.
     return _text(value, path, _ROUTE_PATH)
+
+
+def _upstream_url(section: _Section, upstreams: set[str]) -> str | None:
+    """nginx `proxy_pass` with variables: a template of `http://HOST[:PORT][/URI]`, whose
+    URI part (if any) is the whole upstream target. Its variables are checked when the
+    runtime compiles it."""
+    if not section.has("upstream_url"):
+        return None
+    raw, at = section.at("upstream_url")
+    for other in ("upstream", "upstream_uri"):
+        if section.has(other):
+            raise at.error(f"a route has either upstream_url or {other}, not both")
+    url = _text(raw, at, _URL_TEXT)
+    if url[:8].lower() == "https://":
+        raise at.error(f"https:// upstreams are not supported yet: {url!r}")
+    if url[:7].lower() != "http://":
+        raise at.error(f"{at.name} must begin with http://, not {url!r}")
+    authority = url[7:].partition("/")[0]
+    if not authority:
+        raise at.error(f"{at.name} has no host: {url!r}")
+    if "$" not in authority:
+        _check_url_host(authority, at, upstreams)
+    return url
+
+
+def _check_url_host(authority: str, path: _Path, upstreams: set[str]) -> None:
+    # A literal host names an upstream (nginx's $proxy_host: port 80 left out) or is an
+    # IP address: names are not resolved at run time (nginx would need a `resolver`).
+    names = {name.lower() for name in upstreams}
+    if authority.lower() in names or authority.lower().removesuffix(":80") in names:
+        return
+    try:
+        if authority.endswith("]") or ":" not in authority:
+            parse_ip(authority.removeprefix("[").removesuffix("]"))
+        else:
+            parse_ip(parse_address(authority)[0] or "")
+    except ValueError:
+        raise path.error(
+            f"host {authority!r} of {path.name} names no upstream and is not an IP address"
+            " (names are not resolved at run time)"
+        ) from None
 
 
 def _http_version(value: object, path: _Path) -> str:

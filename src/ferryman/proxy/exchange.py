@@ -44,7 +44,7 @@ from ferryman.http.serialize import (
 )
 from ferryman.http.uri import encode_path, normalize_path
 from ferryman.observability.access_log import Entry
-from ferryman.proxy.route import render_add_headers
+from ferryman.proxy.route import parse_proxy_url, render_add_headers
 from ferryman.proxy.script import MAX_REWRITE_CYCLES, CompiledScript, ScriptOutcome, run_script
 
 if TYPE_CHECKING:
@@ -53,7 +53,9 @@ if TYPE_CHECKING:
     from ferryman.routing.table import VirtualServer
     from ferryman.server.connection import ClientConnection
     from ferryman.upstream.connection import UpstreamConnection
+    from ferryman.upstream.group import UpstreamGroup
     from ferryman.upstream.peer import PeerState
+    from ferryman.upstream.pool import ConnectionPool
 
 __all__ = ["REPLAY_LIMIT", "Exchange"]
 
@@ -118,12 +120,16 @@ class Exchange:
         "conn",
         "ended",
         "finished",
+        "group",
         "head",
         "keep_alive",
+        "max_tries",
         "out",
         "peer",
         "pending",
         "pending_size",
+        "pool",
+        "proxy_target",
         "received",
         "replay",
         "replay_size",
@@ -149,6 +155,13 @@ class Exchange:
         self.client = client
         self.head = head
         self.route: Route | None = None
+        # Where this request goes: the route's upstream, or, for proxy_pass with
+        # variables, the one its URL named for this request.
+        self.group: UpstreamGroup | None = None
+        self.pool: ConnectionPool | None = None
+        self.max_tries = 1
+        # For proxy_pass with variables: (proxy_host, upstream target or None).
+        self.proxy_target: tuple[bytes, bytes | None] | None = None
         self.server: VirtualServer[Route] | None = None
         self.peer: PeerState | None = None
         self.conn: UpstreamConnection | None = None
@@ -211,6 +224,8 @@ class Exchange:
 
     @property
     def proxy_host(self) -> bytes:
+        if self.proxy_target is not None:
+            return self.proxy_target[0]
         return self.route.proxy_host if self.route is not None else b""
 
     @property
@@ -248,7 +263,13 @@ class Exchange:
         if head.method == b"CONNECT":
             self.respond_local(405)
             return
-        server = self.client.listener.table.server_for(head.host)
+        table = self.client.listener.table
+        if table.has_regexes:
+            server, named = table.server_and_captures(head.host)
+            for name, value in named:
+                self.set_var(name, value.encode("latin-1"))
+        else:
+            server = table.server_for(head.host)
         self.server = server
         route = server.single
         if route is None:
@@ -265,8 +286,35 @@ class Exchange:
             _log.info("client intended to send too large body: %d bytes", head.content_length)
             self.respond_local(413)
             return
+        if route.url is None:
+            self.group, self.pool, self.max_tries = route.group, route.pool, route.max_tries
+        elif not self._resolve_url(route):
+            return
         self.request_bytes = self._upstream_head(route)
         self.dispatch()
+
+    def _resolve_url(self, route: Route) -> bool:
+        """proxy_pass with variables: evaluate the URL and find its upstream. As nginx
+        without a `resolver`, a name must be an upstream's; an address is used as is."""
+        url = route.url
+        assert url is not None
+        value = url if isinstance(url, bytes) else url(self)
+        target = parse_proxy_url(value)
+        if target is None:
+            _log.error("invalid URL prefix in %r", value)
+            self.respond_local(500)
+            return False
+        authority, host, port, uri = target
+        upstream = self.client.worker.upstream_for(authority, host, port)
+        if upstream is None:
+            _log.error("no resolver defined to resolve %s", host.decode("latin-1"))
+            self.respond_local(502)
+            return False
+        self.group, self.pool = upstream
+        tries = route.spec.next_upstream_tries or len(self.group.peers)
+        self.max_tries = min(tries, max(1, len(self.group.peers)))
+        self.proxy_target = (authority, uri)
+        return True
 
     # ---- phase: rewrite and location search (nginx's server-rewrite, find-config,
     # rewrite phases), only for servers whose configuration needs them ----
@@ -298,6 +346,8 @@ class Exchange:
                     self.respond_return(301, target + b"?" + self.args if self.args else target)
                     return None
                 route, captures = found.value, found.captures
+                for name, value in found.named:
+                    self.set_var(name, value.encode("latin-1"))
             if route is None:
                 self.respond_local(404)
                 return None
@@ -360,6 +410,10 @@ class Exchange:
         as rewritten; otherwise the client's own request target goes unchanged."""
         head = self.head
         uri_part = route.upstream_uri
+        if self.proxy_target is not None and self.proxy_target[1] is not None:
+            # proxy_pass with variables and a URI part: that URI, as evaluated, is the
+            # whole target (nginx appends nothing).
+            return self.proxy_target[1]
         if self.rewritten:
             # nginx: after a rewrite the whole new URI goes, escaped, even when
             # proxy_pass has a URI part.
@@ -412,11 +466,11 @@ class Exchange:
     # ---- phase: dispatch / attach ----
 
     def dispatch(self) -> None:
-        route = self.route
-        assert route is not None
-        peer = route.group.select(self.client.worker.sweeper.now, self.tried)
+        group, pool = self.group, self.pool
+        assert group is not None and pool is not None
+        peer = group.select(self.client.worker.sweeper.now, self.tried)
         if peer is None:
-            _log.error("no live upstreams in %r while serving %r", route.group.name, self.head)
+            _log.error("no live upstreams in %r while serving %r", group.name, self.head)
             self.fail(502)
             return
         self.peer = peer
@@ -424,15 +478,17 @@ class Exchange:
         self.tries += 1
         if self.started:
             self.upstream_start = time.monotonic()
-        conn = route.pool.acquire(peer)
+        conn = pool.acquire(peer)
         if conn is not None:
             self.attach(conn, True)
         else:
-            self.client.worker.loop.create_task(self._connect(route, peer))
+            self.client.worker.loop.create_task(self._connect(pool, peer))
 
-    async def _connect(self, route: Route, peer: PeerState) -> None:
+    async def _connect(self, pool: ConnectionPool, peer: PeerState) -> None:
+        route = self.route
+        assert route is not None
         try:
-            conn = await route.pool.connect(peer, route.connect_timeout)
+            conn = await pool.connect(peer, route.connect_timeout)
         except UpstreamError as exc:
             if not self.finished:
                 self.attempt_failed(exc, Outcome.FAILURE)
@@ -443,7 +499,7 @@ class Exchange:
                 self.attempt_failed(UpstreamConnectError(str(exc)), Outcome.FAILURE)
             return
         if self.finished:  # the client went away while we connected
-            route.pool.release(conn, True)
+            pool.release(conn, True)
             return
         self.attach(conn, False)
 
@@ -561,13 +617,12 @@ class Exchange:
 
     def complete(self) -> None:
         self.finished = True
-        route, peer, conn = self.route, self.peer, self.conn
-        assert route is not None and peer is not None and conn is not None
+        group, pool, peer, conn = self.group, self.pool, self.peer, self.conn
+        assert group is not None and pool is not None and peer is not None and conn is not None
         self.conn = None
-        now = self.client.worker.sweeper.now
-        route.group.release(peer, Outcome.SUCCESS, now)
+        group.release(peer, Outcome.SUCCESS, self.client.worker.sweeper.now)
         # A close-delimited body ends with the connection: the pool gets nothing back.
-        route.pool.release(conn, self.upstream_keep)
+        pool.release(conn, self.upstream_keep)
         self._log_access()
         self.client.exchange_done(self, self.keep_alive)
 
@@ -609,7 +664,7 @@ class Exchange:
     def _let_go(self, outcome: Outcome, abort: bool = True) -> None:
         """End this attempt: its connection is closed (aborted when its framing is in
         doubt), and its peer is released with `outcome`, which feeds passive health."""
-        conn, route, peer = self.conn, self.route, self.peer
+        conn, group, peer = self.conn, self.group, self.peer
         self.conn = None
         if conn is not None:
             conn.detach()
@@ -617,8 +672,8 @@ class Exchange:
                 conn.abort()
             else:
                 conn.close()
-        if route is not None and peer is not None:
-            route.group.release(peer, outcome, self.client.worker.sweeper.now)
+        if group is not None and peer is not None:
+            group.release(peer, outcome, self.client.worker.sweeper.now)
 
     def attempt_failed(self, exc: Exception, outcome: Outcome) -> None:
         peer = self.peer
@@ -645,7 +700,7 @@ class Exchange:
     def _may_retry(self, exc: Exception) -> bool:
         route = self.route
         assert route is not None
-        if self.tries >= route.max_tries or self.response is not None or self.client.closed:
+        if self.tries >= self.max_tries or self.response is not None or self.client.closed:
             return False
         if isinstance(exc, UpstreamConnectError):
             return True  # nothing was sent; `pending` still holds the whole body so far

@@ -14,6 +14,7 @@ __all__ = [
     "AddHeaders",
     "Route",
     "compile_add_headers",
+    "parse_proxy_url",
     "render_add_headers",
     "script_templates",
 ]
@@ -50,6 +51,7 @@ class Route:
         "static_headers",
         "templates",
         "upstream_uri",
+        "url",
     )
 
     def __init__(
@@ -88,7 +90,13 @@ class Route:
         self.send_timeout = spec.send_timeout
         # A route without proxy_pass (say, only `return`) gets an empty group and pool,
         # so the proxying code never deals with None.
-        self.proxies = spec.upstream is not None
+        self.proxies = spec.upstream is not None or spec.upstream_url is not None
+        # proxy_pass with variables: the URL, evaluated per request.
+        self.url: Template | None = (
+            compile_template(spec.upstream_url, f"{where}.upstream_url", user_vars)
+            if spec.upstream_url is not None
+            else None
+        )
         npeers = max(1, len(group.peers))
         self.max_tries = min(spec.next_upstream_tries or npeers, npeers)
         # $proxy_host: nginx's name for the proxy_pass host (the upstream block's name).
@@ -129,6 +137,30 @@ class Route:
 
 
 AddHeaders = tuple[tuple[bytes, Template, bool], ...]
+
+
+def parse_proxy_url(value: bytes) -> tuple[bytes, bytes, int | None, bytes | None] | None:
+    """`http://HOST[:PORT][/URI]` -> (authority, host, port or None, URI or None)."""
+    if value[:7].lower() != b"http://":
+        return None
+    rest = value[7:]
+    slash = rest.find(b"/")
+    authority, uri = (rest, None) if slash < 0 else (rest[:slash], rest[slash:])
+    if authority.startswith(b"["):
+        end = authority.find(b"]")
+        if end < 0:
+            return None
+        host, port_text = authority[1:end], authority[end + 1 :].removeprefix(b":")
+    else:
+        host, _, port_text = authority.partition(b":")
+    if not host:
+        return None
+    port = None
+    if port_text:
+        if not port_text.isdigit() or len(port_text) > 5 or not 0 < int(port_text) < 65536:
+            return None
+        port = int(port_text)
+    return authority, host, port, uri
 
 
 def script_templates(

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
-from ferryman.routing.locations import LocationTree
+from ferryman.routing.locations import LocationTree, compile_regex
 
 __all__ = ["RouteTable", "VirtualServer"]
 
@@ -71,7 +71,15 @@ class RouteTable(Generic[T]):
     longest `*.suffix` wildcard, longest `prefix.*` wildcard, first matching `~regex`,
     then the default server (`default`, else the first)."""
 
-    __slots__ = ("_default", "_exact", "_only", "_regexes", "_tails", "_wildcards")
+    __slots__ = (
+        "_default",
+        "_exact",
+        "_only",
+        "_regexes",
+        "_tails",
+        "_wildcards",
+        "has_regexes",
+    )
 
     def __init__(self, servers: Sequence[VirtualServer[T]], default: int = 0) -> None:
         if not servers:
@@ -80,11 +88,11 @@ class RouteTable(Generic[T]):
         self._exact: dict[bytes, VirtualServer[T]] = {}
         wild: list[tuple[bytes, VirtualServer[T]]] = []
         tails: list[tuple[bytes, VirtualServer[T]]] = []
-        regexes: list[tuple[re.Pattern[bytes], VirtualServer[T]]] = []
+        regexes: list[tuple[re.Pattern[str], VirtualServer[T]]] = []
         for vs in servers:
             for name in vs.names:
                 if name.startswith("~"):
-                    regexes.append((re.compile(name[1:].encode()), vs))
+                    regexes.append((compile_regex(name[1:]), vs))
                 elif name.startswith("*."):
                     wild.append((name[1:].encode(), vs))
                 elif name.startswith("."):  # nginx: ".example.com" = both forms
@@ -97,6 +105,7 @@ class RouteTable(Generic[T]):
         self._wildcards = tuple(sorted(wild, key=lambda w: -len(w[0])))
         self._tails = tuple(sorted(tails, key=lambda w: -len(w[0])))
         self._regexes = tuple(regexes)
+        self.has_regexes = bool(regexes)
         self._only = servers[0] if len(servers) == 1 else None
 
     def server_for(self, host: bytes | None) -> VirtualServer[T]:
@@ -112,10 +121,28 @@ class RouteTable(Generic[T]):
         for head, vs in self._tails:
             if name.startswith(head):
                 return vs
-        for pattern, vs in self._regexes:
-            if pattern.search(name) is not None:
-                return vs
+        if self._regexes:
+            text = name.decode("latin-1")
+            for pattern, vs in self._regexes:
+                if pattern.search(text) is not None:
+                    return vs
         return self._default
+
+    def server_and_captures(
+        self, host: bytes | None
+    ) -> tuple[VirtualServer[T], tuple[tuple[str, str], ...]]:
+        """Like server_for, with the named groups of a `~regex` server name that chose
+        the server (nginx makes them variables)."""
+        server = self.server_for(host)
+        if host is None or not self._regexes:
+            return server, ()
+        text = _strip_port(host).lower().decode("latin-1")
+        for pattern, vs in self._regexes:
+            if vs is server:
+                m = pattern.search(text)
+                if m is not None:
+                    return server, tuple((k, v or "") for k, v in m.groupdict().items())
+        return server, ()
 
     def match(self, host: bytes | None, path: bytes) -> T | None:
         return self.server_for(host).match(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ListenerContext", "WorkerContext"]
 
+# Upstreams made for addresses named by proxy_pass URLs, per worker.
+_MAX_DYNAMIC = 256
+
 
 class WorkerContext:
     __slots__ = (
@@ -26,12 +30,15 @@ class WorkerContext:
         "connections",
         "date_line",
         "draining",
+        "dynamic",
         "loop",
+        "make_upstream",
         "maps",
         "max_connections",
         "rejected_connections",
         "sweeper",
         "timeouts",
+        "upstreams",
     )
 
     def __init__(
@@ -53,10 +60,38 @@ class WorkerContext:
         # `map` variables by name (proxy.maps evaluators bound to their templates);
         # filled by app.py when the configuration has any.
         self.maps: dict[str, Any] = {}
+        # For proxy_pass with variables: the named upstreams (group, pool), upstreams made
+        # on demand for addresses, and how to make one (set by app.py).
+        self.upstreams: dict[str, tuple[Any, Any]] = {}
+        self.dynamic: dict[str, tuple[Any, Any]] = {}
+        self.make_upstream: Any = None
         # The Date field every response gets, formatted once a second.
         self._date_second = -1
         self.date_line = b""
         self.refresh_date()
+
+    def upstream_for(
+        self, authority: bytes, host: bytes, port: int | None
+    ) -> tuple[Any, Any] | None:
+        """The (group, pool) a proxy_pass URL names: an upstream by name, else an IP
+        address (nginx, without a resolver, resolves no names at run time)."""
+        found = self.upstreams.get(authority.decode("latin-1"))
+        if found is None and port is None:
+            found = self.upstreams.get(host.decode("latin-1"))
+        if found is not None:
+            return found
+        text = host.decode("latin-1")
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            return None
+        key = f"{text}:{port or 80}"
+        made = self.dynamic.get(key)
+        if made is None:
+            if len(self.dynamic) >= _MAX_DYNAMIC or self.make_upstream is None:
+                return None  # bounded: a URL built from request data must not grow us
+            made = self.dynamic[key] = self.make_upstream(text, port or 80)
+        return made
 
     def refresh_date(self) -> None:
         now = int(time.time())

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ferryman.config.nginx.syntax import Stmt
-from ferryman.config.nginx.values import ProxyTarget
+from ferryman.config.nginx.values import ProxyTarget, ProxyTemplate
 from ferryman.config.schema import AccessLogSpec, ListenSpec, MapSpec, PeerSpec, ScriptStep
 
 __all__ = [
@@ -85,7 +85,7 @@ class LocationDraft:
     match: str
     path: str
     level: Level
-    proxy: tuple[ProxyTarget, Stmt] | None = None
+    proxy: tuple[ProxyTarget | ProxyTemplate, Stmt] | None = None
     script: list[ScriptStep] = field(default_factory=list)
     locations: list[LocationDraft] = field(default_factory=list)
 

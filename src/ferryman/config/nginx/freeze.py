@@ -3,15 +3,18 @@ targets resolved against the `upstream` blocks, whole-file checks made.
 
 Owns what nginx decides after reading the whole file: a location's effective settings
 (its own, else the enclosing levels', else nginx's defaults), `proxy_pass` to an
-upstream defined anywhere in `http` or to an implicit one-server group, the default
-server per address, conflicting server names. Knows nothing about directive syntax.
+upstream defined anywhere in `http` or to an implicit one-server group, the literal
+host of a `proxy_pass` with variables, the default server per address, conflicting
+server names. Knows nothing about directive syntax.
 """
 
 from __future__ import annotations
 
+import ipaddress
+
 from ferryman.config.nginx.draft import ConfigDraft, Level, LocationDraft, ServerDraft
 from ferryman.config.nginx.syntax import Stmt
-from ferryman.config.nginx.values import ProxyTarget
+from ferryman.config.nginx.values import ProxyTarget, ProxyTemplate
 from ferryman.config.schema import (
     AccessLogSpec,
     ClientTimeouts,
@@ -59,6 +62,7 @@ def freeze(draft: ConfigDraft) -> Config:
         raise ConfigError(draft.source, 'no "server" block in "http": nothing to listen on')
     upstreams = _Upstreams(draft)
     servers = tuple(_server(server, upstreams, draft) for server in draft.servers)
+    upstreams.check_url_hosts()
     _check_default_servers(draft)
     _warn_conflicting_names(draft)
     return Config(
@@ -93,6 +97,7 @@ class _Upstreams:
             for u in draft.upstreams
         }
         self._implicit: dict[str, UpstreamSpec] = {}
+        self._url_hosts: list[tuple[ProxyTarget, Stmt]] = []
 
     def name_for(self, target: ProxyTarget, stmt: Stmt) -> str:
         explicit = self._explicit.get(target.host.lower())
@@ -111,6 +116,32 @@ class _Upstreams:
                 name=name, servers=(peer,), keepalive=_IMPLICIT_KEEPALIVE
             )
         return name
+
+    def url_for(self, template: ProxyTemplate, stmt: Stmt) -> str:
+        """The template as written; its literal host, if any, is checked once every
+        implicit group is known (`check_url_hosts`)."""
+        if template.target is not None:
+            self._url_hosts.append((template.target, stmt))
+        return template.url
+
+    def check_url_hosts(self) -> None:
+        """A literal host in a `proxy_pass` with variables is looked up as nginx looks it
+        up per request: an upstream block (when no port is given), an implicit group by
+        its $proxy_host, else an IP address. nginx would resolve any other name with a
+        `resolver`; Ferryman resolves no names at run time."""
+        implicit = {name.lower() for name in self._implicit}
+        for target, stmt in self._url_hosts:
+            host = target.host.lower()
+            if (
+                (target.port is None and host in self._explicit)
+                or target.proxy_host.lower() in implicit
+                or _is_ip(target.host.strip("[]"))
+            ):
+                continue
+            raise stmt.error(
+                f'host "{target.host}" in "proxy_pass" with variables names no upstream and'
+                " is not an IP address (names are not resolved at run time)"
+            )
 
     def specs(self) -> tuple[UpstreamSpec, ...]:
         return (*self._explicit.values(), *self._implicit.values())
@@ -136,19 +167,23 @@ _NO_HANDLER = (
 
 def _route(location: LocationDraft, upstreams: _Upstreams, draft: ConfigDraft) -> RouteSpec:
     level = location.level
-    upstream = uri = None
+    upstream = uri = url = None
     if location.proxy is not None:
         target, stmt = location.proxy
-        upstream, uri = upstreams.name_for(target, stmt), target.uri
+        if isinstance(target, ProxyTemplate):
+            url = upstreams.url_for(target, stmt)
+        else:
+            upstream, uri = upstreams.name_for(target, stmt), target.uri
     elif not location.script and not location.locations:
         draft.warn(location.stmt, _NO_HANDLER.format(what="location"))
-    proxying = upstream is not None
+    proxying = location.proxy is not None
     headers = level.array("proxy_set_header")
     return RouteSpec(
         upstream=upstream,
         path=location.path,
         match=location.match,
         upstream_uri=uri,
+        upstream_url=url,
         host_header=next((v for n, v, _ in headers if n.lower() == "host"), _HOST_HEADER),
         set_headers=_set_headers(headers, proxying),
         connect_timeout=level.value("proxy_connect_timeout", _TIMEOUT),
@@ -226,3 +261,11 @@ def _warn_conflicting_names(draft: ConfigDraft) -> None:
                 if (address, name) in claimed:
                     draft.warn(stmt, f'conflicting server name "{name}" on {address}, ignored')
                 claimed.add((address, name))
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -43,7 +43,10 @@ _MAX_TRIES = 1_000_000
 def proxy_pass(scope: Scope, stmt: Stmt) -> None:
     location = scope.the_location()
     target = values.proxy_target(stmt, stmt.args[0])
-    if target.uri is not None and location.match in ("regex", "regex_icase", "named"):
+    # nginx (ngx_http_proxy_pass): with variables the URL is the whole upstream target,
+    # so a URI part is allowed anywhere; without, the location must be a prefix to replace.
+    has_uri = isinstance(target, values.ProxyTarget) and target.uri is not None
+    if has_uri and location.match in ("regex", "regex_icase", "named"):
         raise stmt.error(
             '"proxy_pass" cannot have URI part in location given by regular expression, '
             'or inside named location, or inside "if" statement, or inside "limit_except" block'

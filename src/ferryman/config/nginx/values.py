@@ -21,6 +21,7 @@ from ferryman.errors import ConfigError
 
 __all__ = [
     "ProxyTarget",
+    "ProxyTemplate",
     "flag",
     "host_port",
     "number",
@@ -38,6 +39,8 @@ _PCRE_NAMED_GROUP = re.compile(r"\(\?<(?=[A-Za-z_])")
 _PCRE_NAMED_GROUP_QUOTED = re.compile(r"\(\?'([A-Za-z_][A-Za-z0-9_]*)'")
 _VARIABLE = re.compile(r"\$(?:\{[A-Za-z0-9_]+\}|[A-Za-z0-9_]+)")
 _HTTP_PORT = 80
+# What a URL template may hold: printable ASCII, as in a request line (RFC 9112 3.2).
+_URL_TEXT = re.compile(r"[\x21-\x7e]+")
 
 
 class Unsupported(Exception):  # a signal to the walker, not a failure
@@ -158,10 +161,21 @@ class ProxyTarget:
         return f"{self.host}:{self.port}"
 
 
-def proxy_target(stmt: Stmt, url: str) -> ProxyTarget:
+@dataclass(frozen=True, slots=True)
+class ProxyTemplate:
+    """`proxy_pass` with variables: `url` as written, a template the runtime evaluates
+    per request. `target` is the host part when it has no variables (`uri` then None):
+    that host must name an upstream or be an IP address, which only the whole file can
+    tell."""
+
+    url: str
+    target: ProxyTarget | None
+
+
+def proxy_target(stmt: Stmt, url: str) -> ProxyTarget | ProxyTemplate:
     scheme, sep, rest = url.partition("://")
-    if _VARIABLE.search(url):
-        raise stmt.error(f'variables in "proxy_pass" are not supported yet: "{url}"')
+    if _VARIABLE.search(scheme if sep else url):
+        raise stmt.error(f'variables in the scheme of "proxy_pass" are not supported yet: "{url}"')
     if not sep or scheme.lower() not in ("http", "https"):
         raise stmt.error(f'invalid URL prefix in "{url}"')
     if scheme.lower() == "https":
@@ -169,9 +183,27 @@ def proxy_target(stmt: Stmt, url: str) -> ProxyTarget:
     authority, slash, path_part = rest.partition("/")
     if not authority:
         raise stmt.error(f'no host in "{url}" of the "proxy_pass" directive')
+    if _VARIABLE.search(url):
+        return _proxy_template(stmt, url, authority)
+    return _static_target(stmt, authority, f"/{path_part}" if slash else None)
+
+
+def _static_target(stmt: Stmt, authority: str, uri: str | None) -> ProxyTarget:
     host, port = host_port(stmt, authority, what="upstream")
     written_host = authority[: authority.index("]") + 1] if authority.startswith("[") else host
-    return ProxyTarget(host=written_host, port=port, uri=f"/{path_part}" if slash else None)
+    return ProxyTarget(host=written_host, port=port, uri=uri)
+
+
+def _proxy_template(stmt: Stmt, url: str, authority: str) -> ProxyTemplate:
+    # nginx checks such a URL only per request; what is visible at load is checked here.
+    # The variables themselves are checked when the runtime compiles the template.
+    if not _URL_TEXT.fullmatch(url):
+        raise stmt.error(f'invalid URL "{url}" in "proxy_pass" directive (want printable ASCII)')
+    if authority.startswith("unix:"):
+        raise stmt.error(f'unix domain sockets are not supported yet in "{url}"')
+    if _VARIABLE.search(authority):
+        return ProxyTemplate(url=url, target=None)
+    return ProxyTemplate(url=url, target=_static_target(stmt, authority, None))
 
 
 def path(stmt: Stmt, base_dir: str, text: str) -> str:

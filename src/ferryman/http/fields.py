@@ -8,6 +8,7 @@ bytes that came from the network.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from ferryman.errors import ProtocolError
 
@@ -22,7 +23,7 @@ __all__ = [
 # RFC 9110 7.6.1 and the de-facto extras every proxy strips (Proxy-Connection, Keep-Alive).
 # Content-Length is not hop-by-hop, but the proxy re-frames every body, so it is
 # re-written rather than copied.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -36,8 +37,8 @@ HOP_BY_HOP = frozenset(
 )
 
 # RFC 3986 reg-name / IPv4 / IP-literal with an optional port; no userinfo, no path.
-_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{0,5})?")
-_OWS = b" \t"
+_HOST: Final = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{0,5})?")
+_OWS: Final = b" \t"
 
 
 def trim_ows(value: bytes) -> bytes:
@@ -56,7 +57,7 @@ def parse_content_length(value: bytes) -> int:
 
 
 # The values seen on nearly every message, parsed once.
-_COMMON_TOKENS = {
+_COMMON_TOKENS: Final = {
     v: frozenset({v.lower()})
     for v in (b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade")
 }

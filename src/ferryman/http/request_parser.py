@@ -14,7 +14,7 @@ Events go to a `RequestSink`; errors are `ProtocolError` with the status to answ
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 import httptools
 
@@ -32,12 +32,12 @@ __all__ = ["MAX_HEADERS", "MAX_HEAD_BYTES", "PROXY_MANAGED", "RequestParser", "R
 
 # nginx: large_client_header_buffers 4 8k (32 KiB of request line + headers); HAProxy's
 # tune.bufsize is 16 KiB. 64 KiB leaves room for fat cookies and still bounds memory.
-MAX_HEAD_BYTES = 64 * 1024
+MAX_HEAD_BYTES: Final = 64 * 1024
 # HAProxy's default (tune.http.maxhdr).
-MAX_HEADERS = 101
+MAX_HEADERS: Final = 101
 
 # Fields the proxy never copies: hop-by-hop ones, and those it writes itself.
-PROXY_MANAGED = HOP_BY_HOP | {
+PROXY_MANAGED: Final = HOP_BY_HOP | {
     b"host",
     b"expect",
     b"x-forwarded-for",
@@ -46,8 +46,10 @@ PROXY_MANAGED = HOP_BY_HOP | {
 }
 
 _EMPTY: frozenset[bytes] = frozenset()
-_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
-_NONE, _LENGTH, _CHUNKED = Framing.NONE, Framing.LENGTH, Framing.CHUNKED
+_VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0"}
+_NONE: Final = Framing.NONE
+_LENGTH: Final = Framing.LENGTH
+_CHUNKED: Final = Framing.CHUNKED
 
 
 class RequestSink(Protocol):

@@ -10,7 +10,7 @@ is not reused (a fresh parser is cheap, a desynchronised connection is not).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 import httptools
 
@@ -25,18 +25,16 @@ from ferryman.http.messages import Framing, ResponseHead
 
 __all__ = ["MAX_HEAD_BYTES", "ResponseParser", "ResponseSink"]
 
-MAX_HEAD_BYTES = 64 * 1024
-MAX_HEADERS = 200
+MAX_HEAD_BYTES: Final = 64 * 1024
+MAX_HEADERS: Final = 200
 _EMPTY: frozenset[bytes] = frozenset()
-_NONE, _LENGTH, _CHUNKED, _UNTIL_CLOSE = (
-    Framing.NONE,
-    Framing.LENGTH,
-    Framing.CHUNKED,
-    Framing.UNTIL_CLOSE,
-)
+_NONE: Final = Framing.NONE
+_LENGTH: Final = Framing.LENGTH
+_CHUNKED: Final = Framing.CHUNKED
+_UNTIL_CLOSE: Final = Framing.UNTIL_CLOSE
 
 
-_MANAGED = HOP_BY_HOP | {b"date"}
+_MANAGED: Final = HOP_BY_HOP | {b"date"}
 
 
 def _content_length(value: bytes) -> int:

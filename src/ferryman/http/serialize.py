@@ -9,6 +9,7 @@ leaves for each one that came in.
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Final
 
 from ferryman.http.messages import Framing, RequestHead, ResponseHead
 
@@ -27,9 +28,10 @@ __all__ = [
 STATUS_LINES: dict[int, bytes] = {
     s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus
 }
-CHUNKED_END = b"0\r\n\r\n"
-_CHUNKED, _LENGTH = Framing.CHUNKED, Framing.LENGTH
-_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+CHUNKED_END: Final = b"0\r\n\r\n"
+_CHUNKED: Final = Framing.CHUNKED
+_LENGTH: Final = Framing.LENGTH
+_BODY_METHODS: Final = frozenset({b"POST", b"PUT", b"PATCH"})
 
 
 def status_line(status: int) -> bytes:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from ferryman.balancing.base import Outcome
 from ferryman.errors import (
@@ -59,20 +59,22 @@ if TYPE_CHECKING:
 
 __all__ = ["REPLAY_LIMIT", "Exchange"]
 
-_log = logging.getLogger(__name__)
+_log: Final = logging.getLogger(__name__)
 
 # Request body bytes kept for a retry (nginx keeps the whole body in its
 # client_body_buffer; we stream, so we bound what we keep instead).
-REPLAY_LIMIT = 64 * 1024
+REPLAY_LIMIT: Final = 64 * 1024
 # Body bytes buffered while no upstream connection is attached before the client is
 # paused.
-PENDING_LIMIT = 256 * 1024
-_NONE, _CHUNKED, _UNTIL_CLOSE = Framing.NONE, Framing.CHUNKED, Framing.UNTIL_CLOSE
-_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+PENDING_LIMIT: Final = 256 * 1024
+_NONE: Final = Framing.NONE
+_CHUNKED: Final = Framing.CHUNKED
+_UNTIL_CLOSE: Final = Framing.UNTIL_CLOSE
+_IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 # nginx's built-in types, used when no `types` block is given (ngx_http_core_module).
-_BUILTIN_TYPES = {b"html": b"text/html", b"gif": b"image/gif", b"jpg": b"image/jpeg"}
-_MESSAGES = {
+_BUILTIN_TYPES: Final = {b"html": b"text/html", b"gif": b"image/gif", b"jpg": b"image/jpeg"}
+_MESSAGES: Final = {
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
@@ -101,7 +103,7 @@ def _redirect_body(status: int) -> bytes:
     ) % (status, phrase, status, phrase)
 
 
-_REDIRECT_PHRASES = {
+_REDIRECT_PHRASES: Final = {
     301: b"Moved Permanently",
     302: b"Found",
     303: b"See Other",

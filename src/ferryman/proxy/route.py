@@ -3,7 +3,7 @@ pool, with header templates compiled and constant header bytes pre-rendered."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from ferryman.config.schema import HeaderAdd, RewriteSpec, RouteSpec, ScriptStep, SetSpec
 from ferryman.proxy.variables import Template, compile_template
@@ -21,7 +21,7 @@ __all__ = [
 
 
 # Added by nginx's add_header only to responses with these statuses, unless `always`.
-_ADD_HEADER_STATUSES = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
+_ADD_HEADER_STATUSES: Final = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
 
 
 class Route:

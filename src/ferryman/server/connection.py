@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from typing import Final
 
 from ferryman.errors import ProtocolError
 from ferryman.http.messages import Framing, RequestHead
@@ -21,15 +22,18 @@ from ferryman.server.context import ListenerContext, WorkerContext
 
 __all__ = ["ClientConnection"]
 
-_log = logging.getLogger(__name__)
+_log: Final = logging.getLogger(__name__)
 
 # Why reading from the client is paused; reading resumes only when no reason is left.
-_PAUSE_PIPELINE = 1
-_PAUSE_BODY = 2
+_PAUSE_PIPELINE: Final = 1
+_PAUSE_BODY: Final = 2
 
 # Phases decide which timeout applies.
-_IDLE, _HEAD, _BODY, _WAIT = range(4)
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_IDLE: Final = 0
+_HEAD: Final = 1
+_BODY: Final = 2
+_WAIT: Final = 3
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class ClientConnection:

@@ -9,7 +9,7 @@ connection sits in its pool; any byte or close while idle retires it.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from ferryman.errors import UpstreamProtocolError
 from ferryman.http.response_parser import ResponseParser, ResponseSink
@@ -53,7 +53,7 @@ class _Idle:
         raise UpstreamProtocolError("unsolicited response")
 
 
-_IDLE = _Idle()
+_IDLE: Final = _Idle()
 
 
 class UpstreamConnection:

@@ -14,6 +14,7 @@ is eligible every failure count is cleared so the next request can try again.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from ferryman.balancing.base import Balancer, Outcome
 from ferryman.config.schema import UpstreamSpec
@@ -21,7 +22,8 @@ from ferryman.upstream.peer import PeerState
 
 __all__ = ["UpstreamGroup"]
 
-_FAILURE, _SUCCESS = Outcome.FAILURE, Outcome.SUCCESS
+_FAILURE: Final = Outcome.FAILURE
+_SUCCESS: Final = Outcome.SUCCESS
 
 
 class UpstreamGroup:

@@ -114,7 +114,8 @@ def build_worker(
     pools: dict[str, ConnectionPool] = {}
     for up in config.upstreams:
         peers = [PeerState(spec, i, resolved.get(spec.host)) for i, spec in enumerate(up.servers)]
-        group = UpstreamGroup(up, peers, create_balancer(up.balance, up))
+        group = UpstreamGroup(up, peers, _balancer(up, peers))
+        group.key_fn = _key_function(up, user_vars, config.source)
         _stagger(group, slot, config.workers)
         groups[up.name] = group
         pools[up.name] = ConnectionPool(up, len(peers), sweeper, connect_fn)
@@ -141,6 +142,27 @@ def build_worker(
         listeners.append((listen, ListenerContext(worker, table, listen.port, name)))
     del pools[""]
     return WorkerRuntime(worker, listeners, list(pools.values()), groups)
+
+
+def _balancer(up: UpstreamSpec, peers: list[PeerState]) -> Any:
+    try:
+        return create_balancer(up.balance, up, peers)  # type: ignore[call-arg]
+    except TypeError:  # a registry without the peers argument
+        return create_balancer(up.balance, up)
+
+
+def _key_function(up: UpstreamSpec, user_vars: frozenset[str], source: str) -> Any:
+    """What a keyed strategy hashes: the `hash` key template, or the client address."""
+    if up.balance == "ip_hash":
+        return _client_address
+    if up.balance == "hash":
+        tpl = compile_template(up.hash_key, f"{source}: upstreams.{up.name}.hash_key", user_vars)
+        return (lambda ctx: tpl) if isinstance(tpl, bytes) else tpl
+    return None
+
+
+def _client_address(ctx: Any) -> bytes:
+    return ctx.remote_addr  # type: ignore[no-any-return]
 
 
 def _upstream_maker(

@@ -128,6 +128,47 @@ def test_every_field_round_trips() -> None:
     assert _round_trip(config) == config
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        UpstreamSpec("u", (PeerSpec("a", 1),), balance="hash", hash_key="$request_uri"),
+        UpstreamSpec(
+            "u", (PeerSpec("a", 1),), balance="hash", hash_key="x $cookie_a", consistent=True
+        ),
+        UpstreamSpec("u", (PeerSpec("a", 1, weight=3),), balance="ip_hash"),
+        UpstreamSpec("u", (PeerSpec("a", 1),), balance="random"),
+        UpstreamSpec(
+            "u",
+            (PeerSpec("a", 1),),
+            balance="random",
+            random_two=True,
+            random_method="least_time",
+            least_time="last_byte",
+        ),
+        UpstreamSpec(
+            "u", (PeerSpec("a", 1),), balance="random", random_two=True, random_method="least_conn"
+        ),
+        UpstreamSpec("u", (PeerSpec("a", 1), PeerSpec("b", 1, backup=True)), balance="least_time"),
+        UpstreamSpec("u", (PeerSpec("a", 1),), balance="least_time", least_time="last_byte"),
+        UpstreamSpec("u", (PeerSpec("a", 1),), balance="peak_ewma"),
+    ],
+    ids=lambda spec: spec.balance,
+)
+def test_balancing_methods_round_trip(spec: UpstreamSpec) -> None:
+    config = dataclasses.replace(MINIMAL, upstreams=(spec,), servers=())
+    config = dataclasses.replace(
+        config,
+        servers=(ServerSpec(listen=(ListenSpec("0.0.0.0", 80),), routes=(RouteSpec("u"),)),),
+    )
+    assert _round_trip(config) == config
+
+
+def test_balancing_defaults_are_left_out() -> None:
+    spec = UpstreamSpec("u", (PeerSpec("a", 1),), balance="least_time")
+    written = yaml.safe_load(dump_native(dataclasses.replace(MINIMAL, upstreams=(spec,))))
+    assert written["upstreams"]["u"] == {"balance": "least_time", "servers": ["a:1"]}
+
+
 @pytest.mark.parametrize("text", TRICKY)
 def test_strings_that_look_like_other_types_stay_strings(text: str) -> None:
     route = RouteSpec(upstream="echo", set_headers=(("X-T", text),), script=(SetSpec("v", text),))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -256,6 +257,83 @@ def test_unknown_balancer() -> None:
     error = _error(MINIMAL.replace("echo:\n", "echo:\n    balance: fastest\n"))
     assert error.where == "demo.yaml: upstreams.echo.balance"
     assert "least_conn" in error.reason
+
+
+def _upstream(options: str, servers: str = '["127.0.0.1:3000"]') -> str:
+    """MINIMAL with the upstream's servers and these `key: value` lines."""
+    lines = textwrap.indent(textwrap.dedent(options).strip() + "\n", "    ")
+    return MINIMAL.replace('    servers: ["127.0.0.1:3000"]\n', f"    servers: {servers}\n{lines}")
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ("balance: hash\nhash_key: $request_uri", {"hash_key": "$request_uri"}),
+        (
+            "balance: hash\nhash_key: '$cookie_s $http_x_t'\nconsistent: true",
+            {"hash_key": "$cookie_s $http_x_t", "consistent": True},
+        ),
+        ("balance: ip_hash", {}),
+        ("balance: random", {}),
+        ("balance: random\nrandom_two: true", {"random_two": True}),
+        (
+            "balance: random\nrandom_two: true\nrandom_method: least_conn",
+            {"random_two": True, "random_method": "least_conn"},
+        ),
+        (
+            "balance: random\nrandom_two: true\nrandom_method: least_time\nleast_time: last_byte",
+            {"random_two": True, "random_method": "least_time", "least_time": "last_byte"},
+        ),
+        ("balance: least_time", {"least_time": "header"}),
+        ("balance: least_time\nleast_time: last_byte", {"least_time": "last_byte"}),
+        ("balance: peak_ewma", {}),
+    ],
+)
+def test_balancing_method_options(options: str, expected: dict[str, Any]) -> None:
+    (upstream,) = _load(_upstream(options)).upstreams
+    balance = options.split("\n")[0].removeprefix("balance: ")
+    peers = (PeerSpec("127.0.0.1", 3000),)
+    assert upstream == UpstreamSpec("echo", peers, balance=balance, **expected)
+
+
+@pytest.mark.parametrize(
+    ("options", "key", "fragment"),
+    [
+        ("balance: hash", "", "balance: hash needs a hash_key"),
+        ("balance: hash\nhash_key: ''", ".hash_key", "invalid value ''"),
+        ('balance: hash\nhash_key: "$a\\n"', ".hash_key", "invalid value"),
+        ("hash_key: $request_uri", ".hash_key", "applies to balance: hash, not round_robin"),
+        ("balance: ip_hash\nconsistent: true", ".consistent", "applies to balance: hash"),
+        ("balance: least_conn\nrandom_two: true", ".random_two", "applies to balance: random"),
+        ("balance: random\nrandom_method: least_conn", ".random_method", "needs random_two"),
+        (
+            "balance: random\nrandom_two: true\nrandom_method: fastest",
+            ".random_method",
+            "must be one of: least_conn, least_time",
+        ),
+        ("balance: least_time\nleast_time: first_byte", ".least_time", "header, last_byte"),
+        ("balance: least_conn\nleast_time: header", ".least_time", "least_time or random"),
+        (
+            "balance: random\nrandom_two: true\nleast_time: header",
+            ".least_time",
+            "only with random_method: least_time",
+        ),
+        ("balance: hash\nhash_key: $x\nconsistent: 'yes'", ".consistent", "true or false"),
+    ],
+)
+def test_bad_balancing_method_options(options: str, key: str, fragment: str) -> None:
+    error = _error(_upstream(options))
+    assert error.where == f"demo.yaml: upstreams.echo{key}"
+    assert fragment in error.reason
+
+
+@pytest.mark.parametrize(
+    "options", ["balance: hash\nhash_key: $request_uri", "balance: ip_hash", "balance: random"]
+)
+def test_backup_servers_are_refused_with_keyed_and_random_methods(options: str) -> None:
+    error = _error(_upstream(options, servers='["a:1", {address: "b:1", backup: true}]'))
+    assert error.where == "demo.yaml: upstreams.echo.servers[1]"
+    assert "does not support backup servers" in error.reason
 
 
 def test_upstream_server_needs_a_host() -> None:

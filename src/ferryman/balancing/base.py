@@ -26,10 +26,12 @@ class Outcome(enum.Enum):
 
 
 class Balancer(Protocol):
-    def pick(self, candidates: Sequence[PeerState]) -> PeerState:
-        """Choose one of `candidates` (never empty, all eligible now)."""
+    def pick(self, candidates: Sequence[PeerState], key: bytes) -> PeerState:
+        """Choose one of `candidates` (never empty, all eligible now). `key` is the
+        request's hash key for keyed strategies (hash, ip_hash), else b""."""
         ...
 
     def release(self, peer: PeerState, outcome: Outcome) -> None:
-        """The request sent to `peer` is over."""
+        """The request sent to `peer` is over. Timings of it, when the group measured
+        them, are on `peer.last_header_time` / `peer.last_total_time` (seconds)."""
         ...

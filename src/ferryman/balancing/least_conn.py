@@ -79,7 +79,7 @@ class LeastConn:
 
     __slots__ = ()
 
-    def pick(self, candidates: Sequence[PeerState]) -> PeerState:
+    def pick(self, candidates: Sequence[PeerState], key: bytes = b"") -> PeerState:
         if not candidates:
             raise ValueError("pick() needs at least one candidate")
         best_at, many = _least_loaded(candidates)

@@ -45,7 +45,7 @@ class RoundRobin:
 
     __slots__ = ()
 
-    def pick(self, candidates: Sequence[PeerState]) -> PeerState:
+    def pick(self, candidates: Sequence[PeerState], key: bytes = b"") -> PeerState:
         best: PeerState | None = None
         best_cw = 0
         total = 0

@@ -166,6 +166,11 @@ def _map(m: MapSpec) -> dict[str, Any]:
 def _upstream(u: UpstreamSpec) -> dict[str, Any]:
     out: dict[str, Any] = {}
     _put(out, "balance", u.balance, _UPSTREAM.balance)
+    _put(out, "hash_key", u.hash_key, _UPSTREAM.hash_key)
+    _put(out, "consistent", u.consistent, _UPSTREAM.consistent)
+    _put(out, "random_two", u.random_two, _UPSTREAM.random_two)
+    _put(out, "random_method", u.random_method, _UPSTREAM.random_method)
+    _put(out, "least_time", u.least_time, _UPSTREAM.least_time)
     _put(out, "keepalive", u.keepalive, _UPSTREAM.keepalive)
     if u.keepalive_timeout != _UPSTREAM.keepalive_timeout:
         out["keepalive_timeout"] = _duration(u.keepalive_timeout)
@@ -224,6 +229,11 @@ def _route(r: RouteSpec) -> dict[str, Any]:
         if value != default:
             out[key] = _duration(value)
     _put(out, "next_upstream_tries", r.next_upstream_tries, _ROUTE.next_upstream_tries)
+    if r.next_upstream != _ROUTE.next_upstream:
+        out["next_upstream"] = list(r.next_upstream)
+    if r.next_upstream_timeout != _ROUTE.next_upstream_timeout:
+        out["next_upstream_timeout"] = _duration(r.next_upstream_timeout)
+    _put(out, "retry_idempotency_key", r.retry_idempotency_key, _ROUTE.retry_idempotency_key)
     if r.client_max_body_size != _ROUTE.client_max_body_size:
         out["client_max_body_size"] = _size(r.client_max_body_size)
     _put(out, "default_type", r.default_type, _ROUTE.default_type)

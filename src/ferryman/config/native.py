@@ -12,7 +12,7 @@ import importlib
 import os
 import re
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import yaml
@@ -50,6 +50,8 @@ __all__ = [
     "ACCESS_LOG_FORMATS",
     "ERROR_LOG_LEVELS",
     "HTTP_VERSIONS",
+    "LEAST_TIME_MEASURES",
+    "RANDOM_METHODS",
     "REWRITE_FLAGS",
     "balancer_names",
     "check_regex",
@@ -496,7 +498,33 @@ def _regex(pattern: str, path: _Path, *, icase: bool = False) -> str:
 
 # --- upstreams -------------------------------------------------------------------
 
-_UPSTREAM_KEYS = ("balance", "keepalive", "keepalive_requests", "keepalive_timeout", "servers")
+_UPSTREAM_KEYS = (
+    "balance",
+    "consistent",
+    "hash_key",
+    "keepalive",
+    "keepalive_requests",
+    "keepalive_timeout",
+    "least_time",
+    "random_method",
+    "random_two",
+    "servers",
+)
+# The options of one balancing method, by the `balance` values they belong to.
+_METHOD_KEYS: dict[str, tuple[str, ...]] = {
+    "hash_key": ("hash",),
+    "consistent": ("hash",),
+    "random_two": ("random",),
+    "random_method": ("random",),
+    "least_time": ("least_time", "random"),
+}
+RANDOM_METHODS = ("least_conn", "least_time")
+LEAST_TIME_MEASURES = ("header", "last_byte")
+# As nginx (its hash, ip_hash and random modules refuse `server ... backup`): a key or a
+# random draw picks among the primaries only.
+_NO_BACKUP = ("hash", "ip_hash", "random")
+# A template (variables are checked when the runtime compiles it): no control characters.
+_TEMPLATE = re.compile(r"[^\x00-\x1f\x7f]+")
 _PEER_KEYS = ("address", "backup", "down", "fail_timeout", "max_fails", "weight")
 
 
@@ -523,7 +551,7 @@ def _upstream(name: str, value: object, path: _Path) -> UpstreamSpec:
     balance = _UPSTREAM.balance
     if section.has("balance"):
         balance = _choice(*section.at("balance"), balancer_names())
-    return UpstreamSpec(
+    spec = UpstreamSpec(
         name=name,
         servers=peers,
         balance=balance,
@@ -533,6 +561,51 @@ def _upstream(name: str, value: object, path: _Path) -> UpstreamSpec:
             "keepalive_requests", _UPSTREAM.keepalive_requests, 1, _MAX_COUNT
         ),
     )
+    return _method_options(spec, section)
+
+
+def _method_options(spec: UpstreamSpec, section: _Section) -> UpstreamSpec:
+    """The options of `spec.balance` (hash_key, random_two, ...); each key is refused
+    with any other method, so that a file never says more than it does."""
+    for key, methods in _METHOD_KEYS.items():
+        if section.has(key) and spec.balance not in methods:
+            owners = " or ".join(methods)
+            raise section.path.key(key).error(
+                f"{key} applies to balance: {owners}, not {spec.balance}"
+            )
+    spec = replace(
+        spec,
+        hash_key=section.text("hash_key", _UPSTREAM.hash_key, _TEMPLATE),
+        consistent=section.boolean("consistent", _UPSTREAM.consistent),
+        random_two=section.boolean("random_two", _UPSTREAM.random_two),
+        random_method=_choice(*section.at("random_method"), RANDOM_METHODS)
+        if section.has("random_method")
+        else _UPSTREAM.random_method,
+        least_time=_choice(*section.at("least_time"), LEAST_TIME_MEASURES)
+        if section.has("least_time")
+        else _UPSTREAM.least_time,
+    )
+    _check_method_options(spec, section)
+    return spec
+
+
+def _check_method_options(spec: UpstreamSpec, section: _Section) -> None:
+    if spec.balance == "hash" and not spec.hash_key:
+        raise section.path.error("balance: hash needs a hash_key (a template: $request_uri)")
+    if section.has("random_method") and not spec.random_two:
+        raise section.path.key("random_method").error("random_method needs random_two: true")
+    if (
+        spec.balance == "random"
+        and section.has("least_time")
+        and spec.random_method != "least_time"
+    ):
+        raise section.path.key("least_time").error(
+            "least_time applies to balance: random only with random_method: least_time"
+        )
+    backups = [i for i, peer in enumerate(spec.servers) if peer.backup]
+    if spec.balance in _NO_BACKUP and backups:
+        at = section.path.key("servers").index(backups[0])
+        raise at.error(f"balance: {spec.balance} does not support backup servers (as nginx)")
 
 
 def _peer(value: object, path: _Path) -> PeerSpec:
@@ -645,11 +718,14 @@ _ROUTE_KEYS = (
     "host_header",
     "http_version",
     "match",
+    "next_upstream",
+    "next_upstream_timeout",
     "next_upstream_tries",
     "pass_headers",
     "pass_upgrade",
     "path",
     "read_timeout",
+    "retry_idempotency_key",
     "routes",
     "script",
     "send_timeout",
@@ -692,6 +768,13 @@ def _route(value: object, path: _Path, upstreams: set[str]) -> RouteSpec:
         send_timeout=section.duration("send_timeout", _ROUTE.send_timeout, positive=True),
         next_upstream_tries=section.integer(
             "next_upstream_tries", _ROUTE.next_upstream_tries, 0, _MAX_COUNT
+        ),
+        next_upstream=_next_upstream(section),
+        next_upstream_timeout=section.duration(
+            "next_upstream_timeout", _ROUTE.next_upstream_timeout
+        ),
+        retry_idempotency_key=section.boolean(
+            "retry_idempotency_key", _ROUTE.retry_idempotency_key
         ),
         forwarded_headers=section.boolean("forwarded_headers", _ROUTE.forwarded_headers),
         http_version=_http_version(*section.at("http_version"))
@@ -794,6 +877,39 @@ def _body_size(value: object, path: _Path) -> int | None:
         return parse_size(value) or None
     except ValueError as exc:
         raise path.error(f"{path.name}: {exc}") from None
+
+
+NEXT_UPSTREAM_CONDITIONS = (
+    "error",
+    "timeout",
+    "invalid_header",
+    "http_500",
+    "http_502",
+    "http_503",
+    "http_504",
+    "http_403",
+    "http_404",
+    "http_429",
+    "non_idempotent",
+    "off",
+)
+
+
+def _next_upstream(section: _Section) -> tuple[str, ...]:
+    if not section.has("next_upstream"):
+        return _ROUTE.next_upstream
+    raw, at = section.at("next_upstream")
+    items = tuple(_items(raw, at, allow_single=True))
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str) or item not in NEXT_UPSTREAM_CONDITIONS:
+            raise at.index(i).error(
+                f"must be one of: {', '.join(NEXT_UPSTREAM_CONDITIONS)}; not {item!r}"
+            )
+        out.append(item)
+    if "off" in out and len(out) > 1:
+        raise at.error("`off` cannot be combined with other conditions")
+    return tuple(out)
 
 
 def _field_names(section: _Section, key: str) -> tuple[str, ...]:

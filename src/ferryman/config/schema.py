@@ -59,7 +59,17 @@ class PeerSpec:
 class UpstreamSpec:
     name: str
     servers: tuple[PeerSpec, ...]
+    # round_robin | least_conn | hash | ip_hash | random | least_time | peak_ewma
     balance: str = "round_robin"
+    # hash: the key template (nginx `hash $request_uri`) and ketama consistency.
+    hash_key: str = ""
+    consistent: bool = False
+    # random: nginx `random two [least_conn|least_time]` ("" = one random pick).
+    random_two: bool = False
+    random_method: str = ""
+    # least_time (and random ... least_time): measure to the response head ("header")
+    # or to its last byte ("last_byte").
+    least_time: str = "header"
     # Idle kept-alive connections cached per peer in each worker. nginx's `keepalive N`
     # is per worker for the whole group; per peer is easier to reason about and never
     # starves one peer's connections because another is busy.
@@ -150,6 +160,14 @@ class RouteSpec:
     send_timeout: float = 60.0
     # How many peers one request may try; 0 means every peer once (nginx's default).
     next_upstream_tries: int = 0
+    # When a request goes to the next peer (nginx proxy_next_upstream): error, timeout,
+    # invalid_header, http_500|502|503|504|403|404|429, non_idempotent, or off.
+    next_upstream: tuple[str, ...] = ("error", "timeout")
+    # Time limit for passing a request on, seconds; 0: none (nginx's default).
+    next_upstream_timeout: float = 0.0
+    # Re-send a non-idempotent request (POST, PATCH, ...) that carries an
+    # Idempotency-Key header, as if `non_idempotent` were listed for it.
+    retry_idempotency_key: bool = False
     # Add X-Forwarded-For/-Proto/-Host (the common nginx recipe).
     forwarded_headers: bool = True
     # "1.1" keeps upstream connections alive; "1.0" (nginx's default) closes each one.

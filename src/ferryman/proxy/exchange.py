@@ -72,6 +72,14 @@ _CHUNKED: Final = Framing.CHUNKED
 _UNTIL_CLOSE: Final = Framing.UNTIL_CLOSE
 _IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+# An upstream error's kind -> the proxy_next_upstream condition that covers it.
+_CONDITION: Final = {
+    "connect": "error",
+    "reset": "error",
+    "error": "error",
+    "timeout": "timeout",
+    "invalid_header": "invalid_header",
+}
 # nginx's built-in types, used when no `types` block is given (ngx_http_core_module).
 _BUILTIN_TYPES: Final = {b"html": b"text/html", b"gif": b"image/gif", b"jpg": b"image/jpeg"}
 _MESSAGES: Final = {
@@ -122,8 +130,10 @@ class Exchange:
         "conn",
         "ended",
         "finished",
+        "first_dispatch",
         "group",
         "head",
+        "header_time",
         "keep_alive",
         "max_tries",
         "out",
@@ -138,6 +148,7 @@ class Exchange:
         "request_bytes",
         "resp_framing",
         "response",
+        "retry_status",
         "reused",
         "rewritten",
         "route",
@@ -190,6 +201,10 @@ class Exchange:
         # Timing is only for the access log; a clock call per request is not free.
         self.started = time.monotonic() if client.worker.access_log.enabled else 0.0
         self.upstream_start = 0.0
+        self.header_time = 0.0
+        self.first_dispatch = 0.0
+        # Set while an answer is being swallowed for proxy_next_upstream http_NNN.
+        self.retry_status = 0
         # $uri and $args: the normalised path and the query; a rewrite may change them.
         # They stay the head's own objects until then (the identity is checked).
         self.uri = head.path
@@ -470,7 +485,10 @@ class Exchange:
     def dispatch(self) -> None:
         group, pool = self.group, self.pool
         assert group is not None and pool is not None
-        peer = group.select(self.client.worker.sweeper.now, self.tried)
+        key_fn = group.key_fn
+        peer = group.select(
+            self.client.worker.sweeper.now, self.tried, key_fn(self) if key_fn is not None else b""
+        )
         if peer is None:
             _log.error("no live upstreams in %r while serving %r", group.name, self.head)
             self.fail(502)
@@ -478,8 +496,10 @@ class Exchange:
         self.peer = peer
         self.tried |= 1 << peer.index
         self.tries += 1
-        if self.started:
+        if self.started or group.measure:
             self.upstream_start = time.monotonic()
+        if not self.first_dispatch and self.route is not None and self.route.retry_deadline:
+            self.first_dispatch = time.monotonic()
         conn = pool.acquire(peer)
         if conn is not None:
             self.attach(conn, True)
@@ -565,8 +585,18 @@ class Exchange:
     # ---- phase: response (events from the upstream connection's parser) ----
 
     def on_response_head(self, head: ResponseHead) -> None:
+        status = head.status
+        if status == 503 or status == 429:
+            self._honour_retry_after(head)
+        if self.route is not None and self.route.retry_statuses and self._retry_on_status(head):
+            # Swallow this answer (and its body): flush_response sends the request on.
+            self.retry_status = status
+            self.response = head
+            return
         self.response = head
         self.status = head.status
+        if self.upstream_start and self.group is not None and self.group.measure:
+            self.header_time = time.monotonic()
         if head.status == 101:
             return  # written by upstream_upgraded once the switch is confirmed
         client_http11 = self.head.version == b"1.1"
@@ -595,17 +625,38 @@ class Exchange:
             serialize_response_head(head, framing, self.keep_alive, client_http11, extra)
         )
 
+    def _honour_retry_after(self, head: ResponseHead) -> None:
+        """A 503 or 429 with Retry-After (delay-seconds, RFC 9110 10.2.3) takes the peer
+        out of rotation for that long, capped at an hour."""
+        value = next((v for n, v in head.headers if n.lower() == b"retry-after"), None)
+        peer, group = self.peer, self.group
+        if value is None or peer is None or group is None:
+            return
+        value = value.strip(b" \t")
+        if value.isdigit() and len(value) <= 7:
+            group.suspend(peer, min(int(value), 3600), self.client.worker.sweeper.now)
+
     def on_response_body(self, data: bytes) -> None:
+        if self.retry_status:
+            return
         self.body_bytes += len(data)
         self.out.append(chunk(data) if self.resp_framing is _CHUNKED else data)
 
     def on_response_end(self, keep_alive: bool) -> None:
+        if self.retry_status:
+            self.upstream_keep = keep_alive and self.body_done
+            self.ended = True
+            return
         if self.resp_framing is _CHUNKED:
             self.out.append(CHUNKED_END)
         self.upstream_keep = keep_alive and self.body_done
         self.ended = True
 
     def flush_response(self) -> None:
+        if self.retry_status:
+            # Whether or not its body came whole, that answer is not for the client.
+            self._retry_after_status()
+            return
         out = self.out
         if out:
             self.client.write(out[0] if len(out) == 1 else b"".join(out))
@@ -622,7 +673,17 @@ class Exchange:
         group, pool, peer, conn = self.group, self.pool, self.peer, self.conn
         assert group is not None and pool is not None and peer is not None and conn is not None
         self.conn = None
-        group.release(peer, Outcome.SUCCESS, self.client.worker.sweeper.now)
+        if group.measure:
+            now = time.monotonic()
+            group.release(
+                peer,
+                Outcome.SUCCESS,
+                self.client.worker.sweeper.now,
+                self.header_time - self.upstream_start if self.header_time else -1.0,
+                now - self.upstream_start,
+            )
+        else:
+            group.release(peer, Outcome.SUCCESS, self.client.worker.sweeper.now)
         # A close-delimited body ends with the connection: the pool gets nothing back.
         pool.release(conn, self.upstream_keep)
         self._log_access()
@@ -702,11 +763,74 @@ class Exchange:
     def _may_retry(self, exc: Exception) -> bool:
         route = self.route
         assert route is not None
-        if self.tries >= self.max_tries or self.response is not None or self.client.closed:
+        if route.retry_off or self.tries >= self.max_tries or self.response is not None:
+            return False
+        if self.client.closed or self._retry_time_is_up(route):
+            return False
+        if _CONDITION.get(getattr(exc, "kind", "error"), "error") not in route.retry_on:
             return False
         if isinstance(exc, UpstreamConnectError):
             return True  # nothing was sent; `pending` still holds the whole body so far
-        return self.head.method in _IDEMPOTENT and self.replay is not None
+        return self._replayable(route)
+
+    def _replayable(self, route: Route) -> bool:
+        """Bytes of this request reached an upstream: may they be sent again?
+        Idempotent methods may (RFC 9110 9.2.2); others only when the route says so,
+        and only while the whole body so far is in the replay buffer."""
+        if self.replay is None:
+            return False
+        method = self.head.method
+        if method in _IDEMPOTENT or route.retry_non_idempotent:
+            return True
+        return route.retry_key and self.head.header(b"idempotency-key") is not None
+
+    def _retry_time_is_up(self, route: Route) -> bool:
+        return bool(route.retry_deadline) and (
+            time.monotonic() - self.first_dispatch > route.retry_deadline
+        )
+
+    def _retry_on_status(self, head: ResponseHead) -> bool:
+        """proxy_next_upstream http_NNN: is this answer to be replaced by another peer's?
+        Only while nothing reached the client, the whole request is in hand, and another
+        peer can be tried; otherwise, as in nginx, this answer is the one passed on."""
+        route, group = self.route, self.group
+        assert route is not None and group is not None
+        return (
+            head.status in route.retry_statuses
+            and not route.retry_off
+            and self.tries < self.max_tries
+            and self.body_done
+            and self._replayable(route)
+            and not self._retry_time_is_up(route)
+            and group.has_candidate(self.client.worker.sweeper.now, self.tried)
+        )
+
+    def _retry_after_status(self) -> None:
+        """Discard the answer of the peer just tried and send the request to the next."""
+        status = self.retry_status
+        self.retry_status = 0
+        peer, conn, pool, group = self.peer, self.conn, self.pool, self.group
+        assert peer is not None and group is not None and pool is not None
+        _log.warning(
+            "upstream %s answered %d to %r: trying the next peer", peer.name, status, self.head
+        )
+        # nginx counts 500/502/503/504 as failures of the peer, 403/404/429 not.
+        outcome = Outcome.FAILURE if status in (500, 502, 503, 504) else Outcome.NEUTRAL
+        if self.ended and conn is not None:
+            # The unwanted answer was read whole: its connection is still good.
+            self.conn = None
+            group.release(peer, outcome, self.client.worker.sweeper.now)
+            pool.release(conn, self.upstream_keep)
+        else:
+            self._let_go(outcome)
+        self.peer = None
+        self.response = None
+        self.status = 0
+        self.ended = False
+        self.body_bytes = 0
+        self.out.clear()
+        self.pending = list(self.replay or ())
+        self.dispatch()
 
     def fail(self, status: int) -> None:
         if self.response is None or self.status == 0:

@@ -45,6 +45,12 @@ class Route:
         "proxies",
         "proxy_host",
         "read_timeout",
+        "retry_deadline",
+        "retry_key",
+        "retry_non_idempotent",
+        "retry_off",
+        "retry_on",
+        "retry_statuses",
         "script",
         "send_timeout",
         "spec",
@@ -99,6 +105,16 @@ class Route:
         )
         npeers = max(1, len(group.peers))
         self.max_tries = min(spec.next_upstream_tries or npeers, npeers)
+        # proxy_next_upstream: which failures pass a request on to the next peer.
+        conditions = frozenset(spec.next_upstream)
+        self.retry_off = "off" in conditions
+        self.retry_on = conditions
+        self.retry_statuses = frozenset(
+            int(c[5:]) for c in conditions if c.startswith("http_") and c[5:].isdigit()
+        )
+        self.retry_non_idempotent = "non_idempotent" in conditions
+        self.retry_key = spec.retry_idempotency_key
+        self.retry_deadline = spec.next_upstream_timeout
         # $proxy_host: nginx's name for the proxy_pass host (the upstream block's name).
         self.proxy_host = (spec.upstream or "").encode()
         self.upstream_uri = spec.upstream_uri.encode() if spec.upstream_uri is not None else None

@@ -13,8 +13,8 @@ is eligible every failure count is cleared so the next request can try again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 from ferryman.balancing.base import Balancer, Outcome
 from ferryman.config.schema import UpstreamSpec
@@ -36,6 +36,8 @@ class UpstreamGroup:
         "_primary",
         "_single",
         "_spec",
+        "key_fn",
+        "measure",
     )
 
     def __init__(self, spec: UpstreamSpec, peers: Sequence[PeerState], balancer: Balancer) -> None:
@@ -52,6 +54,13 @@ class UpstreamGroup:
         # keeping a peer out (`now >= _clear_after`), a first attempt may use the whole
         # primary tier as is, with no filtering and no list built.
         self._has_down = any(p.spec.down for p in self._primary)
+        # Set by app.py for keyed strategies: request context -> hash key (hash: the
+        # compiled `hash_key` template; ip_hash: the client address).
+        self.key_fn: Callable[[Any], bytes] | None = None
+        # Latency-aware strategies need the request's timings on release.
+        self.measure = (
+            spec.balance in ("least_time", "peak_ewma") or spec.random_method == "least_time"
+        )
         self._clear_after = float("-inf")
 
     @property
@@ -62,19 +71,19 @@ class UpstreamGroup:
     def peers(self) -> tuple[PeerState, ...]:
         return self._peers
 
-    def select(self, now: float, tried: int) -> PeerState | None:
+    def select(self, now: float, tried: int, key: bytes = b"") -> PeerState | None:
         """The peer for this attempt, or None: no live upstreams (the caller answers 502).
 
         `tried` is a bitmask of `PeerState.index` values this request already used.
         """
         if not tried and not self._has_down and now >= self._clear_after:
-            first = self._balancer.pick(self._primary)
+            first = self._balancer.pick(self._primary, key)
             first.active += 1
             first.requests += 1
             return first
-        peer = self._pick_from(self._primary, now, tried, self._single)
+        peer = self._pick_from(self._primary, now, tried, self._single, key)
         if peer is None and self._backup:
-            peer = self._pick_from(self._backup, now, tried, False)
+            peer = self._pick_from(self._backup, now, tried, False, key)
         if peer is None:
             # nginx: "all peers failed, mark them as live for quick recovery". Otherwise a
             # fully failed group would refuse all traffic for a whole fail_timeout.
@@ -86,9 +95,19 @@ class UpstreamGroup:
         peer.requests += 1
         return peer
 
-    def release(self, peer: PeerState, outcome: Outcome, now: float) -> None:
-        """The attempt on `peer` (from `select`) is over; feed health, then the balancer."""
+    def release(
+        self,
+        peer: PeerState,
+        outcome: Outcome,
+        now: float,
+        header_time: float = -1.0,
+        total_time: float = -1.0,
+    ) -> None:
+        """The attempt on `peer` (from `select`) is over; feed health, then the balancer.
+        The timings (seconds; -1 when not measured) are for latency-aware balancers."""
         peer.active -= 1
+        peer.last_header_time = header_time
+        peer.last_total_time = total_time
         if outcome is _FAILURE:
             health = peer.health
             health.record_failure(now)
@@ -98,8 +117,33 @@ class UpstreamGroup:
             peer.health.record_success(now)
         self._balancer.release(peer, outcome)
 
+    def has_candidate(self, now: float, tried: int) -> bool:
+        """Would `select` find a peer for another attempt? (Without choosing one.)"""
+        for tier, single in ((self._primary, self._single), (self._backup, False)):
+            for p in tier:
+                if (
+                    not p.spec.down
+                    and not (tried >> p.index) & 1
+                    and (single or now >= p.health.unavailable_until)
+                ):
+                    return True
+        return False
+
+    def suspend(self, peer: PeerState, seconds: float, now: float) -> None:
+        """Take `peer` out for `seconds` (a 503 or 429 with Retry-After)."""
+        until = now + seconds
+        if until > peer.health.unavailable_until:
+            peer.health.unavailable_until = until
+        if until > self._clear_after:
+            self._clear_after = until
+
     def _pick_from(
-        self, tier: tuple[PeerState, ...], now: float, tried: int, ignore_health: bool
+        self,
+        tier: tuple[PeerState, ...],
+        now: float,
+        tried: int,
+        ignore_health: bool,
+        key: bytes = b"",
     ) -> PeerState | None:
         # One comprehension pass: it is the cheapest filter CPython has for ~6 peers, and
         # the balancer protocol takes a sequence.
@@ -112,7 +156,7 @@ class UpstreamGroup:
         ]
         if not candidates:
             return None
-        return self._balancer.pick(candidates)
+        return self._balancer.pick(candidates, key)
 
     def __repr__(self) -> str:
         peers = ", ".join(

@@ -21,6 +21,9 @@ class PeerState:
         "effective_weight",
         "health",
         "index",
+        "last_header_time",
+        "last_total_time",
+        "latency",
         "name",
         "requests",
         "spec",
@@ -43,6 +46,11 @@ class PeerState:
         self.current_weight = 0
         self.effective_weight = spec.weight
         self.health = PassiveHealth(spec.max_fails, spec.fail_timeout)
+        # Timings of the last finished request (seconds, -1: not measured), and the
+        # decayed average a latency-aware balancer keeps (0: no sample yet).
+        self.last_header_time = -1.0
+        self.last_total_time = -1.0
+        self.latency = 0.0
 
     @property
     def weight(self) -> int:

@@ -106,7 +106,12 @@ DIRECTIVES: dict[str, tuple[Directive, ...]] = {
     ),
     "client_max_body_size": (_d(HTTP_ANY, ONE, proxy.client_max_body_size),),
     # --- upstream blocks
+    # once=False: a second method is "load balancing method redefined" (upstream.py).
     "least_conn": (_d(UPSTREAM, NONE, upstream.least_conn, once=False),),
+    "hash": (_d(UPSTREAM, (1, 2), upstream.hash_, once=False),),
+    "ip_hash": (_d(UPSTREAM, NONE, upstream.ip_hash, once=False),),
+    "random": (_d(UPSTREAM, (0, 2), upstream.random, once=False),),
+    "least_time": (_d(UPSTREAM, (1, 2), upstream.least_time, once=False),),
     "keepalive": (_d(UPSTREAM, ONE, upstream.keepalive),),
     "zone": (_d(UPSTREAM, (1, 2), upstream.zone),),
     # --- proxying
@@ -165,10 +170,6 @@ _PLANNED: tuple[tuple[str, str], ...] = (
     ("allow", "the access-control issue"),
     ("deny", "the access-control issue"),
     ("auth_basic", "the access-control issue"),
-    ("hash", "the balancing issue"),
-    ("ip_hash", "the balancing issue"),
-    ("random", "the balancing issue"),
-    ("least_time", "the balancing issue"),
     ("sticky", "the balancing issue"),
     ("queue", "the balancing issue"),
     ("health_check", "the balancing issue"),

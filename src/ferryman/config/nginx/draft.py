@@ -107,6 +107,14 @@ class UpstreamDraft:
     peers: list[PeerSpec] = field(default_factory=list)
     balance: str = "round_robin"
     balance_stmt: Stmt | None = None
+    # The balancing method's options (UpstreamSpec's fields of the same names).
+    hash_key: str = ""
+    consistent: bool = False
+    random_two: bool = False
+    random_method: str = ""
+    least_time: str = "header"
+    # The first `server ... backup`, refused if a method without backups comes later.
+    backup_stmt: Stmt | None = None
     # nginx keeps no idle upstream connections unless the block says `keepalive N`.
     keepalive: int = 0
     keepalive_timeout: float = 60.0

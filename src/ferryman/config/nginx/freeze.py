@@ -90,6 +90,11 @@ class _Upstreams:
                 name=u.name,
                 servers=tuple(u.peers),
                 balance=u.balance,
+                hash_key=u.hash_key,
+                consistent=u.consistent,
+                random_two=u.random_two,
+                random_method=u.random_method,
+                least_time=u.least_time,
                 keepalive=u.keepalive,
                 keepalive_timeout=u.keepalive_timeout,
                 keepalive_requests=u.keepalive_requests,
@@ -190,6 +195,8 @@ def _route(location: LocationDraft, upstreams: _Upstreams, draft: ConfigDraft) -
         read_timeout=level.value("proxy_read_timeout", _TIMEOUT),
         send_timeout=level.value("proxy_send_timeout", _TIMEOUT),
         next_upstream_tries=_next_upstream_tries(level),
+        next_upstream=level.value("proxy_next_upstream", ("error", "timeout")),
+        next_upstream_timeout=level.value("proxy_next_upstream_timeout", 0.0),
         # nginx adds no X-Forwarded-* of its own; users set them with proxy_set_header.
         forwarded_headers=False,
         http_version=level.value("proxy_http_version", _HTTP_VERSION),
@@ -229,7 +236,7 @@ def _hide_headers(level: Level, proxying: bool) -> tuple[str, ...]:
 
 def _next_upstream_tries(level: Level) -> int:
     # `proxy_next_upstream off`: one try. Otherwise proxy_next_upstream_tries (0: all).
-    if level.value("proxy_next_upstream", True) is False:
+    if level.value("proxy_next_upstream", ()) == ("off",):
         return 1
     tries: int = level.value("proxy_next_upstream_tries", 0)
     return tries

@@ -142,14 +142,14 @@ _NEXT_UPSTREAM_NGINX = (
 
 def proxy_next_upstream(scope: Scope, stmt: Stmt) -> None:
     if stmt.args == ("off",):
-        scope.the_level().values[stmt.name] = False
+        scope.the_level().values[stmt.name] = ("off",)
         return
     for condition in stmt.args:
-        if condition in _NEXT_UPSTREAM_NGINX:
+        if condition == "denied":  # nginx Plus's queue/limit outcome
             raise stmt.error(f'"{condition}" in "proxy_next_upstream" is not supported yet')
-        if condition not in _NEXT_UPSTREAM_SUPPORTED:
+        if condition not in _NEXT_UPSTREAM_SUPPORTED and condition not in _NEXT_UPSTREAM_NGINX:
             raise stmt.error(f'invalid value "{condition}" in "proxy_next_upstream" directive')
-    scope.the_level().values[stmt.name] = True
+    scope.the_level().values[stmt.name] = tuple(stmt.args)
 
 
 def proxy_next_upstream_tries(scope: Scope, stmt: Stmt) -> None:
@@ -157,9 +157,8 @@ def proxy_next_upstream_tries(scope: Scope, stmt: Stmt) -> None:
 
 
 def proxy_next_upstream_timeout(scope: Scope, stmt: Stmt) -> None:
-    # 0 (nginx's default) means no limit, which is what Ferryman does.
-    if values.time(stmt, stmt.args[0]) != 0:
-        raise stmt.error('a "proxy_next_upstream_timeout" other than 0 is not supported yet')
+    # 0 (nginx's default) means no limit.
+    scope.the_level().values[stmt.name] = values.time(stmt, stmt.args[0])
 
 
 def proxy_redirect(scope: Scope, stmt: Stmt) -> None:

@@ -121,3 +121,29 @@ def test_non_idempotent_lets_a_post_go_on(echo_server: EchoFactory, proxy: Proxy
         assert all(call(port, "POST", "/echo", b"y" * 5)[0] == 200 for _ in range(4))
     finally:
         busy.close()
+
+
+def test_debug_header_says_which_peer_and_why(
+    echo_server: EchoFactory, proxy: ProxyFactory
+) -> None:
+    (good,) = echo_server(1)
+    busy = Answer503(retry_after=60)
+    try:
+        port = free_port()
+        text = config(port, busy.port, good.address, "error, timeout, http_503")
+        proxy(text + "        debug_header: true\n", port)
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/")
+        r = c.getresponse()
+        r.read()
+        first = r.getheader("X-Ferryman-Upstream") or ""
+        assert f"peer={good.address}" in first and "strategy=round_robin" in first
+        assert f"tried=127.0.0.1:{busy.port} (http_503)" in first
+        c.request("GET", "/")
+        r = c.getresponse()
+        r.read()
+        second = r.getheader("X-Ferryman-Upstream") or ""
+        assert f"skipped=127.0.0.1:{busy.port} (failed," in second
+        c.close()
+    finally:
+        busy.close()

@@ -234,6 +234,7 @@ def _route(r: RouteSpec) -> dict[str, Any]:
     if r.next_upstream_timeout != _ROUTE.next_upstream_timeout:
         out["next_upstream_timeout"] = _duration(r.next_upstream_timeout)
     _put(out, "retry_idempotency_key", r.retry_idempotency_key, _ROUTE.retry_idempotency_key)
+    _put(out, "debug_header", r.debug_header, _ROUTE.debug_header)
     if r.client_max_body_size != _ROUTE.client_max_body_size:
         out["client_max_body_size"] = _size(r.client_max_body_size)
     _put(out, "default_type", r.default_type, _ROUTE.default_type)

@@ -712,6 +712,7 @@ _ROUTE_KEYS = (
     "add_headers",
     "client_max_body_size",
     "connect_timeout",
+    "debug_header",
     "default_type",
     "forwarded_headers",
     "hide_headers",
@@ -776,6 +777,7 @@ def _route(value: object, path: _Path, upstreams: set[str]) -> RouteSpec:
         retry_idempotency_key=section.boolean(
             "retry_idempotency_key", _ROUTE.retry_idempotency_key
         ),
+        debug_header=section.boolean("debug_header", _ROUTE.debug_header),
         forwarded_headers=section.boolean("forwarded_headers", _ROUTE.forwarded_headers),
         http_version=_http_version(*section.at("http_version"))
         if section.has("http_version")

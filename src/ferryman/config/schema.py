@@ -168,6 +168,10 @@ class RouteSpec:
     # Re-send a non-idempotent request (POST, PATCH, ...) that carries an
     # Idempotency-Key header, as if `non_idempotent` were listed for it.
     retry_idempotency_key: bool = False
+    # Add `X-Ferryman-Upstream` to responses: the peer that answered, the strategy, the
+    # peers tried before and why, the peers skipped and why. Off by default: it names
+    # upstream addresses, which a proxy otherwise keeps to itself.
+    debug_header: bool = False
     # Add X-Forwarded-For/-Proto/-Host (the common nginx recipe).
     forwarded_headers: bool = True
     # "1.1" keeps upstream connections alive; "1.0" (nginx's default) closes each one.

@@ -123,6 +123,7 @@ _REDIRECT_PHRASES: Final = {
 class Exchange:
     __slots__ = (
         "args",
+        "attempts",
         "body_bytes",
         "body_done",
         "captures",
@@ -205,6 +206,8 @@ class Exchange:
         self.first_dispatch = 0.0
         # Set while an answer is being swallowed for proxy_next_upstream http_NNN.
         self.retry_status = 0
+        # With the route's debug header on: "peer (why)" for each failed attempt.
+        self.attempts: list[str] | None = None
         # $uri and $args: the normalised path and the query; a rewrite may change them.
         # They stay the head's own objects until then (the identity is checked).
         self.uri = head.path
@@ -621,9 +624,38 @@ class Exchange:
         )
         if route.add_headers:
             extra += render_add_headers(route.add_headers, head.status, self)
+        if route.debug:
+            extra += self._debug_line()
         self.out.append(
             serialize_response_head(head, framing, self.keep_alive, client_http11, extra)
         )
+
+    def _note_attempt(self, text: str) -> None:
+        if self.attempts is None:
+            self.attempts = []
+        self.attempts.append(text)
+
+    def _debug_line(self) -> bytes:
+        """X-Ferryman-Upstream: why this peer. Only with the route's debug_header."""
+        group, peer = self.group, self.peer
+        assert group is not None
+        now = self.client.worker.sweeper.now
+        parts = [
+            f"peer={peer.name if peer is not None else '-'}",
+            f"strategy={group.strategy}",
+        ]
+        if self.attempts:
+            parts.append("tried=" + ", ".join(self.attempts))
+        skipped = [
+            f"{p.name} (down)"
+            if p.spec.down
+            else f"{p.name} (failed, {p.health.unavailable_until - now:.0f}s left)"
+            for p in group.peers
+            if p.spec.down or now < p.health.unavailable_until
+        ]
+        if skipped:
+            parts.append("skipped=" + ", ".join(skipped))
+        return b"X-Ferryman-Upstream: %s\r\n" % "; ".join(parts).encode()
 
     def _honour_retry_after(self, head: ResponseHead) -> None:
         """A 503 or 429 with Retry-After (delay-seconds, RFC 9110 10.2.3) takes the peer
@@ -741,6 +773,8 @@ class Exchange:
     def attempt_failed(self, exc: Exception, outcome: Outcome) -> None:
         peer = self.peer
         assert self.route is not None and peer is not None
+        if self.route.debug:
+            self._note_attempt(f"{peer.name} ({getattr(exc, 'kind', 'error')})")
         self._let_go(outcome)
         self.peer = None
         status = exc.status if isinstance(exc, UpstreamError) else 502
@@ -816,6 +850,8 @@ class Exchange:
         )
         # nginx counts 500/502/503/504 as failures of the peer, 403/404/429 not.
         outcome = Outcome.FAILURE if status in (500, 502, 503, 504) else Outcome.NEUTRAL
+        if self.route is not None and self.route.debug:
+            self._note_attempt(f"{peer.name} (http_{status})")
         if self.ended and conn is not None:
             # The unwanted answer was read whole: its connection is still good.
             self.conn = None

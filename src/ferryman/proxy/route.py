@@ -28,6 +28,7 @@ class Route:
     __slots__ = (
         "add_headers",
         "connect_timeout",
+        "debug",
         "default_type",
         "drop",
         "dynamic_headers",
@@ -115,6 +116,7 @@ class Route:
         self.retry_non_idempotent = "non_idempotent" in conditions
         self.retry_key = spec.retry_idempotency_key
         self.retry_deadline = spec.next_upstream_timeout
+        self.debug = spec.debug_header
         # $proxy_host: nginx's name for the proxy_pass host (the upstream block's name).
         self.proxy_host = (spec.upstream or "").encode()
         self.upstream_uri = spec.upstream_uri.encode() if spec.upstream_uri is not None else None

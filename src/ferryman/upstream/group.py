@@ -68,6 +68,10 @@ class UpstreamGroup:
         return self._spec.name
 
     @property
+    def strategy(self) -> str:
+        return self._spec.balance
+
+    @property
     def peers(self) -> tuple[PeerState, ...]:
         return self._peers
 

@@ -114,7 +114,7 @@ def build_worker(
     pools: dict[str, ConnectionPool] = {}
     for up in config.upstreams:
         peers = [PeerState(spec, i, resolved.get(spec.host)) for i, spec in enumerate(up.servers)]
-        group = UpstreamGroup(up, peers, _balancer(up, peers))
+        group = UpstreamGroup(up, peers, create_balancer(up.balance, up, peers))
         group.key_fn = _key_function(up, user_vars, config.source)
         _stagger(group, slot, config.workers)
         groups[up.name] = group
@@ -142,13 +142,6 @@ def build_worker(
         listeners.append((listen, ListenerContext(worker, table, listen.port, name)))
     del pools[""]
     return WorkerRuntime(worker, listeners, list(pools.values()), groups)
-
-
-def _balancer(up: UpstreamSpec, peers: list[PeerState]) -> Any:
-    try:
-        return create_balancer(up.balance, up, peers)  # type: ignore[call-arg]
-    except TypeError:  # a registry without the peers argument
-        return create_balancer(up.balance, up)
 
 
 def _key_function(up: UpstreamSpec, user_vars: frozenset[str], source: str) -> Any:

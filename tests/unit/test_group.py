@@ -13,7 +13,7 @@ from ferryman.upstream.peer import PeerState
 def make_group(*specs: PeerSpec, balance: str = "round_robin") -> UpstreamGroup:
     spec = UpstreamSpec(name="app", servers=specs, balance=balance)
     peers = [PeerState(s, i) for i, s in enumerate(specs)]
-    return UpstreamGroup(spec, peers, create_balancer(balance, spec))
+    return UpstreamGroup(spec, peers, create_balancer(balance, spec, peers))
 
 
 def peer(
@@ -208,7 +208,15 @@ def test_properties_and_repr() -> None:
 
 
 def test_registry_knows_exact_names() -> None:
-    assert known_balancers() == ("round_robin", "least_conn")
+    assert known_balancers() == (
+        "round_robin",
+        "least_conn",
+        "hash",
+        "ip_hash",
+        "random",
+        "least_time",
+        "peak_ewma",
+    )
     spec = UpstreamSpec(name="app", servers=())
     assert isinstance(create_balancer("round_robin", spec), RoundRobin)
     assert isinstance(create_balancer("least_conn", spec), LeastConn)

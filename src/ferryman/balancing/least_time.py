@@ -95,20 +95,43 @@ class LatencyPicker:
 
     def pick(self, candidates: Sequence[PeerState]) -> PeerState:
         count = len(candidates)
-        if count == 0:
-            raise ValueError("pick() needs at least one candidate")
+        if count <= 1:
+            if count == 0:
+                raise ValueError("pick() needs at least one candidate")
+            chosen = candidates[0]
+            self._ensure(chosen.index)
+            self._picked_at[chosen.index] = self.round
+            self.round += 1.0 / chosen.spec.weight
+            return chosen
+        # One pass over locals: this loop is the whole cost of a pick with many peers.
+        # It inlines `cost(peer)`, then discounts peers overdue for a measurement.
+        now = self.round
+        picked_at = self._picked_at
+        typical = self.typical if self.typical > 0.0 else _NO_TYPICAL
         total_weight = 0
         best = math.inf
         costs: list[float] = []
         for peer in candidates:
-            total_weight += peer.spec.weight
-            cost = self._cost_now(peer)
+            weight = peer.spec.weight
+            total_weight += weight
+            active = peer.active
+            estimate = peer.latency
+            if estimate <= 0.0:
+                # Never measured: idle ones cost 0 (try them first), busy ones typical.
+                estimate = 0.0 if active == 0 else typical
+            cost = estimate * (weight + active) / weight
+            index = peer.index
+            if index >= len(picked_at):
+                self._ensure(index)
+            overdue = (now - picked_at[index]) * weight
+            if overdue > _GRACE:
+                cost *= math.exp((_GRACE - overdue) / _EXPLORE)
             costs.append(cost)
             if cost < best:
                 best = cost
         chosen = self._break_tie(candidates, costs, best * (1.0 + _NEAR))
-        self._picked_at[chosen.index] = self.round
-        self.round += 1.0 / total_weight
+        picked_at[chosen.index] = now
+        self.round = now + 1.0 / total_weight
         return chosen
 
     def advance(self, total_weight: int) -> None:
@@ -137,14 +160,6 @@ class LatencyPicker:
             estimate = self.typical if self.typical > 0.0 else _NO_TYPICAL
         weight = peer.spec.weight
         return estimate * (weight + active) / weight
-
-    def _cost_now(self, peer: PeerState) -> float:
-        cost = self.cost(peer)
-        self._ensure(peer.index)
-        overdue = (self.round - self._picked_at[peer.index]) * peer.spec.weight
-        if overdue > _GRACE:
-            cost *= math.exp((_GRACE - overdue) / _EXPLORE)
-        return cost
 
     def keep(self, peer: PeerState, log_keep: float) -> float:
         """How much of `peer`'s old estimate a new sample keeps: exp(log_keep) per fair

@@ -516,7 +516,7 @@ _METHOD_KEYS: dict[str, tuple[str, ...]] = {
     "consistent": ("hash",),
     "random_two": ("random",),
     "random_method": ("random",),
-    "least_time": ("least_time", "random"),
+    "least_time": ("least_time", "random", "peak_ewma"),
 }
 RANDOM_METHODS = ("least_conn", "least_time")
 LEAST_TIME_MEASURES = ("header", "last_byte")

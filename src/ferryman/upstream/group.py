@@ -58,8 +58,8 @@ class UpstreamGroup:
         # compiled `hash_key` template; ip_hash: the client address).
         self.key_fn: Callable[[Any], bytes] | None = None
         # Latency-aware strategies need the request's timings on release.
-        self.measure = (
-            spec.balance in ("least_time", "peak_ewma") or spec.random_method == "least_time"
+        self.measure = spec.balance in ("least_time", "peak_ewma") or (
+            spec.balance == "random" and spec.random_two and spec.random_method == "least_time"
         )
         self._clear_after = float("-inf")
 

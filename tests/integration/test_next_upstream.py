@@ -8,6 +8,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 from support.procs import EchoFactory, ProxyProcess, free_port
@@ -147,3 +148,50 @@ def test_debug_header_says_which_peer_and_why(
         c.close()
     finally:
         busy.close()
+
+
+def _limited(port: int, backend: str, queue: str) -> str:
+    return f"""
+workers: 1
+access_log: off
+upstreams:
+  app:
+    {queue}
+    servers: [{{address: "{backend}", max_conns: 1}}]
+servers:
+  - listen: "127.0.0.1:{port}"
+    routes:
+      - {{path: /, upstream: app}}
+"""
+
+
+def test_max_conns_queues_then_serves(echo_server: EchoFactory, proxy: ProxyFactory) -> None:
+    """One request at a time reaches the peer; the others wait in the queue, in turn."""
+    (backend,) = echo_server(1)
+    port = free_port()
+    proxy(_limited(port, backend.address, "queue: 10\n    queue_timeout: 10s"), port)
+    results: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(call(port, "GET", "/slow?ms=200")[0]))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert results == [200, 200, 200]
+
+
+def test_max_conns_without_queue_and_queue_timeout_give_502(
+    echo_server: EchoFactory, proxy: ProxyFactory
+) -> None:
+    (backend,) = echo_server(1)
+    for queue in ("queue: 0", "queue: 5\n    queue_timeout: 200ms"):
+        port = free_port()
+        proxy(_limited(port, backend.address, queue), port)
+        held = threading.Thread(target=call, args=(port, "GET", "/slow?ms=1500"))
+        held.start()
+        time.sleep(0.3)
+        assert call(port, "GET", "/")[0] == 502  # the only peer is at max_conns
+        held.join(10)
+        assert call(port, "GET", "/")[0] == 200  # and free again afterwards

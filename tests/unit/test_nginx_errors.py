@@ -190,7 +190,7 @@ def test_unknown_upstream_server_parameter(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "fragment"),
     [
-        ("server a:1 max_conns=10;", '"max_conns"'),
+        ("server a:1 slow_start=10s;", '"slow_start"'),
         ("server a:1 slow_start=10s;", '"slow_start"'),
         ("server a:1 weight=0;", '"weight=0"'),
         ("server a:1 weight=1001;", '"weight=1001"'),

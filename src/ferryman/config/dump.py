@@ -175,6 +175,9 @@ def _upstream(u: UpstreamSpec) -> dict[str, Any]:
     if u.keepalive_timeout != _UPSTREAM.keepalive_timeout:
         out["keepalive_timeout"] = _duration(u.keepalive_timeout)
     _put(out, "keepalive_requests", u.keepalive_requests, _UPSTREAM.keepalive_requests)
+    _put(out, "queue", u.queue, _UPSTREAM.queue)
+    if u.queue_timeout != _UPSTREAM.queue_timeout:
+        out["queue_timeout"] = _duration(u.queue_timeout)
     out["servers"] = [_peer(p) for p in u.servers]
     return out
 
@@ -187,6 +190,7 @@ def _peer(p: PeerSpec) -> object:
         out["fail_timeout"] = _duration(p.fail_timeout)
     _put(out, "backup", p.backup, _PEER.backup)
     _put(out, "down", p.down, _PEER.down)
+    _put(out, "max_conns", p.max_conns, _PEER.max_conns)
     return out if len(out) > 1 else p.address
 
 

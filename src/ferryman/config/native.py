@@ -506,6 +506,8 @@ _UPSTREAM_KEYS = (
     "keepalive_requests",
     "keepalive_timeout",
     "least_time",
+    "queue",
+    "queue_timeout",
     "random_method",
     "random_two",
     "servers",
@@ -525,7 +527,7 @@ LEAST_TIME_MEASURES = ("header", "last_byte")
 _NO_BACKUP = ("hash", "ip_hash", "random")
 # A template (variables are checked when the runtime compiles it): no control characters.
 _TEMPLATE = re.compile(r"[^\x00-\x1f\x7f]+")
-_PEER_KEYS = ("address", "backup", "down", "fail_timeout", "max_fails", "weight")
+_PEER_KEYS = ("address", "backup", "down", "fail_timeout", "max_conns", "max_fails", "weight")
 
 
 def _upstreams(value: object, path: _Path) -> tuple[UpstreamSpec, ...]:
@@ -560,6 +562,8 @@ def _upstream(name: str, value: object, path: _Path) -> UpstreamSpec:
         keepalive_requests=section.integer(
             "keepalive_requests", _UPSTREAM.keepalive_requests, 1, _MAX_COUNT
         ),
+        queue=section.integer("queue", _UPSTREAM.queue, 0, _MAX_COUNT),
+        queue_timeout=section.duration("queue_timeout", _UPSTREAM.queue_timeout),
     )
     return _method_options(spec, section)
 
@@ -622,6 +626,7 @@ def _peer(value: object, path: _Path) -> PeerSpec:
         fail_timeout=section.duration("fail_timeout", _PEER.fail_timeout),
         backup=section.boolean("backup", _PEER.backup),
         down=section.boolean("down", _PEER.down),
+        max_conns=section.integer("max_conns", _PEER.max_conns, 0, _MAX_COUNT),
     )
 
 

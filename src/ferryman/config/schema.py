@@ -49,6 +49,9 @@ class PeerSpec:
     fail_timeout: float = 10.0
     backup: bool = False
     down: bool = False
+    # At most this many requests in flight to this peer (per worker, as nginx without a
+    # shared zone); 0: no limit.
+    max_conns: int = 0
 
     @property
     def address(self) -> str:
@@ -76,6 +79,10 @@ class UpstreamSpec:
     keepalive: int = 32
     keepalive_timeout: float = 60.0
     keepalive_requests: int = 1000
+    # When every peer is at max_conns: hold up to `queue` requests (per worker) for at
+    # most `queue_timeout` seconds, then 502 (nginx's `queue N timeout=T`). 0: no queue.
+    queue: int = 0
+    queue_timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

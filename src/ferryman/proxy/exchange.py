@@ -19,6 +19,7 @@ default), and only while the body is still in the bounded replay buffer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Final, cast
@@ -143,6 +144,7 @@ class Exchange:
         "pending_size",
         "pool",
         "proxy_target",
+        "queue_timer",
         "received",
         "replay",
         "replay_size",
@@ -208,6 +210,7 @@ class Exchange:
         self.retry_status = 0
         # With the route's debug header on: "peer (why)" for each failed attempt.
         self.attempts: list[str] | None = None
+        self.queue_timer: asyncio.TimerHandle | None = None
         # $uri and $args: the normalised path and the query; a rewrite may change them.
         # They stay the head's own objects until then (the identity is checked).
         self.uri = head.path
@@ -489,9 +492,10 @@ class Exchange:
         group, pool = self.group, self.pool
         assert group is not None and pool is not None
         key_fn = group.key_fn
-        peer = group.select(
-            self.client.worker.sweeper.now, self.tried, key_fn(self) if key_fn is not None else b""
-        )
+        now = self.client.worker.sweeper.now
+        peer = group.select(now, self.tried, key_fn(self) if key_fn is not None else b"")
+        if peer is None and self._queue(group, now):
+            return
         if peer is None:
             _log.error("no live upstreams in %r while serving %r", group.name, self.head)
             self.fail(502)
@@ -508,6 +512,41 @@ class Exchange:
             self.attach(conn, True)
         else:
             self.client.worker.loop.create_task(self._connect(pool, peer))
+
+    # ---- the max_conns queue ----
+
+    def _queue(self, group: UpstreamGroup, now: float) -> bool:
+        """Every usable peer is at max_conns: wait for one, if the group's queue has room
+        (nginx's `queue N timeout=T`). Returns False when the request cannot wait."""
+        if not group.at_capacity(now, self.tried) or len(group.waiters) >= group.queue_limit:
+            return False
+        group.waiters.append(self)
+        self.queue_timer = self.client.worker.loop.call_later(
+            group.queue_timeout, self._queue_expired, group
+        )
+        return True
+
+    def _queue_expired(self, group: UpstreamGroup) -> None:
+        self.queue_timer = None
+        if self in group.waiters:
+            group.waiters.remove(self)
+            if not self.finished:
+                _log.error("no upstream of %r free within the queue timeout", group.name)
+                self.fail(502)
+
+    def _wake_next(self, group: UpstreamGroup) -> None:
+        """A peer of `group` has room again: the longest-waiting request goes next."""
+        waiters = group.waiters
+        while waiters:
+            nxt: Exchange = waiters.popleft()
+            if nxt.finished:
+                continue
+            if nxt.queue_timer is not None:
+                nxt.queue_timer.cancel()
+                nxt.queue_timer = None
+            # Not re-entered from inside this exchange's release: on the next loop turn.
+            self.client.worker.loop.call_soon(nxt.dispatch)
+            return
 
     async def _connect(self, pool: ConnectionPool, peer: PeerState) -> None:
         route = self.route
@@ -718,6 +757,8 @@ class Exchange:
             group.release(peer, Outcome.SUCCESS, self.client.worker.sweeper.now)
         # A close-delimited body ends with the connection: the pool gets nothing back.
         pool.release(conn, self.upstream_keep)
+        if group.waiters:
+            self._wake_next(group)
         self._log_access()
         self.client.exchange_done(self, self.keep_alive)
 
@@ -769,6 +810,8 @@ class Exchange:
                 conn.close()
         if group is not None and peer is not None:
             group.release(peer, outcome, self.client.worker.sweeper.now)
+            if group.waiters:
+                self._wake_next(group)
 
     def attempt_failed(self, exc: Exception, outcome: Outcome) -> None:
         peer = self.peer
@@ -857,6 +900,8 @@ class Exchange:
             self.conn = None
             group.release(peer, outcome, self.client.worker.sweeper.now)
             pool.release(conn, self.upstream_keep)
+            if group.waiters:
+                self._wake_next(group)
         else:
             self._let_go(outcome)
         self.peer = None

@@ -13,6 +13,7 @@ is eligible every failure count is cleared so the next request can try again.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -32,12 +33,14 @@ class UpstreamGroup:
         "_balancer",
         "_clear_after",
         "_has_down",
+        "_has_limits",
         "_peers",
         "_primary",
         "_single",
         "_spec",
         "key_fn",
         "measure",
+        "waiters",
     )
 
     def __init__(self, spec: UpstreamSpec, peers: Sequence[PeerState], balancer: Balancer) -> None:
@@ -62,10 +65,22 @@ class UpstreamGroup:
             spec.balance == "random" and spec.random_two and spec.random_method == "least_time"
         )
         self._clear_after = float("-inf")
+        self._has_limits = any(p.spec.max_conns for p in self._peers)
+        # Requests waiting for a peer below its max_conns (owned by the proxy layer,
+        # kept here so every route to this group shares one queue).
+        self.waiters: deque[Any] = deque()
 
     @property
     def name(self) -> str:
         return self._spec.name
+
+    @property
+    def queue_limit(self) -> int:
+        return self._spec.queue
+
+    @property
+    def queue_timeout(self) -> float:
+        return self._spec.queue_timeout
 
     @property
     def strategy(self) -> str:
@@ -80,7 +95,7 @@ class UpstreamGroup:
 
         `tried` is a bitmask of `PeerState.index` values this request already used.
         """
-        if not tried and not self._has_down and now >= self._clear_after:
+        if not tried and not self._has_down and not self._has_limits and now >= self._clear_after:
             first = self._balancer.pick(self._primary, key)
             first.active += 1
             first.requests += 1
@@ -89,6 +104,8 @@ class UpstreamGroup:
         if peer is None and self._backup:
             peer = self._pick_from(self._backup, now, tried, False, key)
         if peer is None:
+            if self._has_limits and self.at_capacity(now, tried):
+                return None  # busy, not failed: the caller may queue the request
             # nginx: "all peers failed, mark them as live for quick recovery". Otherwise a
             # fully failed group would refuse all traffic for a whole fail_timeout.
             for p in self._peers:
@@ -120,6 +137,22 @@ class UpstreamGroup:
         elif outcome is _SUCCESS:
             peer.health.record_success(now)
         self._balancer.release(peer, outcome)
+
+    def at_capacity(self, now: float, tried: int) -> bool:
+        """True when some peer could take the request but for its max_conns."""
+        if not self._has_limits:
+            return False
+        for tier, single in ((self._primary, self._single), (self._backup, False)):
+            for p in tier:
+                if (
+                    not p.spec.down
+                    and not (tried >> p.index) & 1
+                    and (single or now >= p.health.unavailable_until)
+                    and p.spec.max_conns
+                    and p.active >= p.spec.max_conns
+                ):
+                    return True
+        return False
 
     def has_candidate(self, now: float, tried: int) -> bool:
         """Would `select` find a peer for another attempt? (Without choosing one.)"""
@@ -157,6 +190,7 @@ class UpstreamGroup:
             if not p.spec.down
             and not (tried >> p.index) & 1
             and (ignore_health or now >= p.health.unavailable_until)
+            and (not p.spec.max_conns or p.active < p.spec.max_conns)
         ]
         if not candidates:
             return None

@@ -113,6 +113,7 @@ DIRECTIVES: dict[str, tuple[Directive, ...]] = {
     "random": (_d(UPSTREAM, (0, 2), upstream.random, once=False),),
     "least_time": (_d(UPSTREAM, (1, 2), upstream.least_time, once=False),),
     "keepalive": (_d(UPSTREAM, ONE, upstream.keepalive),),
+    "queue": (_d(UPSTREAM, (1, 2), upstream.queue),),
     "zone": (_d(UPSTREAM, (1, 2), upstream.zone),),
     # --- proxying
     "proxy_pass": (_d(LOCATION, ONE, proxy.proxy_pass),),
@@ -171,7 +172,6 @@ _PLANNED: tuple[tuple[str, str], ...] = (
     ("deny", "the access-control issue"),
     ("auth_basic", "the access-control issue"),
     ("sticky", "the balancing issue"),
-    ("queue", "the balancing issue"),
     ("health_check", "the balancing issue"),
 )
 

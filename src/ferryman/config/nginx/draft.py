@@ -119,6 +119,8 @@ class UpstreamDraft:
     keepalive: int = 0
     keepalive_timeout: float = 60.0
     keepalive_requests: int = 1000
+    queue: int = 0
+    queue_timeout: float = 60.0
 
 
 @dataclass(eq=False)

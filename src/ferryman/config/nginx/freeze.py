@@ -98,6 +98,8 @@ class _Upstreams:
                 keepalive=u.keepalive,
                 keepalive_timeout=u.keepalive_timeout,
                 keepalive_requests=u.keepalive_requests,
+                queue=u.queue,
+                queue_timeout=u.queue_timeout,
             )
             for u in draft.upstreams
         }

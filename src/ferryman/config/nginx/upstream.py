@@ -37,7 +37,7 @@ _MAX_WEIGHT = 1000
 _MAX_COUNT = 1_000_000
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 # Server parameters nginx knows that Ferryman does not implement yet.
-_PLANNED_PARAMS = ("max_conns=", "resolve", "service=", "route=", "slow_start=", "drain")
+_PLANNED_PARAMS = ("resolve", "service=", "route=", "slow_start=", "drain")
 # The methods whose modules leave NGX_HTTP_UPSTREAM_BACKUP out of the server parameters
 # they allow (ngx_http_upstream_hash, _ip_hash, _random set `uscf->flags` so): a key
 # or a random draw picks among the primaries only. weight=, max_fails=, fail_timeout=
@@ -78,6 +78,8 @@ def peer(scope: Scope, stmt: Stmt) -> None:
             spec = replace(spec, max_fails=_param_number(stmt, param, value, 0, _MAX_COUNT))
         elif eq and key == "fail_timeout":
             spec = replace(spec, fail_timeout=values.time(stmt, value))
+        elif eq and key == "max_conns":
+            spec = replace(spec, max_conns=_param_number(stmt, param, value, 0, _MAX_COUNT))
         elif param == "backup":
             spec = replace(spec, backup=True)
             _note_backup(scope.the_upstream(), stmt)
@@ -184,6 +186,17 @@ def keepalive(scope: Scope, stmt: Stmt) -> None:
 
 def keepalive_timeout(scope: Scope, stmt: Stmt) -> None:
     scope.the_upstream().keepalive_timeout = values.time(stmt, stmt.args[0])
+
+
+def queue(scope: Scope, stmt: Stmt) -> None:
+    """`queue N [timeout=T]` (nginx's commercial edition; default timeout 60s)."""
+    draft = scope.the_upstream()
+    draft.queue = values.number(stmt, stmt.args[0], 1, _MAX_COUNT)
+    for param in stmt.args[1:]:
+        key, eq, value = param.partition("=")
+        if not (eq and key == "timeout"):
+            raise stmt.error(f'invalid parameter "{param}"')
+        draft.queue_timeout = values.time(stmt, value)
 
 
 def keepalive_requests(scope: Scope, stmt: Stmt) -> None:

@@ -32,6 +32,7 @@ from ferryman.config.schema import (
     UpstreamSpec,
 )
 from ferryman.errors import ConfigError
+from ferryman.health.shared import SharedHealth
 from ferryman.observability.access_log import AccessLog
 from ferryman.proxy.maps import CompiledMap
 from ferryman.proxy.route import Route, script_templates
@@ -99,6 +100,7 @@ def build_worker(
     resolved: Resolved,
     connect: ConnectFn | None = None,
     slot: int = 0,
+    shared: SharedHealth | None = None,
 ) -> WorkerRuntime:
     sweeper = Sweeper(loop, _tick(config))
     user_vars = _user_variables(config)
@@ -112,14 +114,20 @@ def build_worker(
     connect_fn = connect or tcp_connect(loop)
     groups: dict[str, UpstreamGroup] = {}
     pools: dict[str, ConnectionPool] = {}
+    next_slot = 0
     for up in config.upstreams:
         peers = [PeerState(spec, i, resolved.get(spec.host)) for i, spec in enumerate(up.servers)]
+        for p in peers:
+            p.slot = next_slot  # the peer's place in the shared health table
+            next_slot += 1
         group = UpstreamGroup(up, peers, create_balancer(up.balance, up, peers))
         group.key_fn = _key_function(up, user_vars, config.source)
         _stagger(group, slot, config.workers)
         groups[up.name] = group
         pools[up.name] = ConnectionPool(up, len(peers), sweeper, connect_fn)
     worker.upstreams = {name: (groups[name], pools[name]) for name in groups}
+    if shared is not None:
+        _share_health(shared, list(groups.values()), sweeper)
     worker.make_upstream = _upstream_maker(sweeper, connect_fn)
     # Routes with no proxy_pass share one empty group and pool, never dispatched to.
     none = UpstreamSpec(name="", servers=())
@@ -142,6 +150,22 @@ def build_worker(
         listeners.append((listen, ListenerContext(worker, table, listen.port, name)))
     del pools[""]
     return WorkerRuntime(worker, listeners, list(pools.values()), groups)
+
+
+def _share_health(shared: SharedHealth, groups: list[UpstreamGroup], sweeper: Sweeper) -> None:
+    """Workers tell each other of peers they saw fail, and read the prober's verdicts,
+    through the shared table: published at once, taken in every tick."""
+
+    def publish(peer: PeerState) -> None:
+        shared.publish_down_until(peer.slot, peer.health.unavailable_until)
+
+    def sync() -> None:
+        for group in groups:
+            group.sync_health(shared.down_until, shared.probe_down, sweeper.now)
+
+    for group in groups:
+        group.on_failure = publish
+    sweeper.every_tick(sync)
 
 
 def _key_function(up: UpstreamSpec, user_vars: frozenset[str], source: str) -> Any:

@@ -27,8 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ferryman.app import Resolved, build_worker, check_config, resolve_peers
-from ferryman.config.schema import Config, ListenSpec
+from ferryman.config.schema import Config, HealthCheckSpec, ListenSpec, PeerSpec
 from ferryman.errors import ConfigError
+from ferryman.health.probe import probe
+from ferryman.health.shared import SharedHealth
+from ferryman.health.thresholds import ProbeState
 from ferryman.server.connection import ClientConnection
 from ferryman.server.context import ListenerContext
 
@@ -41,6 +44,8 @@ _log = logging.getLogger(__name__)
 # long-poll from holding a reload forever).
 DRAIN_TIMEOUT = 10.0
 BACKLOG = 4096
+# The slot number of a generation's health-check prober process.
+PROBER = -1
 _MASTER_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP}
 
 
@@ -68,7 +73,16 @@ def bind_listener(listen: ListenSpec) -> socket.socket:
 class _Generation:
     config: Config
     resolved: Resolved
-    pids: dict[int, int] = field(default_factory=dict)  # pid -> slot
+    pids: dict[int, int] = field(default_factory=dict)  # pid -> slot (PROBER: the prober)
+    # Peer health shared by this generation's workers and its prober.
+    shared: SharedHealth = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.shared = SharedHealth(sum(len(u.servers) for u in self.config.upstreams))
+
+    @property
+    def needs_prober(self) -> bool:
+        return any(u.health_check is not None for u in self.config.upstreams)
 
 
 class _Master:
@@ -97,6 +111,9 @@ class _Master:
         return out
 
     def spawn(self, gen: _Generation, slot: int) -> None:
+        if slot == PROBER:
+            self.spawn_prober(gen)
+            return
         socks = self.sockets_for(slot, gen.config)
         pid = os.fork()
         if pid == 0:
@@ -106,16 +123,36 @@ class _Master:
                 for key, sock in self.sockets.items():
                     if key[0] != slot:
                         sock.close()
-                code = run_worker(gen.config, gen.resolved, socks, self.use_uvloop, slot)
+                code = run_worker(
+                    gen.config, gen.resolved, socks, self.use_uvloop, slot, gen.shared
+                )
             except BaseException:
                 _log.exception("worker crashed")
             finally:
                 os._exit(code)
         gen.pids[pid] = slot
 
+    def spawn_prober(self, gen: _Generation) -> None:
+        """The process that runs this generation's active health checks."""
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _MASTER_SIGNALS)
+                for sock in self.sockets.values():
+                    sock.close()
+                code = run_prober(gen.config, gen.resolved, gen.shared, self.use_uvloop)
+            except BaseException:
+                _log.exception("health prober crashed")
+            finally:
+                os._exit(code)
+        gen.pids[pid] = PROBER
+
     def start(self) -> None:
         for slot in range(self.current.config.workers):
             self.spawn(self.current, slot)
+        if self.current.needs_prober:
+            self.spawn_prober(self.current)
 
     # ---- signals ----
 
@@ -188,6 +225,8 @@ class _Master:
         self.current = gen
         for slot in range(config.workers):
             self.spawn(gen, slot)
+        if gen.needs_prober:
+            self.spawn_prober(gen)
         for pid in old.pids:
             os.kill(pid, signal.SIGTERM)
         self.old.append(old)
@@ -291,6 +330,7 @@ def run_worker(
     sockets: dict[ListenSpec, socket.socket],
     use_uvloop: bool,
     slot: int = 0,
+    shared: SharedHealth | None = None,
 ) -> int:
     _die_with_parent()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
@@ -298,7 +338,7 @@ def run_worker(
     loop = _new_loop(use_uvloop)
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(_worker_main(config, resolved, sockets, loop, slot))
+        return loop.run_until_complete(_worker_main(config, resolved, sockets, loop, slot, shared))
     finally:
         loop.close()
 
@@ -309,8 +349,9 @@ async def _worker_main(
     sockets: dict[ListenSpec, socket.socket],
     loop: asyncio.AbstractEventLoop,
     slot: int,
+    shared: SharedHealth | None = None,
 ) -> int:
-    runtime = build_worker(config, loop, resolved, slot=slot)
+    runtime = build_worker(config, loop, resolved, slot=slot, shared=shared)
     ctx = runtime.context
     servers = []
     for listen, lctx in runtime.listeners:
@@ -346,6 +387,62 @@ async def _worker_main(
     ctx.access_log.close()
     await asyncio.sleep(0)
     return 0
+
+
+def run_prober(config: Config, resolved: Resolved, shared: SharedHealth, use_uvloop: bool) -> int:
+    _die_with_parent()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    loop = _new_loop(use_uvloop)
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(_prober_main(config, resolved, shared, loop))
+    finally:
+        loop.close()
+
+
+async def _prober_main(
+    config: Config, resolved: Resolved, shared: SharedHealth, loop: asyncio.AbstractEventLoop
+) -> int:
+    stop = loop.create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        loop.add_signal_handler(sig, _set_once, stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)
+    tasks = [
+        loop.create_task(_watch(peer_slot, resolved.get(p.host, p.host), p.port, check, shared))
+        for peer_slot, p, check in _checked_peers(config)
+    ]
+    await stop
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return 0
+
+
+def _checked_peers(config: Config) -> list[tuple[int, PeerSpec, HealthCheckSpec]]:
+    out = []
+    slot = 0
+    for up in config.upstreams:
+        for p in up.servers:
+            if up.health_check is not None:
+                out.append((slot, p, up.health_check))
+            slot += 1
+    return out
+
+
+async def _watch(
+    slot: int, host: str, port: int, check: HealthCheckSpec, shared: SharedHealth
+) -> None:
+    state = ProbeState(passes=check.passes, fails=check.fails)
+    while True:
+        ok, reason = await probe(host, port, check)
+        if state.record(ok):
+            shared.set_probe_down(slot, not state.healthy)
+            if state.healthy:
+                _log.warning("upstream %s:%d passes its health checks again", host, port)
+            else:
+                _log.error("upstream %s:%d fails its health checks: %s", host, port, reason)
+        await asyncio.sleep(check.interval)
 
 
 def _factory(lctx: ListenerContext) -> Callable[[], ClientConnection]:

@@ -18,6 +18,7 @@ from ferryman.config.schema import (
     ClientTimeouts,
     Config,
     HeaderAdd,
+    HealthCheckSpec,
     ListenSpec,
     MapSpec,
     PeerSpec,
@@ -175,10 +176,29 @@ def _upstream(u: UpstreamSpec) -> dict[str, Any]:
     if u.keepalive_timeout != _UPSTREAM.keepalive_timeout:
         out["keepalive_timeout"] = _duration(u.keepalive_timeout)
     _put(out, "keepalive_requests", u.keepalive_requests, _UPSTREAM.keepalive_requests)
+    if u.health_check is not None:
+        out["health_check"] = _health(u.health_check)
     _put(out, "queue", u.queue, _UPSTREAM.queue)
     if u.queue_timeout != _UPSTREAM.queue_timeout:
         out["queue_timeout"] = _duration(u.queue_timeout)
     out["servers"] = [_peer(p) for p in u.servers]
+    return out
+
+
+def _health(h: HealthCheckSpec) -> dict[str, Any]:
+    d = HealthCheckSpec()
+    out: dict[str, Any] = {}
+    _put(out, "type", h.kind, d.kind)
+    _put(out, "path", h.path, d.path)
+    if h.interval != d.interval:
+        out["interval"] = _duration(h.interval)
+    if h.timeout != d.timeout:
+        out["timeout"] = _duration(h.timeout)
+    if h.statuses != d.statuses:
+        out["status"] = [f"{a}-{b}" if a != b else str(a) for a, b in h.statuses]
+    _put(out, "body", h.body, d.body)
+    _put(out, "passes", h.passes, d.passes)
+    _put(out, "fails", h.fails, d.fails)
     return out
 
 

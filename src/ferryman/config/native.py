@@ -26,6 +26,7 @@ from ferryman.config.schema import (
     ClientTimeouts,
     Config,
     HeaderAdd,
+    HealthCheckSpec,
     ListenSpec,
     MapSpec,
     PeerSpec,
@@ -502,6 +503,7 @@ _UPSTREAM_KEYS = (
     "balance",
     "consistent",
     "hash_key",
+    "health_check",
     "keepalive",
     "keepalive_requests",
     "keepalive_timeout",
@@ -564,8 +566,53 @@ def _upstream(name: str, value: object, path: _Path) -> UpstreamSpec:
         ),
         queue=section.integer("queue", _UPSTREAM.queue, 0, _MAX_COUNT),
         queue_timeout=section.duration("queue_timeout", _UPSTREAM.queue_timeout),
+        health_check=_health_check(*section.at("health_check"))
+        if section.has("health_check")
+        else None,
     )
     return _method_options(spec, section)
+
+
+_HEALTH_KEYS = ("body", "fails", "interval", "passes", "path", "status", "timeout", "type")
+_STATUS_RANGE = re.compile(r"([1-5][0-9][0-9])(?:-([1-5][0-9][0-9]))?")
+_HEALTH = HealthCheckSpec()
+
+
+def _health_check(value: object, path: _Path) -> HealthCheckSpec:
+    """`health_check: {type: http|tcp, path, interval, timeout, status: "200-399" or a
+    list of codes and ranges, body: REGEX, passes, fails}`."""
+    section = _section(value, path, _HEALTH_KEYS)
+    kind = _choice(*section.at("type"), ("http", "tcp")) if section.has("type") else "http"
+    statuses = _HEALTH.statuses
+    if section.has("status"):
+        raw, at = section.at("status")
+        ranges = []
+        for i, item in enumerate(_items(raw, at, allow_single=True)):
+            m = _STATUS_RANGE.fullmatch(str(item))
+            if m is None or (m[2] is not None and int(m[2]) < int(m[1])):
+                raise at.index(i).error(f"want a status or a range like 200-399, not {item!r}")
+            ranges.append((int(m[1]), int(m[2] or m[1])))
+        statuses = tuple(ranges)
+    body = section.text("body", "", _TEMPLATE) if section.has("body") else ""
+    if body:
+        try:
+            re.compile(body)
+        except re.error as exc:
+            raise path.key("body").error(f"body: cannot compile regex {body!r}: {exc}") from None
+    return HealthCheckSpec(
+        kind=kind,
+        path=_route_path_text(section) if section.has("path") else _HEALTH.path,
+        interval=section.duration("interval", _HEALTH.interval, positive=True),
+        timeout=section.duration("timeout", _HEALTH.timeout, positive=True),
+        statuses=statuses,
+        body=body,
+        passes=section.integer("passes", _HEALTH.passes, 1, 100),
+        fails=section.integer("fails", _HEALTH.fails, 1, 100),
+    )
+
+
+def _route_path_text(section: _Section) -> str:
+    return section.text("path", "/", _ROUTE_PATH)
 
 
 def _method_options(spec: UpstreamSpec, section: _Section) -> UpstreamSpec:

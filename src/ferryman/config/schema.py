@@ -15,6 +15,7 @@ __all__ = [
     "ClientTimeouts",
     "Config",
     "HeaderAdd",
+    "HealthCheckSpec",
     "ListenSpec",
     "MapSpec",
     "PeerSpec",
@@ -59,6 +60,24 @@ class PeerSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCheckSpec:
+    """Active health checks of every peer of an upstream (nginx's commercial
+    `health_check`): a probe each `interval`; `fails` failed probes in a row take a peer
+    out, `passes` good ones in a row bring it back."""
+
+    kind: str = "http"  # http | tcp
+    path: str = "/"
+    interval: float = 5.0
+    timeout: float = 1.0
+    # Statuses that pass, as inclusive ranges ("200-399" -> ((200, 399),)).
+    statuses: tuple[tuple[int, int], ...] = ((200, 399),)
+    # A Python regex the body must contain (searched in the first 64 KiB); "" = any.
+    body: str = ""
+    passes: int = 1
+    fails: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamSpec:
     name: str
     servers: tuple[PeerSpec, ...]
@@ -83,6 +102,7 @@ class UpstreamSpec:
     # most `queue_timeout` seconds, then 502 (nginx's `queue N timeout=T`). 0: no queue.
     queue: int = 0
     queue_timeout: float = 60.0
+    health_check: HealthCheckSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ class UpstreamGroup:
         "_spec",
         "key_fn",
         "measure",
+        "on_failure",
         "waiters",
     )
 
@@ -60,6 +61,8 @@ class UpstreamGroup:
         # Set by app.py for keyed strategies: request context -> hash key (hash: the
         # compiled `hash_key` template; ip_hash: the client address).
         self.key_fn: Callable[[Any], bytes] | None = None
+        # Set by app.py when workers share peer health: told of each peer taken out.
+        self.on_failure: Callable[[PeerState], None] | None = None
         # Latency-aware strategies need the request's timings on release.
         self.measure = spec.balance in ("least_time", "peak_ewma") or (
             spec.balance == "random" and spec.random_two and spec.random_method == "least_time"
@@ -134,6 +137,8 @@ class UpstreamGroup:
             health.record_failure(now)
             if health.unavailable_until > self._clear_after:
                 self._clear_after = health.unavailable_until
+            if self.on_failure is not None and health.unavailable_until > now:
+                self.on_failure(peer)
         elif outcome is _SUCCESS:
             peer.health.record_success(now)
         self._balancer.release(peer, outcome)
@@ -146,6 +151,7 @@ class UpstreamGroup:
             for p in tier:
                 if (
                     not p.spec.down
+                    and not p.probe_down
                     and not (tried >> p.index) & 1
                     and (single or now >= p.health.unavailable_until)
                     and p.spec.max_conns
@@ -154,12 +160,27 @@ class UpstreamGroup:
                     return True
         return False
 
+    def sync_health(
+        self, down_until: Callable[[int], float], probe_down: Callable[[int], bool], now: float
+    ) -> None:
+        """Take in what other processes learned (the shared table): peers another
+        worker saw fail, and peers failing their active checks."""
+        for p in self._peers:
+            if p.slot < 0:
+                continue
+            until = down_until(p.slot)
+            if until > p.health.unavailable_until and until > now:
+                self.suspend(p, until - now, now)
+            p.probe_down = probe_down(p.slot)
+        self._has_down = any(p.spec.down or p.probe_down for p in self._primary)
+
     def has_candidate(self, now: float, tried: int) -> bool:
         """Would `select` find a peer for another attempt? (Without choosing one.)"""
         for tier, single in ((self._primary, self._single), (self._backup, False)):
             for p in tier:
                 if (
                     not p.spec.down
+                    and not p.probe_down
                     and not (tried >> p.index) & 1
                     and (single or now >= p.health.unavailable_until)
                 ):
@@ -188,6 +209,7 @@ class UpstreamGroup:
             p
             for p in tier
             if not p.spec.down
+            and not p.probe_down
             and not (tried >> p.index) & 1
             and (ignore_health or now >= p.health.unavailable_until)
             and (not p.spec.max_conns or p.active < p.spec.max_conns)

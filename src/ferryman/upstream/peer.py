@@ -25,7 +25,9 @@ class PeerState:
         "last_total_time",
         "latency",
         "name",
+        "probe_down",
         "requests",
+        "slot",
         "spec",
     )
 
@@ -51,6 +53,9 @@ class PeerState:
         self.last_header_time = -1.0
         self.last_total_time = -1.0
         self.latency = 0.0
+        # Active health (set from the shared table each tick) and this peer's slot in it.
+        self.probe_down = False
+        self.slot = -1
 
     @property
     def weight(self) -> int:

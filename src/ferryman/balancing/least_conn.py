@@ -30,11 +30,11 @@ def _least_loaded(candidates: Sequence[PeerState]) -> tuple[int, bool]:
     first = candidates[0]
     best_at = 0
     best_active = first.active
-    best_weight = first.spec.weight
+    best_weight = first.weight_now
     many = False
     for i in range(1, len(candidates)):
         peer = candidates[i]
-        weight = peer.spec.weight
+        weight = peer.weight_now
         lhs = peer.active * best_weight
         rhs = best_active * weight
         if lhs < rhs:
@@ -51,14 +51,14 @@ def _round_robin_among_ties(candidates: Sequence[PeerState], start: int) -> Peer
     """
     best = candidates[start]
     active = best.active
-    weight = best.spec.weight
+    weight = best.weight_now
     # The start peer is the first tie the loop meets; seeding with the value it is about
     # to reach makes the loop keep it unless a later tie climbs strictly higher.
     best_cw = best.current_weight + best.effective_weight
     total = 0
     for i in range(start, len(candidates)):
         peer = candidates[i]
-        if peer.active * weight != active * peer.spec.weight:
+        if peer.active * weight != active * peer.weight_now:
             continue
         ew = peer.effective_weight
         cw = peer.current_weight + ew

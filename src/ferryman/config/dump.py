@@ -211,6 +211,8 @@ def _peer(p: PeerSpec) -> object:
     _put(out, "backup", p.backup, _PEER.backup)
     _put(out, "down", p.down, _PEER.down)
     _put(out, "max_conns", p.max_conns, _PEER.max_conns)
+    if p.slow_start != _PEER.slow_start:
+        out["slow_start"] = _duration(p.slow_start)
     return out if len(out) > 1 else p.address
 
 

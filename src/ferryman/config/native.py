@@ -529,7 +529,16 @@ LEAST_TIME_MEASURES = ("header", "last_byte")
 _NO_BACKUP = ("hash", "ip_hash", "random")
 # A template (variables are checked when the runtime compiles it): no control characters.
 _TEMPLATE = re.compile(r"[^\x00-\x1f\x7f]+")
-_PEER_KEYS = ("address", "backup", "down", "fail_timeout", "max_conns", "max_fails", "weight")
+_PEER_KEYS = (
+    "address",
+    "backup",
+    "down",
+    "fail_timeout",
+    "max_conns",
+    "max_fails",
+    "slow_start",
+    "weight",
+)
 
 
 def _upstreams(value: object, path: _Path) -> tuple[UpstreamSpec, ...]:
@@ -674,6 +683,7 @@ def _peer(value: object, path: _Path) -> PeerSpec:
         backup=section.boolean("backup", _PEER.backup),
         down=section.boolean("down", _PEER.down),
         max_conns=section.integer("max_conns", _PEER.max_conns, 0, _MAX_COUNT),
+        slow_start=section.duration("slow_start", _PEER.slow_start),
     )
 
 

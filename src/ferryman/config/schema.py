@@ -53,6 +53,9 @@ class PeerSpec:
     # At most this many requests in flight to this peer (per worker, as nginx without a
     # shared zone); 0: no limit.
     max_conns: int = 0
+    # After the peer comes back (from failures or failed health checks), its weight
+    # ramps from 1 to `weight` over this many seconds (nginx's `slow_start`); 0: at once.
+    slow_start: float = 0.0
 
     @property
     def address(self) -> str:

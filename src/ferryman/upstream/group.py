@@ -36,6 +36,8 @@ class UpstreamGroup:
         "_has_limits",
         "_peers",
         "_primary",
+        "_ramp_until",
+        "_ramping",
         "_single",
         "_spec",
         "key_fn",
@@ -69,6 +71,9 @@ class UpstreamGroup:
         )
         self._clear_after = float("-inf")
         self._has_limits = any(p.spec.max_conns for p in self._peers)
+        # slow_start: until when some peer is still ramping its weight back up.
+        self._ramp_until = float("-inf")
+        self._ramping = False
         # Requests waiting for a peer below its max_conns (owned by the proxy layer,
         # kept here so every route to this group shares one queue).
         self.waiters: deque[Any] = deque()
@@ -98,6 +103,10 @@ class UpstreamGroup:
 
         `tried` is a bitmask of `PeerState.index` values this request already used.
         """
+        if self._ramping:
+            self._ramp(now)
+            if now >= self._ramp_until:
+                self._ramping = False  # that last pass restored every full weight
         if not tried and not self._has_down and not self._has_limits and now >= self._clear_after:
             first = self._balancer.pick(self._primary, key)
             first.active += 1
@@ -139,6 +148,8 @@ class UpstreamGroup:
                 self._clear_after = health.unavailable_until
             if self.on_failure is not None and health.unavailable_until > now:
                 self.on_failure(peer)
+            if peer.spec.slow_start and health.unavailable_until > now:
+                self._will_recover(peer, health.unavailable_until)
         elif outcome is _SUCCESS:
             peer.health.record_success(now)
         self._balancer.release(peer, outcome)
@@ -171,8 +182,31 @@ class UpstreamGroup:
             until = down_until(p.slot)
             if until > p.health.unavailable_until and until > now:
                 self.suspend(p, until - now, now)
-            p.probe_down = probe_down(p.slot)
+            was_down, p.probe_down = p.probe_down, probe_down(p.slot)
+            if was_down and not p.probe_down and p.spec.slow_start:
+                self._will_recover(p, now)
         self._has_down = any(p.spec.down or p.probe_down for p in self._primary)
+
+    def _will_recover(self, peer: PeerState, at: float) -> None:
+        """slow_start: from `at`, `peer`'s weight ramps back up over spec.slow_start."""
+        peer.recovered_at = at
+        self._ramp_until = max(self._ramp_until, at + peer.spec.slow_start)
+        self._ramping = True
+
+    def _ramp(self, now: float) -> None:
+        # nginx (commercial) slow_start: the weight grows linearly from 1 to its value.
+        # Round-robin reads effective_weight, least_conn weight_now: both are capped.
+        for p in self._peers:
+            span = p.spec.slow_start
+            if not span:
+                continue
+            elapsed = now - p.recovered_at
+            if elapsed >= span:
+                p.weight_now = p.spec.weight
+            elif elapsed >= 0:
+                p.weight_now = max(1, int(p.spec.weight * elapsed / span))
+                if p.effective_weight > p.weight_now:
+                    p.effective_weight = p.weight_now
 
     def has_candidate(self, now: float, tried: int) -> bool:
         """Would `select` find a peer for another attempt? (Without choosing one.)"""

@@ -26,9 +26,11 @@ class PeerState:
         "latency",
         "name",
         "probe_down",
+        "recovered_at",
         "requests",
         "slot",
         "spec",
+        "weight_now",
     )
 
     def __init__(self, spec: PeerSpec, index: int, connect_host: str | None = None) -> None:
@@ -56,6 +58,10 @@ class PeerState:
         # Active health (set from the shared table each tick) and this peer's slot in it.
         self.probe_down = False
         self.slot = -1
+        # slow_start: when the peer became usable again, and the weight it has now
+        # (spec.weight except while ramping back up).
+        self.recovered_at = float("-inf")
+        self.weight_now = spec.weight
 
     @property
     def weight(self) -> int:

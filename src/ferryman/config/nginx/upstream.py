@@ -37,7 +37,7 @@ _MAX_WEIGHT = 1000
 _MAX_COUNT = 1_000_000
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 # Server parameters nginx knows that Ferryman does not implement yet.
-_PLANNED_PARAMS = ("resolve", "service=", "route=", "slow_start=", "drain")
+_PLANNED_PARAMS = ("resolve", "service=", "route=", "drain")
 # The methods whose modules leave NGX_HTTP_UPSTREAM_BACKUP out of the server parameters
 # they allow (ngx_http_upstream_hash, _ip_hash, _random set `uscf->flags` so): a key
 # or a random draw picks among the primaries only. weight=, max_fails=, fail_timeout=
@@ -78,6 +78,8 @@ def peer(scope: Scope, stmt: Stmt) -> None:
             spec = replace(spec, max_fails=_param_number(stmt, param, value, 0, _MAX_COUNT))
         elif eq and key == "fail_timeout":
             spec = replace(spec, fail_timeout=values.time(stmt, value))
+        elif eq and key == "slow_start":
+            spec = replace(spec, slow_start=values.time(stmt, value))
         elif eq and key == "max_conns":
             spec = replace(spec, max_conns=_param_number(stmt, param, value, 0, _MAX_COUNT))
         elif param == "backup":

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 from support.procs import EchoBackend, EchoFactory, ProxyProcess, free_port, proxy_config
 
@@ -417,3 +418,61 @@ def test_stock_asyncio_loop(echo_server: EchoFactory, proxy: ProxyFactory) -> No
     assert json.loads(conn.getresponse().read())["body_sha256"] == hashlib.sha256(data).hexdigest()
     status, body = get(p.port, "/big?bytes=3000000&chunked=1", conn=conn)
     assert status == 200 and len(body) == 3_000_000
+
+
+def test_flapping_backend_costs_no_client_errors(
+    echo_server: EchoFactory, proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    """One backend goes down and comes back, again and again, under load: GET clients
+    never see an error while a healthy peer remains, and the flapping one serves again
+    each time it is back (its fail_timeout is short)."""
+    from support.procs import start_echo
+
+    steady = echo_server(2)
+    flapper = start_echo(tmp_path / "flap", "127.0.0.1", 0)
+    flap_port = flapper.port
+    p = start(
+        proxy,
+        [*steady, flapper],
+        server_params="max_fails: 1, fail_timeout: 200ms",
+    )
+    stop = threading.Event()
+    statuses: Counter[int] = Counter()
+    served: Counter[str] = Counter()
+
+    def load() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
+        while not stop.is_set():
+            try:
+                status, body = get(p.port, conn=conn)
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
+                statuses[-1] += 1
+                continue
+            statuses[status] += 1
+            served[body.decode()] += 1
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    uuids_of_flapper = set()
+    try:
+        for _ in range(3):
+            time.sleep(0.4)
+            uuids_of_flapper.add(flapper.uuid)
+            flapper.proc.popen.kill()
+            flapper.proc.popen.wait()
+            time.sleep(0.4)
+            flapper = start_echo(tmp_path / "flap", "127.0.0.1", flap_port)
+        time.sleep(0.6)
+        uuids_of_flapper.add(flapper.uuid)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        flapper.stop()
+    assert set(statuses) == {200}, statuses
+    # The flapping backend served between its outages (each incarnation has a new UUID).
+    assert sum(served[u] for u in uuids_of_flapper) > 0
+    assert all(served[b.uuid] > 0 for b in steady)

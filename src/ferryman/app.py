@@ -45,6 +45,7 @@ from ferryman.server.sweeper import Sweeper
 from ferryman.upstream.group import UpstreamGroup
 from ferryman.upstream.peer import PeerState
 from ferryman.upstream.pool import ConnectFn, ConnectionPool, tcp_connect
+from ferryman.upstream.resolver import PeerResolver, read_hosts_file, system_lookup
 
 __all__ = ["Resolved", "WorkerRuntime", "build_worker", "check_config", "resolve_peers"]
 
@@ -64,6 +65,9 @@ def resolve_peers(config: Config) -> Resolved:
     --add-host), then the system resolver. nginx resolves upstream names at load too and
     refuses to start on "host not found in upstream"; so do we."""
     overrides = dict(config.hosts)
+    if config.hosts_file is not None:
+        for name, addresses in read_hosts_file(config.hosts_file).items():
+            overrides.setdefault(name, addresses[0])
     out: Resolved = {}
     for up in config.upstreams:
         for i, peer in enumerate(up.servers):
@@ -92,6 +96,8 @@ class WorkerRuntime:
     listeners: list[tuple[ListenSpec, ListenerContext]]
     pools: list[ConnectionPool]
     groups: dict[str, UpstreamGroup]
+    # Re-resolves `resolve` servers (run by the worker when `resolver.needed`).
+    resolver: PeerResolver
 
 
 def build_worker(
@@ -124,7 +130,7 @@ def build_worker(
         group.key_fn = _key_function(up, user_vars, config.source)
         _stagger(group, slot, config.workers)
         groups[up.name] = group
-        pools[up.name] = ConnectionPool(up, len(peers), sweeper, connect_fn)
+        pools[up.name] = ConnectionPool(up, len(peers), sweeper, connect_fn, peers)
     worker.upstreams = {name: (groups[name], pools[name]) for name in groups}
     if shared is not None:
         _share_health(shared, list(groups.values()), sweeper)
@@ -149,7 +155,9 @@ def build_worker(
         table = RouteTable(servers, defaults.get(listen, 0))
         listeners.append((listen, ListenerContext(worker, table, listen.port, name)))
     del pools[""]
-    return WorkerRuntime(worker, listeners, list(pools.values()), groups)
+    del groups[""]
+    resolver = PeerResolver(config, groups, pools, system_lookup(loop, config.hosts_file))
+    return WorkerRuntime(worker, listeners, list(pools.values()), groups, resolver)
 
 
 def _share_health(shared: SharedHealth, groups: list[UpstreamGroup], sweeper: Sweeper) -> None:

@@ -363,6 +363,7 @@ async def _worker_main(
             )
         )
     ctx.sweeper.start()
+    resolving = loop.create_task(runtime.resolver.run()) if runtime.resolver.needed else None
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         loop.add_signal_handler(sig, _set_once, stop)
@@ -371,6 +372,8 @@ async def _worker_main(
     # Drain: stop accepting, close idle keep-alive connections now, busy ones after
     # their current response (ClientConnection.exchange_done checks `draining`).
     ctx.draining = True
+    if resolving is not None:
+        resolving.cancel()
     for server in servers:
         server.close()
     deadline = loop.time() + DRAIN_TIMEOUT

@@ -190,8 +190,8 @@ def test_unknown_upstream_server_parameter(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "fragment"),
     [
-        ("server a:1 resolve;", '"resolve"'),
-        ("server a:1 resolve;", '"resolve"'),
+        ("server a:1 drain;", '"drain"'),
+        ("server a:1 drain;", '"drain"'),
         ("server a:1 weight=0;", '"weight=0"'),
         ("server a:1 weight=1001;", '"weight=1001"'),
         ("server unix:/tmp/a.sock;", "unix"),

@@ -114,6 +114,9 @@ def _document(c: Config) -> dict[str, Any]:
     _put(doc, "workers", c.workers, _CONFIG.workers)
     _put(doc, "worker_connections", c.worker_connections, _CONFIG.worker_connections)
     _put(doc, "pid_file", c.pid_file, None)
+    _put(doc, "hosts_file", c.hosts_file, None)
+    if c.resolve_interval != _CONFIG.resolve_interval:
+        doc["resolve_interval"] = _duration(c.resolve_interval)
     if c.error_log is not None:
         doc["error_log"] = _Flow(path=c.error_log[0], level=c.error_log[1])
     if c.hosts:
@@ -213,6 +216,7 @@ def _peer(p: PeerSpec) -> object:
     _put(out, "max_conns", p.max_conns, _PEER.max_conns)
     if p.slow_start != _PEER.slow_start:
         out["slow_start"] = _duration(p.slow_start)
+    _put(out, "resolve", p.resolve, _PEER.resolve)
     return out if len(out) > 1 else p.address
 
 

@@ -331,6 +331,8 @@ _TOP_KEYS = (
     "log_formats",
     "maps",
     "pid_file",
+    "hosts_file",
+    "resolve_interval",
     "servers",
     "timeouts",
     "upstreams",
@@ -359,6 +361,8 @@ def _config(data: object, path: _Path) -> Config:
         hosts=_hosts(*top.at("hosts")) if top.has("hosts") else (),
         maps=_maps(*top.at("maps")) if top.has("maps") else (),
         pid_file=_optional_path(*top.at("pid_file")) if top.has("pid_file") else None,
+        hosts_file=_optional_path(*top.at("hosts_file")) if top.has("hosts_file") else None,
+        resolve_interval=top.duration("resolve_interval", _CONFIG.resolve_interval, positive=True),
         error_log=_error_log(*top.at("error_log")) if top.has("error_log") else None,
         log_formats=log_formats,
         source=path.source,
@@ -536,6 +540,7 @@ _PEER_KEYS = (
     "fail_timeout",
     "max_conns",
     "max_fails",
+    "resolve",
     "slow_start",
     "weight",
 )
@@ -684,6 +689,7 @@ def _peer(value: object, path: _Path) -> PeerSpec:
         down=section.boolean("down", _PEER.down),
         max_conns=section.integer("max_conns", _PEER.max_conns, 0, _MAX_COUNT),
         slow_start=section.duration("slow_start", _PEER.slow_start),
+        resolve=section.boolean("resolve", _PEER.resolve),
     )
 
 

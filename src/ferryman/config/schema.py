@@ -56,6 +56,9 @@ class PeerSpec:
     # After the peer comes back (from failures or failed health checks), its weight
     # ramps from 1 to `weight` over this many seconds (nginx's `slow_start`); 0: at once.
     slow_start: float = 0.0
+    # Re-resolve `host` every Config.resolve_interval, one peer per address it has
+    # (nginx's `resolve`); peers come and go without touching requests in flight.
+    resolve: bool = False
 
     @property
     def address(self) -> str:
@@ -281,6 +284,10 @@ class Config:
     # nginx `pid FILE` (written by the master once listening, removed on exit) and
     # `error_log FILE [LEVEL]`; None: no pid file / standard error.
     pid_file: str | None = None
+    # For `resolve` servers: how often names are looked up again, and a hosts file
+    # (`ADDRESS NAME...` lines) consulted before DNS, re-read every time.
+    resolve_interval: float = 30.0
+    hosts_file: str | None = None
     error_log: tuple[str, str] | None = None
     # Named access log formats (nginx log_format NAME TEMPLATE), templates of variables.
     log_formats: tuple[tuple[str, str], ...] = ()

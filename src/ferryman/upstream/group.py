@@ -187,6 +187,20 @@ class UpstreamGroup:
                 self._will_recover(p, now)
         self._has_down = any(p.spec.down or p.probe_down for p in self._primary)
 
+    def replace_peers(self, peers: Sequence[PeerState], balancer: Balancer) -> None:
+        """A `resolve` server's addresses changed: a new peer list (indexes reassigned;
+        peers that stay keep their state) and a balancer built for it. Requests in
+        flight keep their peer objects and release them harmlessly."""
+        for i, p in enumerate(peers):
+            p.index = i
+        self._peers = tuple(peers)
+        self._balancer = balancer
+        self._primary = tuple(p for p in self._peers if not p.spec.backup)
+        self._backup = tuple(p for p in self._peers if p.spec.backup)
+        self._single = len(self._primary) == 1
+        self._has_down = any(p.spec.down or p.probe_down for p in self._primary)
+        self._has_limits = any(p.spec.max_conns for p in self._peers)
+
     def _will_recover(self, peer: PeerState, at: float) -> None:
         """slow_start: from `at`, `peer`'s weight ramps back up over spec.slow_start."""
         peer.recovered_at = at

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ferryman.config.schema import UpstreamSpec
@@ -53,6 +53,7 @@ class ConnectionPool:
     __slots__ = (
         "_connect",
         "_idle",
+        "_owners",
         "_sweeper",
         "keepalive",
         "keepalive_requests",
@@ -60,7 +61,12 @@ class ConnectionPool:
     )
 
     def __init__(
-        self, spec: UpstreamSpec, npeers: int, sweeper: Sweeper, connect: ConnectFn
+        self,
+        spec: UpstreamSpec,
+        npeers: int,
+        sweeper: Sweeper,
+        connect: ConnectFn,
+        peers: Sequence[PeerState] = (),
     ) -> None:
         self.keepalive = spec.keepalive
         self.keepalive_timeout = spec.keepalive_timeout
@@ -68,6 +74,9 @@ class ConnectionPool:
         self._sweeper = sweeper
         self._connect = connect
         self._idle: list[list[UpstreamConnection]] = [[] for _ in range(npeers)]
+        # Which peer each idle list belongs to: peers can be replaced (resolve), and a
+        # connection to a peer that is gone must not land in another's list.
+        self._owners: list[PeerState | None] = list(peers) or [None] * npeers
 
     def acquire(self, peer: PeerState) -> UpstreamConnection | None:
         idle = self._idle[peer.index]
@@ -89,6 +98,9 @@ class ConnectionPool:
         conn.detach()
         if conn.closed:
             return
+        if not self._owns(conn):
+            conn.close()
+            return
         idle = self._idle[conn.peer.index]
         if not reusable or conn.requests >= self.keepalive_requests or len(idle) >= self.keepalive:
             conn.close()
@@ -105,8 +117,27 @@ class ConnectionPool:
                 conn.close()
             idle.clear()
 
+    def replace_peers(self, peers: Sequence[PeerState]) -> None:
+        """The group's peers changed: keep the idle connections of peers that stay,
+        close those of peers that left."""
+        old = {id(p): idle for p, idle in zip(self._owners, self._idle, strict=True) if p}
+        self._idle = [old.pop(id(p), []) for p in peers]
+        self._owners = list(peers)
+        for idle in old.values():
+            for conn in idle:
+                conn.close()
+
+    def _owns(self, conn: UpstreamConnection) -> bool:
+        i = conn.peer.index
+        if i >= len(self._idle):
+            return False
+        owner = self._owners[i]
+        return owner is None or owner is conn.peer
+
     def _forget(self, conn: UpstreamConnection) -> None:
         self._sweeper.discard(conn)
+        if not self._owns(conn):
+            return
         idle = self._idle[conn.peer.index]
         if conn in idle:
             idle.remove(conn)

@@ -37,7 +37,7 @@ _MAX_WEIGHT = 1000
 _MAX_COUNT = 1_000_000
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 # Server parameters nginx knows that Ferryman does not implement yet.
-_PLANNED_PARAMS = ("resolve", "service=", "route=", "drain")
+_PLANNED_PARAMS = ("service=", "route=", "drain")
 # The methods whose modules leave NGX_HTTP_UPSTREAM_BACKUP out of the server parameters
 # they allow (ngx_http_upstream_hash, _ip_hash, _random set `uscf->flags` so): a key
 # or a random draw picks among the primaries only. weight=, max_fails=, fail_timeout=
@@ -85,6 +85,8 @@ def peer(scope: Scope, stmt: Stmt) -> None:
         elif param == "backup":
             spec = replace(spec, backup=True)
             _note_backup(scope.the_upstream(), stmt)
+        elif param == "resolve":
+            spec = replace(spec, resolve=True)
         elif param == "down":
             spec = replace(spec, down=True)
         elif param.startswith(_PLANNED_PARAMS):

@@ -4,6 +4,9 @@ configured time, under round-robin and least_conn. Pure: time is passed in."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
+
+import pytest
 
 from ferryman.balancing.base import Outcome
 from ferryman.balancing.registry import create_balancer
@@ -67,3 +70,30 @@ def test_least_conn_does_not_flood_a_recovering_peer() -> None:
     # a (weight 1) takes requests until its load per weight reaches b's (5 per 10).
     assert 0 < a_picks < 10
     assert g.peers[0].weight_now == 1
+
+
+def test_slow_start_is_refused_with_hash_methods(tmp_path: Path) -> None:
+    from ferryman.config.load import load_config
+    from ferryman.config.native import load_native
+    from ferryman.errors import ConfigError
+
+    text = """
+upstreams:
+  app:
+    balance: ip_hash
+    servers: [{address: "127.0.0.1:1", slow_start: 10s}, "127.0.0.1:2"]
+servers:
+  - listen: "127.0.0.1:8080"
+    routes: [{path: /, upstream: app}]
+"""
+    with pytest.raises(ConfigError) as info:
+        load_native(text, "t.yaml")
+    assert info.value.where == "t.yaml: upstreams.app.servers[0]"
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        "events { }\nhttp {\n upstream app { ip_hash;\n server 127.0.0.1:1 slow_start=10s; }\n"
+        " server { listen 8080; location / { proxy_pass http://app; } }\n}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(str(conf))
+    assert info.value.where.endswith("nginx.conf:4") and "slow_start" in info.value.reason

@@ -671,6 +671,11 @@ def _check_method_options(spec: UpstreamSpec, section: _Section) -> None:
     if spec.balance in _NO_BACKUP and backups:
         at = section.path.key("servers").index(backups[0])
         raise at.error(f"balance: {spec.balance} does not support backup servers (as nginx)")
+    ramps = [i for i, peer in enumerate(spec.servers) if peer.slow_start]
+    if spec.balance in _NO_BACKUP and ramps:
+        # nginx: slow_start "cannot be used along with the hash, ip_hash, and random".
+        at = section.path.key("servers").index(ramps[0])
+        raise at.error(f"balance: {spec.balance} does not support slow_start (as nginx)")
 
 
 def _peer(value: object, path: _Path) -> PeerSpec:

@@ -80,6 +80,10 @@ def peer(scope: Scope, stmt: Stmt) -> None:
             spec = replace(spec, fail_timeout=values.time(stmt, value))
         elif eq and key == "slow_start":
             spec = replace(spec, slow_start=values.time(stmt, value))
+            if scope.the_upstream().balance in _NO_BACKUP:
+                raise stmt.error(
+                    'balancing method does not support parameter "slow_start" in "server" directive'
+                )
         elif eq and key == "max_conns":
             spec = replace(spec, max_conns=_param_number(stmt, param, value, 0, _MAX_COUNT))
         elif param == "backup":

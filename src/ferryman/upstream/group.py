@@ -190,7 +190,9 @@ class UpstreamGroup:
     def replace_peers(self, peers: Sequence[PeerState], balancer: Balancer) -> None:
         """A `resolve` server's addresses changed: a new peer list (indexes reassigned;
         peers that stay keep their state) and a balancer built for it. Requests in
-        flight keep their peer objects and release them harmlessly."""
+        flight keep their peer objects and release them harmlessly; one retried across
+        the change may find its tried mask pointing at other peers, which at worst
+        retries a peer twice or skips one."""
         for i, p in enumerate(peers):
             p.index = i
         self._peers = tuple(peers)

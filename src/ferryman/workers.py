@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import errno
 import logging
 import os
 import signal
@@ -455,7 +454,3 @@ def _factory(lctx: ListenerContext) -> Callable[[], ClientConnection]:
 def _set_once(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-def is_address_in_use(exc: OSError) -> bool:
-    return exc.errno == errno.EADDRINUSE

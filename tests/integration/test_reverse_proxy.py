@@ -56,6 +56,26 @@ def start(proxy: ProxyFactory, backends: list[EchoBackend], **kw: object) -> Pro
     return proxy(proxy_config(port, [b.address for b in backends], **kw), port)  # type: ignore[arg-type]
 
 
+def keep_getting(
+    port: int, stop: threading.Event, statuses: Counter[int], served: Counter[str]
+) -> None:
+    """GET / on one kept-alive connection until `stop`; counts statuses (-1: a broken
+    connection) and, for 200s, which backend answered."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    while not stop.is_set():
+        try:
+            status, body = get(port, conn=conn)
+        except (http.client.HTTPException, OSError):
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            statuses[-1] += 1
+            continue
+        statuses[status] += 1
+        if status == 200:
+            served[body.decode()] += 1
+    conn.close()
+
+
 def test_round_robin_is_exact_over_six_peers(echo_server: EchoFactory, proxy: ProxyFactory) -> None:
     backends = echo_server(6)
     p = start(proxy, backends)
@@ -121,21 +141,10 @@ def test_backend_killed_under_load_is_skipped(
     statuses: Counter[int] = Counter()
     served_by: Counter[str] = Counter()
 
-    def load() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
-        while not stop.is_set():
-            try:
-                status, body = get(p.port, conn=conn)
-            except (http.client.HTTPException, OSError):
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
-                statuses[-1] += 1
-                continue
-            statuses[status] += 1
-            if status == 200:
-                served_by[body.decode()] += 1
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
+    threads = [
+        threading.Thread(target=keep_getting, args=(p.port, stop, statuses, served_by))
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     time.sleep(0.5)
@@ -440,20 +449,10 @@ def test_flapping_backend_costs_no_client_errors(
     statuses: Counter[int] = Counter()
     served: Counter[str] = Counter()
 
-    def load() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
-        while not stop.is_set():
-            try:
-                status, body = get(p.port, conn=conn)
-            except (http.client.HTTPException, OSError):
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
-                statuses[-1] += 1
-                continue
-            statuses[status] += 1
-            served[body.decode()] += 1
-
-    threads = [threading.Thread(target=load) for _ in range(3)]
+    threads = [
+        threading.Thread(target=keep_getting, args=(p.port, stop, statuses, served))
+        for _ in range(3)
+    ]
     for t in threads:
         t.start()
     uuids_of_flapper = set()

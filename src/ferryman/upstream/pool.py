@@ -9,7 +9,6 @@ peer's own idle timer.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -41,9 +40,7 @@ def tcp_connect(loop: asyncio.AbstractEventLoop) -> ConnectFn:
             raise UpstreamConnectError(
                 f"connect to {peer.name} failed: {exc.strerror or exc}"
             ) from None
-        sock = conn.transport.get_extra_info("socket") if conn.transport else None
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # No TCP_NODELAY here: uvloop and asyncio both set it on every TCP transport.
         return conn
 
     return connect
@@ -107,9 +104,6 @@ class ConnectionPool:
             return
         conn.deadline = self._sweeper.now + self.keepalive_timeout
         idle.append(conn)
-
-    def idle_count(self, peer: PeerState) -> int:
-        return len(self._idle[peer.index])
 
     def close_all(self) -> None:
         for idle in self._idle:

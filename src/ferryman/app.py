@@ -32,6 +32,7 @@ from ferryman.config.schema import (
     UpstreamSpec,
 )
 from ferryman.errors import ConfigError
+from ferryman.filters.registry import FilterState, build_filters
 from ferryman.health.shared import SharedHealth
 from ferryman.observability.access_log import AccessLog
 from ferryman.proxy.maps import CompiledMap
@@ -107,6 +108,7 @@ def build_worker(
     connect: ConnectFn | None = None,
     slot: int = 0,
     shared: SharedHealth | None = None,
+    filter_state: FilterState | None = None,
 ) -> WorkerRuntime:
     sweeper = Sweeper(loop, _tick(config))
     user_vars = _user_variables(config)
@@ -139,7 +141,7 @@ def build_worker(
     none = UpstreamSpec(name="", servers=())
     groups[""] = UpstreamGroup(none, [], create_balancer("round_robin", none))
     pools[""] = ConnectionPool(none, 0, sweeper, connect_fn)
-    build = _RouteBuilder(config, groups, pools, user_vars)
+    build = _RouteBuilder(config, groups, pools, user_vars, filter_state or FilterState())
     by_listen: dict[ListenSpec, list[VirtualServer[Route]]] = {}
     defaults: dict[ListenSpec, int] = {}
     for si, server in enumerate(config.servers):
@@ -217,11 +219,13 @@ class _RouteBuilder:
         groups: dict[str, UpstreamGroup],
         pools: dict[str, ConnectionPool],
         user_vars: frozenset[str],
+        filter_state: FilterState,
     ) -> None:
         self.config = config
         self.groups = groups
         self.pools = pools
         self.user_vars = user_vars
+        self.filter_state = filter_state
 
     def server(self, server: ServerSpec, where: str) -> VirtualServer[Route]:
         entries = [
@@ -267,6 +271,7 @@ class _RouteBuilder:
             self.user_vars,
             _compile_script(rs.script, where) if rs.script else None,
         )
+        route.filters = build_filters(rs, self.filter_state, where, self.user_vars)
         children = [
             self.entry(child, f"{where}.routes[{ci}]", server) for ci, child in enumerate(rs.routes)
         ]

@@ -12,13 +12,22 @@ from dataclasses import dataclass, field
 __all__ = [
     "MATCH_KINDS",
     "AccessLogSpec",
+    "AccessRule",
+    "AuthBasicSpec",
+    "CacheSpec",
+    "CacheZoneSpec",
+    "ClientLimits",
     "ClientTimeouts",
     "Config",
     "HeaderAdd",
     "HealthCheckSpec",
+    "LimitConnSpec",
+    "LimitReqSpec",
+    "LimitZoneSpec",
     "ListenSpec",
     "MapSpec",
     "PeerSpec",
+    "RealIpSpec",
     "ReturnSpec",
     "RewriteSpec",
     "RouteSpec",
@@ -165,6 +174,131 @@ class MapSpec:
     default: str = ""
 
 
+# ---- protection (filters/): access rules, auth, rate and connection limits ----
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRule:
+    """One access rule. Rules are ordered and the first whose conditions all hold
+    decides (nginx's allow/deny); an empty condition always holds.
+
+    addresses    IPs and CIDRs, v4 or v6; "all" is any address
+    user_agents  "=exact", "~regex", "~*regex" (case-insensitive), else a substring
+    methods      upper-case method names
+    paths        "~regex" or a path prefix
+    days         mon tue wed thu fri sat sun
+    times        "HH:MM-HH:MM" windows; one whose end is before its start crosses
+                 midnight
+    timezone     an IANA zone name for days and times
+    """
+
+    action: str  # allow | deny
+    addresses: tuple[str, ...] = ()
+    user_agents: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    days: tuple[str, ...] = ()
+    times: tuple[str, ...] = ()
+    timezone: str = "UTC"
+    # Named in the log line of a request the rule denied ("" = its position).
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthBasicSpec:
+    """HTTP basic authentication (nginx auth_basic): users from an htpasswd file
+    (bcrypt, {SHA}, {SSHA}, apr1 or {PLAIN} entries)."""
+
+    realm: str
+    user_file: str
+
+
+@dataclass(frozen=True, slots=True)
+class LimitZoneSpec:
+    """nginx limit_req_zone / limit_conn_zone: state keyed by `key` (a template; an
+    empty value is not limited), shared by every worker. `rate` is requests per
+    second (limit_req zones only); `size` bounds the zone's memory in bytes."""
+
+    name: str
+    key: str
+    kind: str  # req | conn
+    rate: float = 0.0
+    size: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LimitReqSpec:
+    """nginx `limit_req zone=NAME [burst=N] [nodelay | delay=N]`."""
+
+    zone: str
+    burst: int = 0
+    nodelay: bool = False
+    delay: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LimitConnSpec:
+    """nginx `limit_conn ZONE N`: at most `limit` requests in flight per key."""
+
+    zone: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class RealIpSpec:
+    """nginx set_real_ip_from / real_ip_header / real_ip_recursive: the client address
+    is taken from `header` ("X-Forwarded-For", "X-Real-IP", "Forwarded" or
+    "proxy_protocol") only when the connection comes from a `trusted` address."""
+
+    trusted: tuple[str, ...]
+    header: str = "X-Forwarded-For"
+    recursive: bool = False
+
+
+# ---- caching (cache/) ----
+
+
+@dataclass(frozen=True, slots=True)
+class CacheZoneSpec:
+    """nginx proxy_cache_path: a named cache. `path` None keeps it in memory only;
+    otherwise entries persist there (shared by all workers) with `memory_size` bytes
+    of hot entries kept in each worker's memory tier."""
+
+    name: str
+    path: str | None = None
+    max_size: int = 256 * 1024 * 1024
+    memory_size: int = 32 * 1024 * 1024
+    # Entries not used for this long are removed whatever their freshness.
+    inactive: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSpec:
+    """nginx proxy_cache and friends, for one route."""
+
+    zone: str
+    key: str = "$scheme$proxy_host$request_uri"
+    # proxy_cache_valid: (statuses, seconds); an empty statuses tuple means "any".
+    valid: tuple[tuple[tuple[int, ...], float], ...] = ()
+    # proxy_cache_bypass / proxy_no_cache: templates; any non-empty, non-"0" value holds.
+    bypass: tuple[str, ...] = ()
+    no_cache: tuple[str, ...] = ()
+    # proxy_cache_use_stale: error timeout invalid_header updating http_500 http_502
+    # http_503 http_504 http_403 http_404 http_429.
+    use_stale: tuple[str, ...] = ()
+    lock: bool = False
+    lock_timeout: float = 5.0
+    background_update: bool = False
+    methods: tuple[str, ...] = ("GET", "HEAD")
+    min_uses: int = 1
+    # Store responses carrying Set-Cookie (RFC 9111 allows it; nginx does not by default).
+    store_set_cookie: bool = False
+    # Answer PURGE requests on this route (by key, or by prefix with a trailing `*`).
+    purge: bool = False
+    # Add the RFC 9211 Cache-Status response field.
+    status_header: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class RouteSpec:
     """A `location`: requests whose path matches `path` (see MATCH_KINDS) run `script`,
@@ -223,6 +357,20 @@ class RouteSpec:
     # Forward a client's Upgrade request (WebSocket) by itself. nginx does so only when
     # `proxy_set_header Upgrade ...` says so; the nginx front end sets this False.
     pass_upgrade: bool = True
+    # Protection, in nginx's phase order: limit_req, limit_conn, then access rules and
+    # basic auth. Statuses default to nginx's 503 (429 is the common choice); dry run
+    # logs what a limit would do and lets the request through.
+    limit_req: tuple[LimitReqSpec, ...] = ()
+    limit_req_status: int = 503
+    limit_conn: tuple[LimitConnSpec, ...] = ()
+    limit_conn_status: int = 503
+    limit_dry_run: bool = False
+    access: tuple[AccessRule, ...] = ()
+    deny_status: int = 403
+    # Body of a denial ("" = the standard error page).
+    deny_body: str = ""
+    auth_basic: AuthBasicSpec | None = None
+    cache: CacheSpec | None = None
     # Nested locations, searched within this one as nginx does.
     routes: tuple[RouteSpec, ...] = ()
 
@@ -231,6 +379,9 @@ class RouteSpec:
 class ListenSpec:
     host: str
     port: int
+    # Connections start with a PROXY protocol (v1 or v2) header (nginx `listen ...
+    # proxy_protocol`); connections without one are refused.
+    proxy_protocol: bool = False
     # nginx `listen ... default_server`: the server for Hosts no server_name matches.
     # Not part of identity: two servers on one address share one ListenSpec key.
     default_server: bool = field(default=False, compare=False)
@@ -249,6 +400,18 @@ class ServerSpec:
     # Server-level rewrite-module steps, run before a route is chosen.
     script: tuple[ScriptStep, ...] = ()
     add_headers: tuple[HeaderAdd, ...] = ()
+    real_ip: RealIpSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """Bounds on what one client may send (nginx large_client_header_buffers: a
+    request line longer than `request_line` is 414, a header section over
+    `header_bytes` or with more than `headers` fields is 431)."""
+
+    request_line: int = 8 * 1024
+    header_bytes: int = 64 * 1024
+    headers: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +440,11 @@ class Config:
     workers: int = 1
     worker_connections: int = 1024
     client_timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
+    client_limits: ClientLimits = field(default_factory=ClientLimits)
+    # Connections open at once across all workers; 0: only worker_connections applies.
+    max_connections: int = 0
+    limit_zones: tuple[LimitZoneSpec, ...] = ()
+    cache_zones: tuple[CacheZoneSpec, ...] = ()
     access_log: AccessLogSpec = field(default_factory=AccessLogSpec)
     # Name -> address overrides applied before the system resolver (Docker's --add-host).
     hosts: tuple[tuple[str, str], ...] = ()

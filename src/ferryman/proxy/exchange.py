@@ -33,6 +33,7 @@ from ferryman.errors import (
     UpstreamResetError,
     UpstreamTimeoutError,
 )
+from ferryman.filters.base import Delay, Deny
 from ferryman.http.messages import Framing, RequestHead, ResponseHead
 from ferryman.http.serialize import (
     CHUNKED_END,
@@ -49,6 +50,7 @@ from ferryman.proxy.route import parse_proxy_url, render_add_headers
 from ferryman.proxy.script import MAX_REWRITE_CYCLES, CompiledScript, ScriptOutcome, run_script
 
 if TYPE_CHECKING:
+    from ferryman.filters.base import RequestFilter
     from ferryman.proxy.route import Route
     from ferryman.proxy.variables import Template
     from ferryman.routing.table import VirtualServer
@@ -131,11 +133,13 @@ class Exchange:
         "client",
         "conn",
         "ended",
+        "filter_timer",
         "finished",
         "first_dispatch",
         "group",
         "head",
         "header_time",
+        "held",
         "keep_alive",
         "max_tries",
         "out",
@@ -218,6 +222,10 @@ class Exchange:
         self.captures: tuple[bytes, ...] = ()
         self.vars: dict[str, bytes] | None = None
         self.rewritten = False
+        # Filters that passed and must hear when this exchange ends (limit_conn), and
+        # the timer of a delayed request (limit_req).
+        self.held: list[RequestFilter] | None = None
+        self.filter_timer: asyncio.TimerHandle | None = None
 
     # ---- variables for header templates ----
 
@@ -300,14 +308,21 @@ class Exchange:
             if route is None:
                 return  # answered: a return, a redirect, 400, 404 or 500
         self.route = route
-        if not route.proxies:
-            # A location with neither proxy_pass nor return: nginx would serve files.
-            self.respond_local(404)
-            return
         limit = route.max_body
         if limit is not None and head.content_length > limit:
             _log.info("client intended to send too large body: %d bytes", head.content_length)
             self.respond_local(413)
+            return
+        if route.filters:
+            self._run_filters(route, 0)
+        else:
+            self._proceed(route)
+
+    def _proceed(self, route: Route) -> None:
+        """nginx's content phase: the route proxies (or, without proxy_pass, 404)."""
+        if not route.proxies:
+            # A location with neither proxy_pass nor return: nginx would serve files.
+            self.respond_local(404)
             return
         if route.url is None:
             self.group, self.pool, self.max_tries = route.group, route.pool, route.max_tries
@@ -338,6 +353,47 @@ class Exchange:
         self.max_tries = min(tries, max(1, len(self.group.peers)))
         self.proxy_target = (authority, uri)
         return True
+
+    # ---- phase: preaccess and access (filters/), only for routes that have filters ----
+
+    def _run_filters(self, route: Route, first: int) -> None:
+        """Runs the route's filters from `first` on: each lets the request go on,
+        answers it (a deny, a limit) or delays it (limit_req), after which the walk
+        resumes with the next filter."""
+        self.filter_timer = None
+        if self.finished:
+            return  # the client left while the request was delayed
+        filters = route.filters
+        now = time.monotonic()
+        for i in range(first, len(filters)):
+            f = filters[i]
+            verdict = f.check(self, now)
+            if verdict is None:
+                if f.holds:
+                    if self.held is None:
+                        self.held = []
+                    self.held.append(f)
+            elif isinstance(verdict, Delay):
+                loop = self.client.worker.loop
+                self.filter_timer = loop.call_later(
+                    verdict.seconds, self._run_filters, route, i + 1
+                )
+                return
+            else:
+                self.respond_deny(verdict)
+                return
+        self._proceed(route)
+
+    def _release_filters(self) -> None:
+        timer = self.filter_timer
+        if timer is not None:
+            timer.cancel()
+            self.filter_timer = None
+        held = self.held
+        if held is not None:
+            self.held = None
+            for f in held:
+                f.done(self)
 
     # ---- phase: rewrite and location search (nginx's server-rewrite, find-config,
     # rewrite phases), only for servers whose configuration needs them ----
@@ -931,12 +987,45 @@ class Exchange:
         self._log_access()
         self.client.exchange_done(self, False)
 
-    def respond_local(self, status: int) -> None:
+    def respond_deny(self, deny: Deny) -> None:
+        """A filter refused the request: logged with what decided, answered locally."""
+        _log.warning(
+            "%s: %r from %s (status %d)",
+            deny.reason,
+            self.head,
+            self.client.remote_addr.decode(),
+            deny.status,
+        )
+        extra = b"".join(b"%s: %s\r\n" % field for field in deny.headers)
+        if deny.body:
+            self.finished = True
+            self.status = deny.status
+            keep = self.head.keep_alive and self.body_done and not self.client.worker.draining
+            route = self.route
+            extra += self.client.worker.date_line
+            if route is not None and route.add_headers:
+                extra += render_add_headers(route.add_headers, deny.status, self)
+            data = local_response(
+                deny.status,
+                deny.body,
+                content_type=b"text/plain",
+                extra=extra,
+                keep_alive=keep,
+                head_only=self.head.method == b"HEAD",
+            )
+            self.body_bytes = len(data)
+            self.client.write(data)
+            self._log_access()
+            self.client.exchange_done(self, keep)
+        else:
+            self.respond_local(deny.status, extra)
+
+    def respond_local(self, status: int, headers: bytes = b"") -> None:
         self.finished = True
         self.status = status
         keep = self.head.keep_alive and self.body_done and status < 500 and status != 400
         route = self.route
-        extra = self.client.worker.date_line
+        extra = self.client.worker.date_line + headers
         if route is not None and route.add_headers:
             extra += render_add_headers(route.add_headers, status, self)
         data = error_response(status, _MESSAGES.get(status, "Error"), keep, extra)
@@ -1065,6 +1154,10 @@ class Exchange:
     # ---- logging ----
 
     def _log_access(self) -> None:
+        # Runs once, when the exchange ends whichever way it ends: the place to let go of
+        # what filters hold.
+        if self.held is not None or self.filter_timer is not None:
+            self._release_filters()
         log = self.client.worker.access_log
         if not log.enabled:
             return

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ferryman.config.schema import HeaderAdd, RewriteSpec, RouteSpec, ScriptStep, SetSpec
+from ferryman.filters.base import RequestFilter
 from ferryman.proxy.variables import Template, compile_template
 from ferryman.upstream.group import UpstreamGroup
 from ferryman.upstream.pool import ConnectionPool
@@ -32,6 +33,7 @@ class Route:
         "default_type",
         "drop",
         "dynamic_headers",
+        "filters",
         "forwarded",
         "group",
         "hide",
@@ -134,6 +136,9 @@ class Route:
         # templates compiled by their text (the script hands texts to its renderer).
         self.script = script
         self.templates = script_templates(spec.script, where, user_vars)
+        # Protection filters (filters/registry.py), set by the route builder: they need
+        # worker-wide state a Route does not own.
+        self.filters: tuple[RequestFilter, ...] = ()
 
     def render_host(self, ctx: Any) -> bytes:
         host = self.host

@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-pure test-slow lint accel bench bench-quick deps clean
+.PHONY: run test test-pure test-slow lint accel bench bench-quick bench-cache bench-tls bench-h2 deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,18 @@ bench: $(STAMP) deps accel
 
 bench-quick: $(STAMP) deps accel
 	QUICK=1 bash bench/run.sh
+
+## make bench-tls: TLS handshakes/s and HTTPS keep-alive req/s, Ferryman beside nginx
+bench-tls: $(STAMP) deps accel
+	bash bench/tls.sh
+
+## make bench-h2: HTTP/2 req/s (h2load, 4 connections x 100 streams), Ferryman beside nginx
+bench-h2: $(STAMP) deps accel
+	bash bench/h2.sh
+
+## make bench-cache: cache hits, Ferryman's proxy cache beside nginx's proxy_cache
+bench-cache: $(STAMP) deps accel
+	bash bench/cache.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/build

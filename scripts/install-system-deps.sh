@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages that Ferryman's tests and benchmarks use: curl, nginx
-# (nginx-light where the release still has it), wrk, haproxy, iproute2 (ss), procps (pgrep).
+# (nginx-light where the release still has it), wrk, haproxy, iproute2 (ss), procps (pgrep),
+# h2load (nghttp2-client: the HTTP/2 tests and bench/h2.sh),
+# testssl.sh (the TLS scan test) with what it calls: hexdump (bsdmainutils) and dig
+# (dnsutils).
 #
 # Idempotent: a tool already on the machine is skipped, and `apt-get update` runs at most
 # once, only when something is missing. Runs as root (CI) or through sudo.
@@ -21,7 +24,7 @@ else
 fi
 
 # tools; the Debian package is the tool's name except where mapped below
-TOOLS=(curl nginx wrk haproxy ss pgrep)
+TOOLS=(curl nginx wrk haproxy ss pgrep testssl hexdump dig h2load)
 missing=()
 for tool in "${TOOLS[@]}"; do
     command -v "$tool" >/dev/null || missing+=("$tool")
@@ -54,6 +57,14 @@ for tool in "${missing[@]}"; do
         packages+=(iproute2)
     elif [ "$tool" = pgrep ]; then
         packages+=(procps)
+    elif [ "$tool" = testssl ]; then
+        packages+=(testssl.sh)
+    elif [ "$tool" = hexdump ]; then
+        packages+=(bsdmainutils)
+    elif [ "$tool" = dig ]; then
+        packages+=(dnsutils)
+    elif [ "$tool" = h2load ]; then
+        packages+=(nghttp2-client)
     else
         packages+=("$tool")
     fi

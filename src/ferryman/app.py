@@ -13,26 +13,34 @@ import dataclasses
 import ipaddress
 import re
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ferryman.balancing.base import Outcome
 from ferryman.balancing.registry import create_balancer
+from ferryman.cache.handler import CacheZone
+from ferryman.cache.zones import open_cache_zones, route_cache
 from ferryman.config.schema import (
     Config,
+    HeaderAdd,
     ListenSpec,
     MapSpec,
     PeerSpec,
+    RealIpSpec,
     RewriteSpec,
     RouteSpec,
     ScriptStep,
     ServerSpec,
     SetSpec,
     UpstreamSpec,
+    UpstreamTlsSpec,
 )
 from ferryman.errors import ConfigError
+from ferryman.filters.real_ip import RealIp
 from ferryman.filters.registry import FilterState, build_filters
+from ferryman.filters.zone import open_zones
 from ferryman.health.shared import SharedHealth
 from ferryman.observability.access_log import AccessLog
 from ferryman.proxy.maps import CompiledMap
@@ -41,14 +49,24 @@ from ferryman.proxy.script import CompiledScript, compile_script
 from ferryman.proxy.variables import compile_log_format, compile_template
 from ferryman.routing.locations import LocationEntry, LocationTree, compile_regex
 from ferryman.routing.table import RouteTable, VirtualServer
+from ferryman.server.conn_cap import ConnectionCap
 from ferryman.server.context import ListenerContext, WorkerContext
 from ferryman.server.sweeper import Sweeper
+from ferryman.tls.client import tls_connect
+from ferryman.tls.contexts import ListenerTls, listener_tls, upstream_context
 from ferryman.upstream.group import UpstreamGroup
 from ferryman.upstream.peer import PeerState
 from ferryman.upstream.pool import ConnectFn, ConnectionPool, tcp_connect
 from ferryman.upstream.resolver import PeerResolver, read_hosts_file, system_lookup
 
-__all__ = ["Resolved", "WorkerRuntime", "build_worker", "check_config", "resolve_peers"]
+__all__ = [
+    "Resolved",
+    "WorkerRuntime",
+    "build_tls",
+    "build_worker",
+    "check_config",
+    "resolve_peers",
+]
 
 Resolved = dict[str, str]
 
@@ -99,6 +117,8 @@ class WorkerRuntime:
     groups: dict[str, UpstreamGroup]
     # Re-resolves `resolve` servers (run by the worker when `resolver.needed`).
     resolver: PeerResolver
+    # TLS (tls/): the TLS layer of each TLS listening address.
+    tls: dict[ListenSpec, ListenerTls] = dataclasses.field(default_factory=dict)
 
 
 def build_worker(
@@ -109,7 +129,12 @@ def build_worker(
     slot: int = 0,
     shared: SharedHealth | None = None,
     filter_state: FilterState | None = None,
+    conn_cap: ConnectionCap | None = None,
+    tls: dict[ListenSpec, ListenerTls] | None = None,
 ) -> WorkerRuntime:
+    # TLS contexts come from the master (shared session-ticket keys, see tls/contexts.py).
+    tls = build_tls(config) if tls is None else tls
+    _check_listen_options(config)
     sweeper = Sweeper(loop, _tick(config))
     user_vars = _user_variables(config)
     access = AccessLog(
@@ -117,6 +142,8 @@ def build_worker(
     )
     worker = WorkerContext(loop, sweeper, access, config.client_timeouts, config.worker_connections)
     worker.maps = _bind_maps(config, user_vars)
+    worker.conn_cap = conn_cap  # Config.max_connections, counted across workers
+    worker.client_limits = config.client_limits
     sweeper.every_tick(access.flush)
     sweeper.every_tick(worker.refresh_date)
     connect_fn = connect or tcp_connect(loop)
@@ -141,11 +168,20 @@ def build_worker(
     none = UpstreamSpec(name="", servers=())
     groups[""] = UpstreamGroup(none, [], create_balancer("round_robin", none))
     pools[""] = ConnectionPool(none, 0, sweeper, connect_fn)
-    build = _RouteBuilder(config, groups, pools, user_vars, filter_state or FilterState())
+    if filter_state is None:
+        # One process alone (tests, `check`): zones nobody else maps, same interface.
+        filter_state = FilterState(open_zones(config.limit_zones, config.source))
+    build = _RouteBuilder(config, groups, pools, user_vars, filter_state)
+    # Cache zones: a memory tier per worker, a disk tier shared by all (cache/zones.py).
+    build.caches = open_cache_zones(config.cache_zones, sweeper, config.source)
+    build.tls_connect = lambda spec, name: tls_connect(loop, *_upstream_tls(spec, name, config))
     by_listen: dict[ListenSpec, list[VirtualServer[Route]]] = {}
     defaults: dict[ListenSpec, int] = {}
+    real_ips: dict[VirtualServer[Route], RealIp] = {}
     for si, server in enumerate(config.servers):
         vs = build.server(server, f"{config.source}: servers[{si}]")
+        if server.real_ip is not None:
+            real_ips[vs] = _real_ip(server.real_ip, f"{config.source}: servers[{si}].real_ip")
         for listen in server.listen:
             servers = by_listen.setdefault(listen, [])
             if listen.default_server:
@@ -155,11 +191,69 @@ def build_worker(
     for listen, servers in by_listen.items():
         name = servers[0].names[0] if servers[0].names else listen.host
         table = RouteTable(servers, defaults.get(listen, 0))
-        listeners.append((listen, ListenerContext(worker, table, listen.port, name)))
+        policies = {vs: real_ips[vs] for vs in servers if vs in real_ips}
+        lctx = ListenerContext(
+            worker,
+            table,
+            listen.port,
+            name,
+            scheme="https" if listen.tls is not None else "http",
+            proxy_protocol=listen.proxy_protocol,
+            real_ip=policies,
+        )
+        listeners.append((listen, lctx))
     del pools[""]
     del groups[""]
     resolver = PeerResolver(config, groups, pools, system_lookup(loop, config.hosts_file))
-    return WorkerRuntime(worker, listeners, list(pools.values()), groups, resolver)
+    all_pools = [*pools.values(), *build.tls_pools.values()]
+    return WorkerRuntime(worker, listeners, all_pools, groups, resolver, tls)
+
+
+def build_tls(config: Config) -> dict[ListenSpec, ListenerTls]:
+    """The TLS layer of every TLS listening address; ConfigError for unreadable or
+    mismatched certificate files. Run in the master once per configuration generation."""
+    out: dict[ListenSpec, ListenerTls] = {}
+    for si, server in enumerate(config.servers):
+        for li, listen in enumerate(server.listen):
+            if listen.tls is not None and listen not in out:
+                where = f"{config.source}: servers[{si}].listen[{li}].tls"
+                if listen.proxy_protocol:
+                    raise ConfigError(where, "proxy_protocol with tls is not supported yet")
+                out[listen] = listener_tls(listen.tls, where)
+    return out
+
+
+def _upstream_tls(
+    spec: UpstreamTlsSpec, upstream: str, config: Config
+) -> tuple[ssl.SSLContext, str | None]:
+    """The context and SNI name for a route's `upstream_tls` (nginx proxy_ssl_name
+    defaults to the proxy_pass host: here the upstream's name)."""
+    where = f"{config.source}: upstreams.{upstream} (upstream_tls)"
+    name = spec.name or upstream.rpartition(":")[0] or upstream
+    if upstream.startswith("[") and not spec.name:
+        name = upstream[1 : upstream.find("]")]
+    return upstream_context(spec, where), name if spec.server_name else None
+
+
+def _check_listen_options(config: Config) -> None:
+    """One address is one socket: servers sharing it must agree on proxy_protocol
+    (nginx: "duplicate listen options")."""
+    seen: dict[str, bool] = {}
+    for si, server in enumerate(config.servers):
+        for listen in server.listen:
+            if seen.setdefault(listen.address, listen.proxy_protocol) != listen.proxy_protocol:
+                raise ConfigError(
+                    f"{config.source}: servers[{si}].listen",
+                    f"{listen.address} is listed with and without proxy_protocol; every"
+                    " server on one address must say the same",
+                )
+
+
+def _real_ip(spec: RealIpSpec, where: str) -> RealIp:
+    try:
+        return RealIp(spec)
+    except ValueError as exc:
+        raise ConfigError(where, str(exc)) from None
 
 
 def _share_health(shared: SharedHealth, groups: list[UpstreamGroup], sweeper: Sweeper) -> None:
@@ -226,6 +320,18 @@ class _RouteBuilder:
         self.pools = pools
         self.user_vars = user_vars
         self.filter_state = filter_state
+        # TLS (tls/): pools of upstreams reached over TLS, one per (upstream, settings).
+        self.tls_pools: dict[tuple[str, UpstreamTlsSpec], ConnectionPool] = {}
+        self.tls_connect: Callable[[UpstreamTlsSpec, str], ConnectFn] | None = None
+        self.caches: dict[str, CacheZone] = {}
+
+    def pool_for(self, key: str, tls: UpstreamTlsSpec | None) -> ConnectionPool:
+        if tls is None or not key or self.tls_connect is None:
+            return self.pools[key]
+        pool = self.tls_pools.get((key, tls))
+        if pool is None:
+            pool = self.tls_pools[(key, tls)] = self.pools[key].variant(self.tls_connect(tls, key))
+        return pool
 
     def server(self, server: ServerSpec, where: str) -> VirtualServer[Route]:
         entries = [
@@ -262,16 +368,19 @@ class _RouteBuilder:
         if not rs.add_headers and server.add_headers:
             # nginx: add_header at the server level applies where a location has none.
             rs = dataclasses.replace(rs, add_headers=server.add_headers)
+        rs = _with_hsts(rs, server)
         key = rs.upstream if rs.upstream is not None else ""
         route = Route(
             rs,
             self.groups[key],
-            self.pools[key],
+            self.pool_for(key, rs.upstream_tls),
             where,
             self.user_vars,
             _compile_script(rs.script, where) if rs.script else None,
         )
         route.filters = build_filters(rs, self.filter_state, where, self.user_vars)
+        if rs.cache is not None:
+            route.cache = route_cache(rs.cache, self.caches, where, self.user_vars)
         children = [
             self.entry(child, f"{where}.routes[{ci}]", server) for ci, child in enumerate(rs.routes)
         ]
@@ -280,6 +389,17 @@ class _RouteBuilder:
         return LocationEntry(
             rs.match, rs.path, route, children, auto_redirect=rs.upstream is not None
         )
+
+
+def _with_hsts(rs: RouteSpec, server: ServerSpec) -> RouteSpec:
+    """TlsSpec.hsts: Strict-Transport-Security on every response (`always`, as the
+    usual nginx recipe) of a server with a TLS address, unless the route sets its own.
+    Browsers ignore it on plain http (RFC 6797 8.1), so a server on both is fine."""
+    hsts = next((li.tls.hsts for li in server.listen if li.tls is not None and li.tls.hsts), "")
+    if not hsts or any(h.name.lower() == "strict-transport-security" for h in rs.add_headers):
+        return rs
+    header = HeaderAdd("Strict-Transport-Security", hsts, always=True)
+    return dataclasses.replace(rs, add_headers=(*rs.add_headers, header))
 
 
 def _compile_script(steps: tuple[ScriptStep, ...], where: str) -> CompiledScript:

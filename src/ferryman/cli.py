@@ -1,5 +1,5 @@
-"""The command line: run | check | convert | proxy | demo | echo. The only place that
-exits."""
+"""The command line: run | check | convert | proxy | demo | echo | cert. The only place
+that exits."""
 
 from __future__ import annotations
 
@@ -94,6 +94,24 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="six echo backends behind the proxy on 127.0.0.1:8080")
     demo.add_argument("--no-uvloop", action="store_true")
+    demo.add_argument(
+        "--tls",
+        action="store_true",
+        help="also serve https://localhost:8443 with a development certificate (cert dev)",
+    )
+    demo.add_argument("--cert-dir", metavar="DIR", help="development CA directory (cert dev)")
+
+    cert = sub.add_parser("cert", help="certificates: `cert dev NAME...` for development")
+    cert_sub = cert.add_subparsers(dest="cert_command", required=True)
+    dev = cert_sub.add_parser(
+        "dev", help="make (or reuse) a local CA and issue a certificate for NAME... with it"
+    )
+    dev.add_argument("names", nargs="+", metavar="NAME", help="host, *.wildcard, IP or e-mail")
+    dev.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="where the CA and certificates go (default ~/.local/share/ferryman/dev-ca)",
+    )
 
     echo = sub.add_parser("echo", help="one echo backend (answers GET / with its UUID)")
     echo.add_argument("--listen", required=True, metavar="HOST:PORT")
@@ -158,9 +176,30 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ferryman.demo import run_demo
+    from pathlib import Path
 
-    return run_demo(use_uvloop=not args.no_uvloop)
+    from ferryman.demo import run_demo
+    from ferryman.tls.devcert import DEFAULT_DIR
+
+    cert_dir = Path(args.cert_dir) if args.cert_dir else DEFAULT_DIR
+    return run_demo(use_uvloop=not args.no_uvloop, tls_dir=cert_dir if args.tls else None)
+
+
+def _cmd_cert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ferryman.tls.devcert import DEFAULT_DIR, issue
+
+    directory = Path(args.dir) if args.dir else DEFAULT_DIR
+    try:
+        made = issue(directory, tuple(args.names))
+    except (ValueError, OSError) as exc:
+        raise ConfigError("cert dev", str(exc)) from None
+    print(f"ferryman: CA          {directory / 'ca.pem'}  (trust this one, for development only)")
+    print(f"ferryman: certificate {made.cert}")
+    print(f"ferryman: key         {made.key}")
+    print(f"ferryman: try: curl --cacert {directory / 'ca.pem'} https://{made.names[0]}:PORT/")
+    return 0
 
 
 def _cmd_echo(args: argparse.Namespace) -> int:
@@ -176,6 +215,7 @@ _COMMANDS = {
     "convert": _cmd_convert,
     "proxy": _cmd_proxy,
     "demo": _cmd_demo,
+    "cert": _cmd_cert,
     "echo": _cmd_echo,
 }
 

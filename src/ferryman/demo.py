@@ -10,6 +10,7 @@ overrides, and the file's `listen 80` is published on 127.0.0.1:8080 (docker -p)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -18,10 +19,12 @@ import subprocess
 import sys
 import time
 from importlib import resources
+from pathlib import Path
 
 from ferryman.config.load import apply_hosts, load_config
 from ferryman.config.publish import apply_publish
-from ferryman.config.schema import Config
+from ferryman.config.schema import Config, ListenSpec, TlsCertificate, TlsSpec
+from ferryman.tls.devcert import issue
 from ferryman.workers import serve
 
 __all__ = ["BACKENDS", "demo_config", "run_demo"]
@@ -34,11 +37,27 @@ BACKENDS = tuple((f"server{i}", f"127.0.0.{10 + i}", 3000) for i in range(1, 7))
 PUBLISH = ("127.0.0.1", 8080, 80)
 
 
-def demo_config() -> Config:
+# `ferryman demo --tls`: https://localhost:8443 beside the plain listener.
+TLS_LISTEN = ("127.0.0.1", 8443)
+
+
+def demo_config(tls_dir: Path | None = None) -> Config:
     with resources.as_file(resources.files("ferryman").joinpath("data/nginx.conf")) as path:
         config = load_config(str(path))
     config = apply_hosts(config, {name: host for name, host, _ in BACKENDS})
-    return apply_publish(config, [PUBLISH])
+    config = apply_publish(config, [PUBLISH])
+    return config if tls_dir is None else _with_tls(config, tls_dir)
+
+
+def _with_tls(config: Config, tls_dir: Path) -> Config:
+    """The first server also listens on TLS_LISTEN with a development certificate for
+    localhost (tls/devcert.py; the CA is made once in `tls_dir` and reused)."""
+    made = issue(tls_dir, ("localhost", "127.0.0.1", "::1"))
+    tls = TlsSpec(certificates=(TlsCertificate(str(made.cert), str(made.key)),))
+    first = config.servers[0]
+    listen = ListenSpec(*TLS_LISTEN, tls=tls)
+    servers = (dataclasses.replace(first, listen=(*first.listen, listen)), *config.servers[1:])
+    return dataclasses.replace(config, servers=servers)
 
 
 def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -77,8 +96,8 @@ def stop_backends(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-def run_demo(use_uvloop: bool = True) -> int:
-    config = demo_config()
+def run_demo(use_uvloop: bool = True, tls_dir: Path | None = None) -> int:
+    config = demo_config(tls_dir)
     listen = config.servers[0].listen[0]
     procs = start_backends()
     try:
@@ -92,6 +111,10 @@ def run_demo(use_uvloop: bool = True) -> int:
         )
         print(f"ferryman demo: running the reference nginx.conf ({config.source}) unmodified")
         print(f"watch the balancing:  for i in $(seq 12); do curl -s {url}; echo; done", flush=True)
+        if tls_dir is not None:
+            ca = tls_dir / "ca.pem"
+            print(f"ferryman demo: https://localhost:{TLS_LISTEN[1]}/ too (CA: {ca})")
+            print(f"  curl --cacert {ca} https://localhost:{TLS_LISTEN[1]}/", flush=True)
         return serve(config, use_uvloop=use_uvloop)
     finally:
         stop_backends(procs)

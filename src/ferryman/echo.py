@@ -12,8 +12,16 @@ chunked) consumed streamingly. Its endpoints exist to exercise a proxy:
     /echo                      JSON: method, target, version, headers as received,
                                body length and SHA-256 (hashed as it streams in)
     /count                     JSON: requests served so far, by method
+    /headers?NAME=VALUE[&...]  200 with those response fields added (repeats allowed),
+                               e.g. Server or X-Powered-By, for header hiding tests
     /truncate?bytes=N          announces Content-Length N, sends N/2 bytes, closes
     /close                     closes the connection without answering
+    /cache?id=K&cc=..&etag=..&lm=..&vary=..&bytes=N&ms=N&status=N
+                               a cacheable answer with the given Cache-Control, ETag,
+                               Last-Modified and Vary, counted per id (default: the
+                               query); 304 when If-None-Match / If-Modified-Since match;
+                               body `id=K n=COUNT ae=ACCEPT-ENCODING` or N pattern bytes
+    /cache/count?id=K          JSON: how many /cache requests (and 304s) id K had
     anything else              404
 
 It must not know anything about the proxy: it imports nothing from ferryman, so that a
@@ -27,6 +35,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import signal
 import sys
 import uuid as uuidlib
@@ -64,6 +73,9 @@ _PATTERN = bytes(i % _PATTERN_PERIOD for i in range(BIG_CHUNK_SIZE + _PATTERN_PE
 # a client pipelining behind a /slow request cannot make us buffer without bound.
 _MAX_QUEUED = 64
 _MAX_UINT_DIGITS = 15
+# RFC 9110 5.1 / 5.5: a field name is a token; a value has no controls but tab.
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
 
 
 def big_pattern(length: int, offset: int = 0) -> bytes:
@@ -86,6 +98,9 @@ class EchoState:
     requests: int = 0
     by_method: dict[str, int] = field(default_factory=dict)
     root_response: bytes = b""
+    # /cache requests per id, and the 304s among them.
+    by_key: dict[str, int] = field(default_factory=dict)
+    not_modified: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         body = self.uuid.encode("ascii")
@@ -432,6 +447,78 @@ class _EchoConnection(asyncio.Protocol):
             },
         )
 
+    def _cache(self, req: _Request) -> None:
+        params = req.params()
+        key = params.get("id", req.query.decode("latin-1"))
+        state = self._state
+        state.by_key[key] = count = state.by_key.get(key, 0) + 1
+        ms = _parse_uint(params.get("ms"), 0)
+        size = _parse_uint(params.get("bytes"), -1)
+        status = _parse_uint(params.get("status"), 200)
+        if ms is None or size is None or status is None or not 200 <= status <= 599:
+            self._simple(req, 400, b"want /cache?id=K&cc=&etag=&lm=&vary=&bytes=N&ms=N\n")
+            return
+        if ms:
+            self._busy = True
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(ms / 1000, self._cache_done, req, key, count, status)
+            return
+        self._cache_answer(req, key, count, status)
+
+    def _cache_done(self, req: _Request, key: str, count: int, status: int) -> None:
+        self._cache_answer(req, key, count, status)
+        self._finish_async(req)
+
+    def _cache_answer(self, req: _Request, key: str, count: int, status: int) -> None:
+        params = req.params()
+        extra = [
+            (name, params[param])
+            for name, param in (
+                ("Cache-Control", "cc"),
+                ("ETag", "etag"),
+                ("Last-Modified", "lm"),
+                ("Vary", "vary"),
+                ("Set-Cookie", "cookie"),
+            )
+            if param in params
+        ]
+        fields = {n.lower(): v for n, v in req.headers}
+        etag, lm = params.get("etag"), params.get("lm")
+        if (etag is not None and fields.get(b"if-none-match") == etag.encode("latin-1")) or (
+            lm is not None
+            and b"if-none-match" not in fields
+            and fields.get(b"if-modified-since") == lm.encode("latin-1")
+        ):
+            self._state.not_modified[key] = self._state.not_modified.get(key, 0) + 1
+            self._send(_head(304, extra, req))
+            return
+        size = _parse_uint(params.get("bytes"), -1) or 0
+        if size > 0:
+            body = big_pattern(size)
+        else:
+            ae = fields.get(b"accept-encoding", b"").decode("latin-1")
+            body = f"id={key} n={count} ae={ae}\n".encode("latin-1")
+        self._simple(req, status, body, extra=tuple(extra))
+
+    def _cache_count(self, req: _Request) -> None:
+        key = req.params().get("id", "")
+        state = self._state
+        self._json(
+            req,
+            {
+                "id": key,
+                "requests": state.by_key.get(key, 0),
+                "not_modified": state.not_modified.get(key, 0),
+            },
+        )
+
+    def _headers(self, req: _Request) -> None:
+        fields = parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)
+        if not all(_FIELD_NAME.fullmatch(n) and _FIELD_VALUE.fullmatch(v) for n, v in fields):
+            self._simple(req, 400, b"want /headers?NAME=VALUE with a token NAME, no controls\n")
+            return
+        self._simple(req, 200, b"headers\n", extra=tuple(fields))
+
     def _close_now(self, req: _Request) -> None:
         req.keep_alive = False  # no answer at all; _drain closes once earlier ones are out
         self._done_reading = True
@@ -501,7 +588,10 @@ _ROUTES: dict[bytes, _Handler] = {
     b"/echo": _EchoConnection._echo,
     b"/count": _EchoConnection._count,
     b"/truncate": _EchoConnection._truncate,
+    b"/cache": _EchoConnection._cache,
+    b"/cache/count": _EchoConnection._cache_count,
     b"/close": _EchoConnection._close_now,
+    b"/headers": _EchoConnection._headers,
 }
 
 

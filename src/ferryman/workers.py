@@ -24,15 +24,22 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from ferryman.app import Resolved, build_worker, check_config, resolve_peers
+from ferryman.app import Resolved, build_tls, build_worker, check_config, resolve_peers
 from ferryman.config.schema import Config, HealthCheckSpec, ListenSpec, PeerSpec
 from ferryman.errors import ConfigError
+from ferryman.filters.registry import FilterState
+from ferryman.filters.zone import open_zones
 from ferryman.health.probe import probe
 from ferryman.health.shared import SharedHealth
 from ferryman.health.thresholds import ProbeState
+from ferryman.server.conn_cap import ConnectionCap, SharedConnectionCount
 from ferryman.server.connection import ClientConnection
 from ferryman.server.context import ListenerContext
+from ferryman.server.h2_connection import H2Connection
+from ferryman.tls.contexts import ListenerTls
+from ferryman.tls.server import TlsServerProtocol
 
 __all__ = ["DRAIN_TIMEOUT", "bind_listener", "serve"]
 
@@ -75,9 +82,21 @@ class _Generation:
     pids: dict[int, int] = field(default_factory=dict)  # pid -> slot (PROBER: the prober)
     # Peer health shared by this generation's workers and its prober.
     shared: SharedHealth = field(init=False)
+    # TLS contexts, built here in the master so that the workers share their session
+    # ticket keys (tls/contexts.py); a reload builds new ones with the files re-read.
+    tls: dict[ListenSpec, ListenerTls] = field(init=False)
+    # Limit zones (shared memory, made before the fork); the running generation's are
+    # passed in on reload so that zones whose spec is unchanged keep their state.
+    previous_zones: dict[str, Any] | None = field(default=None, repr=False)
+    filters: FilterState = field(init=False)
 
     def __post_init__(self) -> None:
         self.shared = SharedHealth(sum(len(u.servers) for u in self.config.upstreams))
+        self.filters = FilterState(
+            open_zones(self.config.limit_zones, self.config.source, self.previous_zones)
+        )
+        self.previous_zones = None
+        self.tls = build_tls(self.config)
 
     @property
     def needs_prober(self) -> bool:
@@ -96,6 +115,10 @@ class _Master:
         self.stopping = False
         self.stop_deadline = 0.0
         self.crashes: list[float] = []
+        # Client connections of every worker, old generations included, for
+        # Config.max_connections: one counter per worker process (pid -> its slot).
+        self.conn_count = SharedConnectionCount()
+        self.conn_slots: dict[int, int] = {}
 
     # ---- sockets and workers ----
 
@@ -114,6 +137,7 @@ class _Master:
             self.spawn_prober(gen)
             return
         socks = self.sockets_for(slot, gen.config)
+        count_slot = self.conn_count.claim()
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -122,14 +146,27 @@ class _Master:
                 for key, sock in self.sockets.items():
                     if key[0] != slot:
                         sock.close()
+                cap = None
+                if gen.config.max_connections and count_slot is not None:
+                    cap = ConnectionCap(self.conn_count, count_slot, gen.config.max_connections)
                 code = run_worker(
-                    gen.config, gen.resolved, socks, self.use_uvloop, slot, gen.shared
+                    gen.config,
+                    gen.resolved,
+                    socks,
+                    self.use_uvloop,
+                    slot,
+                    gen.shared,
+                    cap,
+                    tls=gen.tls,
+                    filters=gen.filters,
                 )
             except BaseException:
                 _log.exception("worker crashed")
             finally:
                 os._exit(code)
         gen.pids[pid] = slot
+        if count_slot is not None:
+            self.conn_slots[pid] = count_slot
 
     def spawn_prober(self, gen: _Generation) -> None:
         """The process that runs this generation's active health checks."""
@@ -194,6 +231,9 @@ class _Master:
             self.on_exit(pid, status)
 
     def on_exit(self, pid: int, status: int) -> None:
+        count_slot = self.conn_slots.pop(pid, None)
+        if count_slot is not None:
+            self.conn_count.release(count_slot)  # its connections died with it
         for gen in self.old:
             gen.pids.pop(pid, None)
         self.old = [g for g in self.old if g.pids]
@@ -214,7 +254,9 @@ class _Master:
         try:
             config = self.reload_fn()
             check_config(config)
-            gen = _Generation(config, resolve_peers(config))
+            gen = _Generation(
+                config, resolve_peers(config), previous_zones=self.current.filters.zones
+            )
             for slot in range(config.workers):
                 self.sockets_for(slot, config)
         except ConfigError as exc:
@@ -330,6 +372,10 @@ def run_worker(
     use_uvloop: bool,
     slot: int = 0,
     shared: SharedHealth | None = None,
+    cap: ConnectionCap | None = None,
+    *,
+    tls: dict[ListenSpec, ListenerTls] | None = None,
+    filters: FilterState | None = None,
 ) -> int:
     _die_with_parent()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
@@ -337,7 +383,9 @@ def run_worker(
     loop = _new_loop(use_uvloop)
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(_worker_main(config, resolved, sockets, loop, slot, shared))
+        return loop.run_until_complete(
+            _worker_main(config, resolved, sockets, loop, slot, shared, cap, tls, filters)
+        )
     finally:
         loop.close()
 
@@ -349,14 +397,26 @@ async def _worker_main(
     loop: asyncio.AbstractEventLoop,
     slot: int,
     shared: SharedHealth | None = None,
+    cap: ConnectionCap | None = None,
+    tls: dict[ListenSpec, ListenerTls] | None = None,
+    filters: FilterState | None = None,
 ) -> int:
-    runtime = build_worker(config, loop, resolved, slot=slot, shared=shared)
+    runtime = build_worker(
+        config,
+        loop,
+        resolved,
+        slot=slot,
+        shared=shared,
+        conn_cap=cap,
+        tls=tls,
+        filter_state=filters,
+    )
     ctx = runtime.context
     servers = []
     for listen, lctx in runtime.listeners:
         servers.append(
             await loop.create_server(
-                _factory(lctx),  # type: ignore[arg-type]
+                _factory(lctx, runtime.tls.get(listen)),  # type: ignore[arg-type]
                 sock=sockets[listen],
                 backlog=BACKLOG,
             )
@@ -447,8 +507,16 @@ async def _watch(
         await asyncio.sleep(check.interval)
 
 
-def _factory(lctx: ListenerContext) -> Callable[[], ClientConnection]:
-    return lambda: ClientConnection(lctx)
+def _factory(
+    lctx: ListenerContext, tls: ListenerTls | None = None
+) -> Callable[[], ClientConnection | TlsServerProtocol]:
+    if tls is None:
+        return lambda: ClientConnection(lctx)
+    # TLS listeners: our own TLS layer (tls/server.py) wraps each HTTP connection; the
+    # handshake is bounded by the client header timeout, as in nginx.
+    loop, timeout = lctx.worker.loop, lctx.worker.timeouts.header
+    h2 = (lambda: H2Connection(lctx)) if tls.spec.http2 else None
+    return lambda: TlsServerProtocol(tls, lambda: ClientConnection(lctx), loop, timeout, h2)
 
 
 def _set_once(fut: asyncio.Future[None]) -> None:

@@ -14,7 +14,7 @@ import pytest
 from ferryman.errors import ProtocolError
 from ferryman.http import Framing, RequestHead, RequestParser
 from ferryman.http.fields import parse_content_length
-from ferryman.http.request_parser import MAX_HEAD_BYTES, MAX_HEADERS
+from ferryman.http.request_parser import MAX_HEAD_BYTES, MAX_HEADERS, MAX_REQUEST_LINE
 
 # ---------------------------------------------------------------- the recording sink
 
@@ -863,3 +863,214 @@ def test_state_is_fresh_for_each_pipelined_request() -> None:
     assert b.forwarded_for is None
     assert b.fields == b"X-Secret: 2\r\n"
     assert b.headers == [(b"Host", b"b"), (b"X-Secret", b"2")]
+
+
+# ---------------------------------------------------------------- strict framing additions
+
+
+def test_trailer_fields_never_reach_the_next_head() -> None:
+    # A trailer is read and dropped; kept, it became a field of the next request.
+    first = request(
+        b"Host: a",
+        b"Transfer-Encoding: chunked",
+        start=b"POST / HTTP/1.1",
+        body=b"5\r\nhello\r\n0\r\nX-Evil: 1\r\nHost: evil\r\n\r\n",
+    )
+    sink = parse(first + request(b"Host: b", start=b"GET /next HTTP/1.1"))
+    a, b = sink.heads
+    assert b.headers == [(b"Host", b"b")]
+    assert b.host == b"b"
+    assert b"X-Evil" not in a.fields + b.fields
+
+
+def test_endless_trailer_is_refused() -> None:
+    sink = Recorder()
+    parser = RequestParser(sink)
+    parser.feed(
+        request(b"Host: a", b"Transfer-Encoding: chunked", start=b"POST / HTTP/1.1")
+        + b"0\r\nX-Endless: "
+    )
+    with pytest.raises(ProtocolError):
+        for _ in range(MAX_HEAD_BYTES // 1024 + 2):
+            parser.feed(b"e" * 1024)
+
+
+def test_endless_chunk_extension_is_refused() -> None:
+    sink = Recorder()
+    parser = RequestParser(sink)
+    parser.feed(request(b"Host: a", b"Transfer-Encoding: chunked", start=b"POST / HTTP/1.1"))
+    parser.feed(b"5;ext=")
+    with pytest.raises(ProtocolError):
+        for _ in range(MAX_HEAD_BYTES // 1024 + 2):
+            parser.feed(b"e" * 1024)
+
+
+def test_a_large_chunked_body_is_not_chunk_metadata() -> None:
+    data = request(b"Host: a", b"Transfer-Encoding: chunked", start=b"POST / HTTP/1.1")
+    body = b"".join(b"400\r\n" + b"x" * 1024 + b"\r\n" for _ in range(200)) + b"0\r\n\r\n"
+    sink, _ = feed_all(data + body, 4096)
+    assert [k for k, _ in sink.events if k != "body"] == ["head", "end"]
+
+
+STRICT_REQUESTS: dict[str, tuple[bytes, int]] = {
+    "absolute-form with only a port": (request(b"Host: a", start=b"GET http://:80/ HTTP/1.1"), 400),
+    "Upgrade with a Content-Length body": (
+        request(
+            b"Host: a",
+            b"Connection: upgrade",
+            b"Upgrade: websocket",
+            b"Content-Length: 5",
+            start=b"POST / HTTP/1.1",
+            body=b"hello",
+        ),
+        400,
+    ),
+    "Upgrade with a chunked body": (
+        request(
+            b"Host: a",
+            b"Connection: upgrade",
+            b"Upgrade: websocket",
+            b"Transfer-Encoding: chunked",
+            start=b"POST / HTTP/1.1",
+            body=b"0\r\n\r\n",
+        ),
+        400,
+    ),
+    "TE chunked and TE identity": (
+        request(
+            b"Host: a",
+            b"Transfer-Encoding: chunked",
+            b"Transfer-Encoding: identity",
+            start=b"POST / HTTP/1.1",
+        ),
+        400,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(STRICT_REQUESTS))
+def test_strict_rejections(name: str) -> None:
+    data, status = STRICT_REQUESTS[name]
+    assert rejected(data).status == status
+    assert rejected(data, 1).status == status
+
+
+@pytest.mark.parametrize(
+    "value", [b"h2c", b"H2C", b"h2c, websocket", b"websocket, h2c", b" h2c/1 "]
+)
+def test_h2c_is_normalised(value: bytes) -> None:
+    # Whatever else is offered with it, h2c is never honoured: the value no route
+    # passes on.
+    sink, tail = feed_all(
+        request(b"Host: a", b"Connection: Upgrade", b"Upgrade: " + value) + b"next"
+    )
+    (head,) = sink.heads
+    assert head.upgrade == b"h2c"
+    assert tail == b"next"
+
+
+def test_connect_heads_are_not_kept_alive() -> None:
+    # llhttp parses nothing after CONNECT and no tunnel is made for it: the connection
+    # ends with the answer.
+    sink, _ = feed_all(request(b"Host: a", start=b"CONNECT a:443 HTTP/1.1"))
+    assert sink.heads[0].keep_alive is False
+    assert one_head(request(b"Host: a")).keep_alive is True
+
+
+def test_fields_with_invalid_names_are_not_forwarded() -> None:
+    # nginx ignore_invalid_headers: `Transfer_Encoding` must not reach a CGI-style
+    # origin, which would read it as Transfer-Encoding.
+    head = one_head(request(b"Host: a", b"Transfer_Encoding: chunked", b"X.Dot: 1", b"X-Ok: 2"))
+    assert head.fields == b"X-Ok: 2\r\n"
+    assert (b"Transfer_Encoding", b"chunked") in head.headers
+
+
+def test_connection_named_forwarded_fields_are_dropped() -> None:
+    head = one_head(
+        request(
+            b"Host: a",
+            b"Connection: X-Forwarded-For, X-Forwarded-Host",
+            b"X-Forwarded-For: 1.2.3.4",
+            b"X-Forwarded-Host: evil",
+            b"X-Forwarded-Proto: https",
+        )
+    )
+    assert head.forwarded_for is None
+    assert head.forwarded_other == b"X-Forwarded-Proto: https\r\n"
+
+
+def test_busy_while_a_request_is_partial() -> None:
+    sink = Recorder()
+    parser = RequestParser(sink)
+    assert not parser.busy
+    parser.feed(b"GE")
+    assert parser.busy
+    parser.feed(b"T / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert not parser.busy
+    parser.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nab")
+    assert parser.busy
+    parser.feed(b"c")
+    assert not parser.busy
+
+
+# ---------------------------------------------------------------- configurable limits
+
+
+def limited(**kw: int) -> RequestParser:
+    from ferryman.config.schema import ClientLimits
+
+    return RequestParser(Recorder(), ClientLimits(**kw))
+
+
+def test_request_line_limit_is_414() -> None:
+    ok = request(b"Host: a", start=b"GET /" + b"a" * 90 + b" HTTP/1.1")
+    limited(request_line=100).feed(ok)
+    long = request(b"Host: a", start=b"GET /" + b"a" * 120 + b" HTTP/1.1")
+    with pytest.raises(ProtocolError) as info:
+        limited(request_line=100).feed(long)
+    assert info.value.status == 414
+    parser = limited(request_line=100)
+    with pytest.raises(ProtocolError) as info:
+        for i in range(0, len(long), 7):
+            parser.feed(long[i : i + 7])
+    assert info.value.status == 414
+
+
+def test_default_request_line_limit_is_8k() -> None:
+    assert MAX_REQUEST_LINE == 8 * 1024
+    assert rejected(request(b"Host: a", start=b"GET /" + b"a" * 8200 + b" HTTP/1.1")).status == 414
+    one_head(request(b"Host: a", start=b"GET /" + b"a" * 8000 + b" HTTP/1.1"))
+
+
+def test_header_bytes_limit_is_431() -> None:
+    data = request(b"Host: a", b"X-Big: " + b"b" * 2000)
+    limited(header_bytes=4096).feed(data)
+    with pytest.raises(ProtocolError) as info:
+        limited(header_bytes=1024).feed(data)
+    assert info.value.status == 431
+
+
+def test_field_count_limit_is_431() -> None:
+    data = request(b"Host: a", *(b"X-%d: v" % i for i in range(9)))
+    limited(headers=10).feed(data)
+    with pytest.raises(ProtocolError) as info:
+        limited(headers=9).feed(data)
+    assert info.value.status == 431
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_body_reads_larger_than_the_head_limit(chunked: bool) -> None:
+    # uvloop reads up to 256 KiB at once: body bytes never count as chunk metadata.
+    size = 4 * MAX_HEAD_BYTES
+    if chunked:
+        data = request(b"Host: a", b"Transfer-Encoding: chunked", start=b"POST / HTTP/1.1")
+        body = b"%x\r\n%s\r\n" % (size, b"x" * size)
+        pieces = [data, body[:10], body[10:], b"0\r\n\r\n"]
+    else:
+        data = request(b"Host: a", b"Content-Length: %d" % (2 * size), start=b"POST / HTTP/1.1")
+        pieces = [data, b"x" * size, b"x" * size]
+    sink = Recorder()
+    parser = RequestParser(sink)
+    for piece in pieces:
+        parser.feed(piece)
+    assert [k for k, _ in sink.events if k != "body"] == ["head", "end"]

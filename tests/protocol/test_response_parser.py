@@ -159,19 +159,40 @@ def test_until_close_from_http10() -> None:
     assert sink.kinds == ["head", "body"]
 
 
+def feed_each(*messages: bytes) -> Recorder:
+    """One parser, one `expect` per message (a request sent before each response), each
+    response fed whole: how an upstream connection is reused."""
+    sink = Recorder()
+    parser = ResponseParser(sink)
+    for data in messages:
+        parser.expect(False)
+        assert parser.feed(data) is None
+    return sink
+
+
 @pytest.mark.parametrize("status", [204, 304])
 def test_no_body_statuses(status: int) -> None:
     # A 304 may describe the length of the body it does not carry; the next bytes are
-    # the next response, not a body.
+    # the next response (to the next request), not a body.
     first = response(b"Content-Length: 5", b'ETag: "x"', start=b"HTTP/1.1 %d X" % status)
     second = response(b"Content-Length: 2", body=b"ok")
-    sink = parse(first + second)
+    sink = feed_each(first, second)
     assert sink.kinds == ["head", "end", "head", "body", "end"]
     head = sink.heads[0]
     assert head.status == status
     assert head.framing is Framing.NONE
     assert head.length_field == b"5"
     assert sink.events[3] == ("body", b"ok")
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_body_after_a_no_body_status_is_refused(status: int) -> None:
+    # The bytes a 204/304 must not carry are not a body and not a response anyone asked
+    # for: the connection is desynchronised.
+    data = response(b"Content-Length: 5", start=b"HTTP/1.1 %d X" % status) + b"hello"
+    for step in (None, 1):
+        with pytest.raises(UpstreamProtocolError):
+            feed_all(data, step)
 
 
 def test_204_without_length() -> None:
@@ -206,9 +227,16 @@ def test_pipelined_responses_are_separate_messages() -> None:
         + response(b"Transfer-Encoding: chunked", body=b"1\r\nb\r\n0\r\n\r\n")
         + response(b"Content-Length: 1", b"Connection: close", body=b"c")
     )
-    sink = parse(data)
+    first = response(b"Content-Length: 1", body=b"a")
+    second = response(b"Transfer-Encoding: chunked", body=b"1\r\nb\r\n0\r\n\r\n")
+    third = response(b"Content-Length: 1", b"Connection: close", body=b"c")
+    sink = feed_each(first, second, third)
     assert sink.kinds == ["head", "body", "end"] * 3
     assert [e for k, e in sink.events if k != "head"] == [b"a", True, b"b", True, b"c", False]
+    # Without a request in between, a second response is one nobody asked for.
+    for step in (None, 1):
+        with pytest.raises(UpstreamProtocolError):
+            feed_all(data, step)
 
 
 # ---------------------------------------------------------------- interim responses
@@ -412,3 +440,69 @@ def test_head_at_the_limit_is_accepted() -> None:
     data = big_head(MAX_HEAD_BYTES)
     assert len(data) == MAX_HEAD_BYTES
     assert parse(data).kinds == ["head", "end"]
+
+
+# ---------------------------------------------------------------- strict framing additions
+
+STRICT_RESPONSES: dict[str, bytes] = {
+    "HTTP/2.0": response(b"Content-Length: 2", start=b"HTTP/2.0 200 OK", body=b"ok"),
+    "HTTP/0.9": response(b"Content-Length: 2", start=b"HTTP/0.9 200 OK", body=b"ok"),
+    "status 099": response(b"Content-Length: 2", start=b"HTTP/1.1 099 X", body=b"ok"),
+    "status 600": response(b"Content-Length: 2", start=b"HTTP/1.1 600 X", body=b"ok"),
+    "TE twice": response(
+        b"Transfer-Encoding: chunked",
+        b"Transfer-Encoding: chunked",
+        body=b"2\r\nok\r\n0\r\n\r\n",
+    ),
+    "TE in HTTP/1.0": response(
+        b"Transfer-Encoding: chunked", start=b"HTTP/1.0 200 OK", body=b"2\r\nok\r\n0\r\n\r\n"
+    ),
+    "body longer than Content-Length": response(b"Content-Length: 2", body=b"okEXTRA"),
+    "a second response": response(b"Content-Length: 2", body=b"ok")
+    + response(b"Content-Length: 2", body=b"no"),
+}
+
+
+@pytest.mark.parametrize("name", list(STRICT_RESPONSES))
+def test_strict_response_rejections(name: str) -> None:
+    for step in (None, 1):
+        with pytest.raises(UpstreamProtocolError):
+            feed_all(STRICT_RESPONSES[name], step)
+
+
+def test_trailers_never_reach_the_next_response() -> None:
+    first = response(b"Transfer-Encoding: chunked", body=b"2\r\nok\r\n0\r\nX-Evil: 1\r\n\r\n")
+    sink = feed_each(first, response(b"Content-Length: 2", body=b"ok"))
+    assert sink.heads[1].headers == [(b"Content-Length", b"2")]
+    assert b"X-Evil" not in sink.heads[0].fields + sink.heads[1].fields
+
+
+def test_endless_trailer_is_refused() -> None:
+    parser = ResponseParser(Recorder())
+    parser.expect(False)
+    parser.feed(response(b"Transfer-Encoding: chunked") + b"0\r\nX-Endless: ")
+    with pytest.raises(UpstreamProtocolError):
+        for _ in range(MAX_HEAD_BYTES // 1024 + 2):
+            parser.feed(b"e" * 1024)
+
+
+def test_crlf_after_a_response_is_not_a_message() -> None:
+    # llhttp skips empty lines between messages: harmless, no event, no error.
+    sink = feed_each(response(b"Content-Length: 2", body=b"ok\r\n"))
+    assert sink.kinds == ["head", "body", "end"]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_body_reads_larger_than_the_head_limit(chunked: bool) -> None:
+    size = 4 * MAX_HEAD_BYTES
+    if chunked:
+        body = b"%x\r\n%s\r\n" % (size, b"x" * size)
+        pieces = [response(b"Transfer-Encoding: chunked"), body[:10], body[10:], b"0\r\n\r\n"]
+    else:
+        pieces = [response(b"Content-Length: %d" % (2 * size)), b"x" * size, b"x" * size]
+    sink = Recorder()
+    parser = ResponseParser(sink)
+    parser.expect(False)
+    for piece in pieces:
+        parser.feed(piece)
+    assert sink.kinds == ["head", "body", "end"]

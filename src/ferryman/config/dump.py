@@ -15,20 +15,28 @@ import yaml
 
 from ferryman.config.schema import (
     AccessLogSpec,
+    AccessRule,
+    CacheSpec,
+    CacheZoneSpec,
+    ClientLimits,
     ClientTimeouts,
     Config,
     HeaderAdd,
     HealthCheckSpec,
+    LimitZoneSpec,
     ListenSpec,
     MapSpec,
     PeerSpec,
+    RealIpSpec,
     ReturnSpec,
     RewriteSpec,
     RouteSpec,
     ScriptStep,
     ServerSpec,
     SetSpec,
+    TlsSpec,
     UpstreamSpec,
+    UpstreamTlsSpec,
 )
 from ferryman.config.units import parse_duration
 
@@ -40,6 +48,7 @@ _UPSTREAM = UpstreamSpec(name="", servers=())
 _PEER = PeerSpec(host="", port=1)
 _ROUTE = RouteSpec()
 _TIMEOUTS = ClientTimeouts()
+_LIMITS = ClientLimits()
 _ACCESS_LOG = AccessLogSpec()
 
 # Milliseconds per unit, largest first, as `parse_duration` wants them.
@@ -113,6 +122,7 @@ def _document(c: Config) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     _put(doc, "workers", c.workers, _CONFIG.workers)
     _put(doc, "worker_connections", c.worker_connections, _CONFIG.worker_connections)
+    _put(doc, "max_connections", c.max_connections, _CONFIG.max_connections)
     _put(doc, "pid_file", c.pid_file, None)
     _put(doc, "hosts_file", c.hosts_file, None)
     if c.resolve_interval != _CONFIG.resolve_interval:
@@ -123,12 +133,18 @@ def _document(c: Config) -> dict[str, Any]:
         doc["hosts"] = dict(c.hosts)
     if c.client_timeouts != _TIMEOUTS:
         doc["timeouts"] = _timeouts(c.client_timeouts)
+    if c.client_limits != _LIMITS:
+        doc["client_limits"] = _client_limits(c.client_limits)
     if c.log_formats:
         doc["log_formats"] = dict(c.log_formats)
     if c.access_log != _ACCESS_LOG:
         doc["access_log"] = _access_log(c.access_log)
     if c.maps:
         doc["maps"] = [_map(m) for m in c.maps]
+    if c.cache_zones:
+        doc["cache_zones"] = [_cache_zone(z) for z in c.cache_zones]
+    if c.limit_zones:
+        doc["limit_zones"] = [_limit_zone(z) for z in c.limit_zones]
     if c.upstreams:
         doc["upstreams"] = {u.name: _upstream(u) for u in c.upstreams}
     doc["servers"] = [_server(s) for s in c.servers]
@@ -138,6 +154,17 @@ def _document(c: Config) -> dict[str, Any]:
 def _put(doc: dict[str, Any], key: str, value: object, default: object) -> None:
     if value != default:
         doc[key] = value
+
+
+def _client_limits(limits: ClientLimits) -> _Flow:
+    out = _Flow()
+    if limits.request_line != _LIMITS.request_line:
+        out["request_line"] = _size(limits.request_line)
+    if limits.header_bytes != _LIMITS.header_bytes:
+        out["header_bytes"] = _size(limits.header_bytes)
+    if limits.headers != _LIMITS.headers:
+        out["headers"] = limits.headers
+    return out
 
 
 def _timeouts(t: ClientTimeouts) -> _Flow:
@@ -228,18 +255,41 @@ def _server(s: ServerSpec) -> dict[str, Any]:
         out["script"] = [_step(step) for step in s.script]
     if s.add_headers:
         out["add_headers"] = [_header(h) for h in s.add_headers]
+    if s.real_ip is not None:
+        out["real_ip"] = _real_ip(s.real_ip)
     if s.routes:
         out["routes"] = [_route(r) for r in s.routes]
     return out
 
 
+def _real_ip(r: RealIpSpec) -> _Flow:
+    out = _Flow(trusted=_FlowList(r.trusted))
+    _put(out, "header", r.header, "X-Forwarded-For")
+    _put(out, "recursive", r.recursive, False)
+    return out
+
+
 def _listen(spec: ListenSpec) -> object:
+    if spec.tls is not None:
+        out: dict[str, Any] = {"address": spec.address}
+        _put(out, "default_server", spec.default_server, False)
+        _put(out, "proxy_protocol", spec.proxy_protocol, False)
+        _put(out, "http2", spec.tls.http2, _TLS.http2)
+        out["tls"] = _tls(spec.tls)
+        return out
+    if spec.proxy_protocol:
+        out = _Flow(address=spec.address, proxy_protocol=True)
+        _put(out, "default_server", spec.default_server, False)
+        return out
     if spec.default_server:
         return _Flow(address=spec.address, default_server=True)
     return spec.address
 
 
-def _route(r: RouteSpec) -> dict[str, Any]:
+def _route(r: RouteSpec, outer: RouteSpec = _ROUTE) -> dict[str, Any]:
+    """`outer`: the route this one is nested in, whose access rules, deny_* and
+    auth_basic it would inherit (native.py's _Inherited): only differences are written,
+    as `[]` / `off` where it has none."""
     out: dict[str, Any] = {"path": r.path}
     _put(out, "match", r.match, _ROUTE.match)
     _put(out, "upstream", r.upstream, None)
@@ -277,8 +327,121 @@ def _route(r: RouteSpec) -> dict[str, Any]:
         out["add_headers"] = [_header(h) for h in r.add_headers]
     if r.script:
         out["script"] = [_step(step) for step in r.script]
+    if r.cache is not None:
+        out["cache"] = _cache(r.cache)
+    if r.upstream_tls is not None:
+        out["upstream_tls"] = _upstream_tls(r.upstream_tls)
+    _limits(out, r)
+    _protection(out, r, outer)
     if r.routes:
-        out["routes"] = [_route(inner) for inner in r.routes]
+        out["routes"] = [_route(inner, r) for inner in r.routes]
+    return out
+
+
+# ---- TLS (tls/) ----
+
+_TLS = TlsSpec(certificates=())
+_UPSTREAM_TLS = UpstreamTlsSpec()
+
+
+def _tls(t: TlsSpec) -> dict[str, Any]:
+    certs = []
+    for c in t.certificates:
+        cert = _Flow(cert=c.cert, key=c.key)
+        if c.names:
+            cert["names"] = _FlowList(c.names)
+        certs.append(cert)
+    out: dict[str, Any] = {"certificates": certs}
+    if t.protocols != _TLS.protocols:
+        out["protocols"] = _FlowList(t.protocols)
+    _put(out, "ciphers", t.ciphers, _TLS.ciphers)
+    _put(out, "prefer_server_ciphers", t.prefer_server_ciphers, _TLS.prefer_server_ciphers)
+    _put(out, "verify_client", t.verify_client, _TLS.verify_client)
+    _put(out, "client_ca", t.client_ca, None)
+    _put(out, "session_tickets", t.session_tickets, _TLS.session_tickets)
+    _put(out, "hsts", t.hsts, _TLS.hsts)
+    return out
+
+
+def _upstream_tls(t: UpstreamTlsSpec) -> object:
+    out: dict[str, Any] = {}
+    for key in ("verify", "trusted_ca", "server_name", "name", "cert", "key", "ciphers"):
+        _put(out, key, getattr(t, key), getattr(_UPSTREAM_TLS, key))
+    if t.protocols != _UPSTREAM_TLS.protocols:
+        out["protocols"] = _FlowList(t.protocols)
+    return out or True
+
+
+def _protection(out: dict[str, Any], r: RouteSpec, outer: RouteSpec) -> None:
+    if r.access != outer.access:
+        out["access"] = [_access_rule(rule) for rule in r.access]
+    _put(out, "deny_status", r.deny_status, outer.deny_status)
+    _put(out, "deny_body", r.deny_body, outer.deny_body)
+    if r.auth_basic != outer.auth_basic:
+        auth = r.auth_basic
+        out["auth_basic"] = (
+            "off" if auth is None else _Flow(realm=auth.realm, user_file=auth.user_file)
+        )
+
+
+def _access_rule(rule: AccessRule) -> _Flow:
+    # `deny: 10.0.0.0/8` for one address, a list for several.
+    out = _Flow({rule.action: _one_or_list(rule.addresses)})
+    for key, values in (
+        ("user_agent", rule.user_agents),
+        ("methods", rule.methods),
+        ("paths", rule.paths),
+        ("days", rule.days),
+        ("times", rule.times),
+    ):
+        if values:
+            out[key] = _one_or_list(values)
+    _put(out, "timezone", rule.timezone, "UTC")
+    _put(out, "name", rule.name, "")
+    return out
+
+
+def _one_or_list(values: tuple[str, ...]) -> object:
+    return values[0] if len(values) == 1 else _FlowList(values)
+
+
+_CACHE_ZONE = CacheZoneSpec(name="")
+_CACHE = CacheSpec(zone="")
+
+
+def _cache_zone(z: CacheZoneSpec) -> _Flow:
+    out = _Flow(name=z.name)
+    _put(out, "path", z.path, None)
+    if z.max_size != _CACHE_ZONE.max_size:
+        out["max_size"] = _size(z.max_size)
+    if z.memory_size != _CACHE_ZONE.memory_size:
+        out["memory_size"] = _size(z.memory_size)
+    if z.inactive != _CACHE_ZONE.inactive:
+        out["inactive"] = _duration(z.inactive)
+    return out
+
+
+def _cache(c: CacheSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"zone": c.zone}
+    _put(out, "key", c.key, _CACHE.key)
+    if c.valid:
+        out["valid"] = {
+            " ".join(str(s) for s in statuses) or "any": _duration(seconds)
+            for statuses, seconds in c.valid
+        }
+    for key, items in (("bypass", c.bypass), ("no_cache", c.no_cache), ("use_stale", c.use_stale)):
+        if items:
+            out[key] = _FlowList(items)
+    _put(out, "lock", c.lock, _CACHE.lock)
+    if c.lock_timeout != _CACHE.lock_timeout:
+        out["lock_timeout"] = _duration(c.lock_timeout)
+    _put(out, "background_update", c.background_update, _CACHE.background_update)
+    if c.methods != _CACHE.methods:
+        out["methods"] = _FlowList(c.methods)
+    _put(out, "min_uses", c.min_uses, _CACHE.min_uses)
+    _put(out, "store_set_cookie", c.store_set_cookie, _CACHE.store_set_cookie)
+    _put(out, "purge", c.purge, _CACHE.purge)
+    _put(out, "status_header", c.status_header, _CACHE.status_header)
     return out
 
 
@@ -324,3 +487,44 @@ def _size(size: int | None) -> object:
         if size % factor == 0:
             return f"{size // factor}{unit}"
     return size
+
+
+# ---- rate and connection limits (filters/rate_limit.py, filters/conn_limit.py) ----
+
+
+_LIMIT_ZONE = LimitZoneSpec(name="", key="", kind="req")
+
+
+def _limit_zone(z: LimitZoneSpec) -> _Flow:
+    out = _Flow(name=z.name, kind=z.kind, key=z.key)
+    if z.kind == "req":
+        out["rate"] = _rate(z.rate)
+    if z.size != _LIMIT_ZONE.size:
+        out["size"] = _size(z.size)
+    return out
+
+
+def _rate(rate: float) -> object:
+    """`10r/s` or `30r/m` when that is exactly the rate (as native.py reads them)."""
+    if rate == int(rate):
+        return f"{int(rate)}r/s"
+    per_minute = round(rate * 60)
+    if per_minute > 0 and per_minute / 60 == rate:
+        return f"{per_minute}r/m"
+    return rate
+
+
+def _limits(out: dict[str, Any], r: RouteSpec) -> None:
+    if r.limit_req:
+        out["limit_req"] = []
+        for limit in r.limit_req:
+            item = _Flow(zone=limit.zone)
+            _put(item, "burst", limit.burst, 0)
+            _put(item, "nodelay", limit.nodelay, False)
+            _put(item, "delay", limit.delay, 0)
+            out["limit_req"].append(item)
+    _put(out, "limit_req_status", r.limit_req_status, _ROUTE.limit_req_status)
+    if r.limit_conn:
+        out["limit_conn"] = [_Flow(zone=c.zone, limit=c.limit) for c in r.limit_conn]
+    _put(out, "limit_conn_status", r.limit_conn_status, _ROUTE.limit_conn_status)
+    _put(out, "limit_dry_run", r.limit_dry_run, _ROUTE.limit_dry_run)

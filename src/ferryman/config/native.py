@@ -21,22 +21,36 @@ import yaml.nodes
 import yaml.reader
 
 from ferryman.config.schema import (
+    CACHE_USE_STALE,
     MATCH_KINDS,
+    TLS_PROTOCOLS,
     AccessLogSpec,
+    AccessRule,
+    AuthBasicSpec,
+    CacheSpec,
+    CacheZoneSpec,
+    ClientLimits,
     ClientTimeouts,
     Config,
     HeaderAdd,
     HealthCheckSpec,
+    LimitConnSpec,
+    LimitReqSpec,
+    LimitZoneSpec,
     ListenSpec,
     MapSpec,
     PeerSpec,
+    RealIpSpec,
     ReturnSpec,
     RewriteSpec,
     RouteSpec,
     ScriptStep,
     ServerSpec,
     SetSpec,
+    TlsCertificate,
+    TlsSpec,
     UpstreamSpec,
+    UpstreamTlsSpec,
 )
 from ferryman.config.units import (
     parse_address,
@@ -46,6 +60,8 @@ from ferryman.config.units import (
     parse_size,
 )
 from ferryman.errors import ConfigError
+from ferryman.filters.real_ip import HEADERS as REAL_IP_HEADERS
+from ferryman.filters.real_ip import parse_network
 
 __all__ = [
     "ACCESS_LOG_FORMATS",
@@ -99,6 +115,7 @@ _PEER = PeerSpec(host="", port=1)
 _ROUTE = RouteSpec(upstream="")
 _TIMEOUTS = ClientTimeouts()
 _ACCESS_LOG = AccessLogSpec()
+_REAL_IP = RealIpSpec(trusted=())
 
 
 class _Loader(yaml.SafeLoader):
@@ -326,10 +343,14 @@ def _kind(value: object) -> str:
 
 _TOP_KEYS = (
     "access_log",
+    "cache_zones",
+    "client_limits",
     "error_log",
     "hosts",
+    "limit_zones",
     "log_formats",
     "maps",
+    "max_connections",
     "pid_file",
     "hosts_file",
     "resolve_interval",
@@ -347,14 +368,26 @@ def _config(data: object, path: _Path) -> Config:
     names = {u.name for u in upstreams}
     log_formats = _log_formats(*top.at("log_formats")) if top.has("log_formats") else ()
     formats = (*ACCESS_LOG_FORMATS, *(name for name, _ in log_formats))
+    cache_zones = _cache_zones(*top.at("cache_zones")) if top.has("cache_zones") else ()
+    servers = _servers(*top.at("servers"), names)
+    _check_cache_zones(servers, {z.name for z in cache_zones}, path.key("servers"))
+    limit_zones = _limit_zones(*top.at("limit_zones")) if top.has("limit_zones") else ()
+    _check_limit_zones(servers, limit_zones, path.key("servers"))
     return Config(
-        servers=_servers(*top.at("servers"), names),
+        servers=servers,
         upstreams=upstreams,
+        cache_zones=cache_zones,
+        limit_zones=limit_zones,
         workers=_workers(*top.at("workers")) if top.has("workers") else _CONFIG.workers,
         worker_connections=top.integer(
             "worker_connections", _CONFIG.worker_connections, 1, _MAX_COUNT
         ),
+        # Across all workers; 0 turns the global cap off.
+        max_connections=top.integer("max_connections", _CONFIG.max_connections, 0, _MAX_COUNT),
         client_timeouts=_timeouts(*top.at("timeouts")) if top.has("timeouts") else _TIMEOUTS,
+        client_limits=(
+            _client_limits(*top.at("client_limits")) if top.has("client_limits") else _LIMITS
+        ),
         access_log=(
             _access_log(*top.at("access_log"), formats) if top.has("access_log") else _ACCESS_LOG
         ),
@@ -444,6 +477,40 @@ def _timeouts(value: object, path: _Path) -> ClientTimeouts:
         keepalive=section.duration("keepalive", _TIMEOUTS.keepalive),
         send=section.duration("send", _TIMEOUTS.send, positive=True),
     )
+
+
+_LIMITS = ClientLimits()
+# A request line or head bigger than this is no longer a limit but a memory hazard.
+_MAX_HEAD_LIMIT = 16 * 1024 * 1024
+
+
+def _client_limits(value: object, path: _Path) -> ClientLimits:
+    section = _section(value, path, ("request_line", "header_bytes", "headers"))
+    line = _limit_size(section, "request_line", _LIMITS.request_line)
+    head = _limit_size(section, "header_bytes", _LIMITS.header_bytes)
+    if line > head:
+        # nginx: the request line must fit in one of the header buffers.
+        raise path.key("request_line").error(
+            f"request_line ({line}) must not exceed header_bytes ({head})"
+        )
+    return ClientLimits(
+        request_line=line,
+        header_bytes=head,
+        headers=section.integer("headers", _LIMITS.headers, 1, 100_000),
+    )
+
+
+def _limit_size(section: _Section, key: str, default: int) -> int:
+    if not section.has(key):
+        return default
+    raw, at = section.at(key)
+    try:
+        size = parse_size(raw)
+    except ValueError as exc:
+        raise at.error(f"{at.name}: {exc}") from None
+    if not 1 <= size <= _MAX_HEAD_LIMIT:
+        raise at.error(f"{at.name} must be between 1 and 16m, not {raw!r}")
+    return size
 
 
 # --- maps --------------------------------------------------------------------------
@@ -712,8 +779,18 @@ def _peer_address(value: object, path: _Path) -> tuple[str, int]:
 
 # --- servers -----------------------------------------------------------------------
 
-_SERVER_KEYS = ("add_headers", "listen", "routes", "script", "server_names")
-_LISTEN_KEYS = ("address", "default_server")
+_SERVER_KEYS = (
+    "add_headers",
+    "listen",
+    "real_ip",
+    "routes",
+    "script",
+    "server_names",
+    # Defaults for the server's routes (see _Inherited).
+    *("access", "auth_basic", "deny_body", "deny_status", "hide_headers"),
+)
+_LISTEN_KEYS = ("address", "default_server", "http2", "proxy_protocol", "tls")
+_REAL_IP_KEYS = ("header", "recursive", "trusted")
 
 
 def _servers(value: object, path: _Path, upstreams: set[str]) -> tuple[ServerSpec, ...]:
@@ -731,13 +808,37 @@ def _server(value: object, path: _Path, upstreams: set[str]) -> ServerSpec:
         names = tuple(_server_name(name, at.index(i)) for i, name in enumerate(items))
     routes: tuple[RouteSpec, ...] = ()
     if section.has("routes"):
-        routes = _routes(*section.at("routes"), upstreams)
+        routes = _routes(*section.at("routes"), upstreams, _inherit(section, _Inherited()))
     return ServerSpec(
         listen=_listens(*section.at("listen")),
         routes=routes,
         server_names=names,
         script=_script(*section.at("script")) if section.has("script") else (),
         add_headers=_add_headers(*section.at("add_headers")) if section.has("add_headers") else (),
+        real_ip=_real_ip(*section.at("real_ip")) if section.has("real_ip") else None,
+    )
+
+
+def _real_ip(value: object, path: _Path) -> RealIpSpec:
+    """nginx set_real_ip_from / real_ip_header / real_ip_recursive."""
+    section = _section(value, path, _REAL_IP_KEYS, required=("trusted",))
+    raw, at = section.at("trusted")
+    trusted = []
+    for i, item in enumerate(_items(raw, at, allow_single=True)):
+        where = at.index(i) if isinstance(raw, list) else at
+        text = _text(item, where, _SERVER_NAME)
+        try:
+            parse_network(text)
+        except ValueError:
+            raise where.error(f"{where.name}: {text!r} is not an IP address or CIDR") from None
+        trusted.append(text)
+    header = _REAL_IP.header
+    if section.has("header"):
+        header = _choice(*section.at("header"), REAL_IP_HEADERS)
+    return RealIpSpec(
+        trusted=tuple(trusted),
+        header=header,
+        recursive=section.boolean("recursive", _REAL_IP.recursive),
     )
 
 
@@ -762,10 +863,19 @@ def _listens(value: object, path: _Path) -> tuple[ListenSpec, ...]:
 
 
 def _listen(item: object, path: _Path) -> ListenSpec:
-    default_server = False
+    default_server = proxy_protocol = False
+    tls = None
     if isinstance(item, dict):
         section = _section(item, path, _LISTEN_KEYS, required=("address",))
         default_server = section.boolean("default_server", False)
+        proxy_protocol = section.boolean("proxy_protocol", False)
+        tls = _tls(*section.at("tls")) if section.has("tls") else None
+        if section.has("http2"):
+            # HTTP/2 by ALPN (TlsSpec.http2, on by default); no h2c on plain listeners.
+            http2 = section.boolean("http2", True)
+            if tls is None:
+                raise path.key("http2").error("http2 needs tls (h2c is not offered)")
+            tls = replace(tls, http2=http2)
         item, path = section.at("address")
     # A YAML int is a bare port, like `listen 8080;`.
     text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
@@ -776,13 +886,20 @@ def _listen(item: object, path: _Path) -> ListenSpec:
     except ValueError as exc:
         raise path.error(f"{path.name}: {exc}") from None
     # A bare port listens on every IPv4 address, as nginx's `listen 8080;` does.
-    return ListenSpec("0.0.0.0" if host is None else host, port, default_server=default_server)
+    return ListenSpec(
+        "0.0.0.0" if host is None else host,
+        port,
+        proxy_protocol=proxy_protocol,
+        default_server=default_server,
+        tls=tls,
+    )
 
 
 # --- routes ------------------------------------------------------------------------
 
 _ROUTE_KEYS = (
     "add_headers",
+    "cache",
     "client_max_body_size",
     "connect_timeout",
     "debug_header",
@@ -807,12 +924,17 @@ _ROUTE_KEYS = (
     "upstream",
     "upstream_uri",
     "upstream_url",
+    *("access", "auth_basic", "deny_body", "deny_status"),
+    *("limit_conn", "limit_conn_status", "limit_dry_run", "limit_req", "limit_req_status"),
+    "upstream_tls",
 )
 
 
-def _routes(value: object, path: _Path, upstreams: set[str]) -> tuple[RouteSpec, ...]:
+def _routes(
+    value: object, path: _Path, upstreams: set[str], outer: _Inherited
+) -> tuple[RouteSpec, ...]:
     routes = tuple(
-        _route(item, path.index(i), upstreams) for i, item in enumerate(_items(value, path))
+        _route(item, path.index(i), upstreams, outer) for i, item in enumerate(_items(value, path))
     )
     _check_unique([key for r in routes if (key := _route_key(r))], path, "location")
     return routes
@@ -824,8 +946,9 @@ def _route_key(route: RouteSpec) -> str:
     return "" if kind is None else kind + route.path
 
 
-def _route(value: object, path: _Path, upstreams: set[str]) -> RouteSpec:
+def _route(value: object, path: _Path, upstreams: set[str], outer: _Inherited) -> RouteSpec:
     section = _section(value, path, _ROUTE_KEYS)
+    own = _inherit(section, outer)
     match = _choice(*section.at("match"), MATCH_KINDS) if section.has("match") else "prefix"
     return RouteSpec(
         upstream=_route_upstream(section, upstreams),
@@ -855,7 +978,7 @@ def _route(value: object, path: _Path, upstreams: set[str]) -> RouteSpec:
         http_version=_http_version(*section.at("http_version"))
         if section.has("http_version")
         else _ROUTE.http_version,
-        hide_headers=_field_names(section, "hide_headers"),
+        hide_headers=own.hide_headers,
         pass_headers=_field_names(section, "pass_headers"),
         add_headers=_add_headers(*section.at("add_headers")) if section.has("add_headers") else (),
         script=_script(*section.at("script")) if section.has("script") else (),
@@ -865,7 +988,115 @@ def _route(value: object, path: _Path, upstreams: set[str]) -> RouteSpec:
         # A Content-Type field value; "" sends none (nginx `default_type ""`).
         default_type=section.text("default_type", _ROUTE.default_type, _FIELD_VALUE),
         pass_upgrade=section.boolean("pass_upgrade", _ROUTE.pass_upgrade),
-        routes=_routes(*section.at("routes"), upstreams) if section.has("routes") else (),
+        cache=_cache(*section.at("cache")) if section.has("cache") else None,
+        upstream_tls=_route_upstream_tls(section),
+        **_route_limits(section),
+        access=own.access,
+        deny_status=own.deny_status,
+        deny_body=own.deny_body,
+        auth_basic=own.auth_basic,
+        routes=_routes(*section.at("routes"), upstreams, _nested(own, outer))
+        if section.has("routes")
+        else (),
+    )
+
+
+# --- protection: access rules, basic auth, and what routes inherit ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Inherited:
+    """What a route takes from its server or the route it is nested in when it does not
+    say itself, as nginx inherits allow/deny and auth_basic into a location with none of
+    its own; hide_headers comes from the server only (see _nested). `access: []`,
+    `hide_headers: []` and `auth_basic: off` say "none here" explicitly."""
+
+    access: tuple[AccessRule, ...] = ()
+    deny_status: int = _ROUTE.deny_status
+    deny_body: str = _ROUTE.deny_body
+    auth_basic: AuthBasicSpec | None = None
+    hide_headers: tuple[str, ...] = ()
+
+
+def _inherit(section: _Section, outer: _Inherited) -> _Inherited:
+    return _Inherited(
+        access=_access(*section.at("access")) if section.has("access") else outer.access,
+        # 4xx/5xx: a denial is an error; the filters answer no 444 (close).
+        deny_status=section.integer("deny_status", outer.deny_status, 400, 599),
+        deny_body=section.text("deny_body", outer.deny_body, _ANY_TEXT),
+        auth_basic=_auth_basic(*section.at("auth_basic"))
+        if section.has("auth_basic")
+        else outer.auth_basic,
+        hide_headers=_hide_headers(section) if section.has("hide_headers") else outer.hide_headers,
+    )
+
+
+def _nested(own: _Inherited, outer: _Inherited) -> _Inherited:
+    """What routes nested in a route inherit: its protection, but the server's
+    hide_headers (a native nested route never took its parent's hide_headers)."""
+    return replace(own, hide_headers=outer.hide_headers)
+
+
+def _hide_headers(section: _Section) -> tuple[str, ...]:
+    return () if section.values["hide_headers"] == [] else _field_names(section, "hide_headers")
+
+
+_ACCESS_ACTIONS = ("allow", "deny")
+_ACCESS_CONDITIONS = ("days", "methods", "paths", "times", "user_agent")
+_ACCESS_KEYS = (*_ACCESS_ACTIONS, *_ACCESS_CONDITIONS, "name", "timezone")
+_RULE_NAME = re.compile(r"[\x21-\x7e]+")
+
+
+def _access(value: object, path: _Path) -> tuple[AccessRule, ...]:
+    """`- deny: 10.0.0.0/8`, `- allow: [192.168.0.0/16, "::1"]`, `- deny: all` with
+    optional conditions (user_agent, methods, paths, days, times, timezone) and a name
+    for the log. Values are checked when the rules are compiled (filters/access.py),
+    with this same key path; `[]` is no rules (none inherited either)."""
+    if value == []:
+        return ()
+    return tuple(_access_rule(item, path.index(i)) for i, item in enumerate(_items(value, path)))
+
+
+def _access_rule(value: object, path: _Path) -> AccessRule:
+    section = _section(value, path, _ACCESS_KEYS)
+    actions = [key for key in _ACCESS_ACTIONS if section.has(key)]
+    if len(actions) != 1:
+        raise path.error("a rule has one of allow or deny (its addresses, or all)")
+    action = actions[0]
+    lists = {key: _strings(*section.at(key)) for key in _ACCESS_CONDITIONS if section.has(key)}
+    return AccessRule(
+        action=action,
+        addresses=_strings(*section.at(action)),
+        user_agents=lists.get("user_agent", ()),
+        methods=lists.get("methods", ()),
+        paths=lists.get("paths", ()),
+        days=lists.get("days", ()),
+        times=lists.get("times", ()),
+        timezone=section.text("timezone", "UTC", _FILE_PATH),
+        name=section.text("name", "", _RULE_NAME),
+    )
+
+
+def _strings(value: object, path: _Path) -> tuple[str, ...]:
+    items = _items(value, path, allow_single=True)
+    listed = isinstance(value, list)
+    return tuple(
+        _text(item, path.index(i) if listed else path, _FIELD_VALUE) for i, item in enumerate(items)
+    )
+
+
+_AUTH_BASIC_KEYS = ("realm", "user_file")
+
+
+def _auth_basic(value: object, path: _Path) -> AuthBasicSpec | None:
+    """`{realm: "...", user_file: htpasswd}`, or `off` (none, not inherited). The file
+    is read when the route is built (a missing or bad file is refused then)."""
+    if value == "off":
+        return None
+    section = _section(value, path, _AUTH_BASIC_KEYS, required=_AUTH_BASIC_KEYS)
+    return AuthBasicSpec(
+        realm=section.text("realm", "", _FIELD_VALUE),
+        user_file=section.text("user_file", "", _FILE_PATH),
     )
 
 
@@ -1089,3 +1320,396 @@ def _check_unique(values: list[str], path: _Path, what: str) -> None:
         if value in seen:
             raise path.error(f"{path.name} has the {what} {value!r} more than once")
         seen.add(value)
+
+
+# --- caching -------------------------------------------------------------------------
+
+_CACHE_ZONE_KEYS = ("inactive", "max_size", "memory_size", "name", "path")
+_CACHE_KEYS = (
+    "background_update",
+    "bypass",
+    "key",
+    "lock",
+    "lock_timeout",
+    "methods",
+    "min_uses",
+    "no_cache",
+    "purge",
+    "status_header",
+    "store_set_cookie",
+    "use_stale",
+    "valid",
+    "zone",
+)
+_CACHE_ZONE = CacheZoneSpec(name="")
+_CACHE = CacheSpec(zone="")
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+# nginx proxy_cache_methods: GET, HEAD or POST.
+CACHE_METHODS = ("GET", "HEAD", "POST")
+_STATUS_LIST = re.compile(r"[0-9]{3}(?:[ \t]+[0-9]{3})*")
+
+
+def _cache_zones(value: object, path: _Path) -> tuple[CacheZoneSpec, ...]:
+    zones = tuple(_cache_zone(item, path.index(i)) for i, item in enumerate(_items(value, path)))
+    _check_unique([z.name for z in zones], path, "cache zone")
+    return zones
+
+
+def _cache_zone(value: object, path: _Path) -> CacheZoneSpec:
+    section = _section(value, path, _CACHE_ZONE_KEYS, required=("name",))
+    return CacheZoneSpec(
+        name=section.text("name", "", _ZONE_NAME),
+        path=_optional_path(*section.at("path")) if section.has("path") else None,
+        max_size=_cache_size(section, "max_size", _CACHE_ZONE.max_size),
+        memory_size=_cache_size(section, "memory_size", _CACHE_ZONE.memory_size),
+        inactive=section.duration("inactive", _CACHE_ZONE.inactive, positive=True),
+    )
+
+
+def _cache_size(section: _Section, key: str, default: int) -> int:
+    if not section.has(key):
+        return default
+    raw, at = section.at(key)
+    try:
+        return parse_size(raw)
+    except ValueError as exc:
+        raise at.error(f"{at.name}: {exc}") from None
+
+
+def _cache(value: object, path: _Path) -> CacheSpec:
+    section = _section(value, path, _CACHE_KEYS, required=("zone",))
+    return CacheSpec(
+        zone=section.text("zone", "", _ZONE_NAME),
+        key=section.text("key", _CACHE.key, _TEMPLATE),
+        valid=_cache_valid(*section.at("valid")) if section.has("valid") else (),
+        bypass=_templates(section, "bypass"),
+        no_cache=_templates(section, "no_cache"),
+        use_stale=_cache_use_stale(section),
+        lock=section.boolean("lock", _CACHE.lock),
+        lock_timeout=section.duration("lock_timeout", _CACHE.lock_timeout, positive=True),
+        background_update=section.boolean("background_update", _CACHE.background_update),
+        methods=_cache_methods(section),
+        min_uses=section.integer("min_uses", _CACHE.min_uses, 1, _MAX_COUNT),
+        store_set_cookie=section.boolean("store_set_cookie", _CACHE.store_set_cookie),
+        purge=section.boolean("purge", _CACHE.purge),
+        status_header=section.boolean("status_header", _CACHE.status_header),
+    )
+
+
+def _cache_valid(value: object, path: _Path) -> tuple[tuple[tuple[int, ...], float], ...]:
+    """`{"200 302": 10m, "404": 1m, any: 1m}`: statuses (or `any`) -> how long such a
+    response is fresh when it says nothing itself (nginx proxy_cache_valid)."""
+    if not isinstance(value, dict) or not value:
+        raise path.error(f"{path.name} must be a non-empty mapping of statuses to durations")
+    out = []
+    for raw_key, raw_value in value.items():
+        at = path.key(str(raw_key))
+        is_number = isinstance(raw_key, int) and not isinstance(raw_key, bool)
+        text = str(raw_key) if is_number else raw_key
+        if text == "any":
+            statuses: tuple[int, ...] = ()
+        elif isinstance(text, str) and _STATUS_LIST.fullmatch(text):
+            statuses = tuple(int(s) for s in text.split())
+            if any(not 100 <= s <= 599 for s in statuses):
+                raise at.error(f"statuses must be from 100 to 599, not {text!r}")
+        else:
+            raise at.error(f'must be `any` or statuses like "200 302", not {raw_key!r}')
+        out.append((statuses, _duration(raw_value, at, False)))
+    return tuple(out)
+
+
+def _templates(section: _Section, key: str) -> tuple[str, ...]:
+    if not section.has(key):
+        return ()
+    raw, at = section.at(key)
+    return tuple(
+        _text(item, at.index(i), _TEMPLATE)
+        for i, item in enumerate(_items(raw, at, allow_single=True))
+    )
+
+
+def _cache_use_stale(section: _Section) -> tuple[str, ...]:
+    if not section.has("use_stale"):
+        return ()
+    raw, at = section.at("use_stale")
+    items = _items(raw, at, allow_single=True)
+    if items == ["off"]:
+        return ()
+    for i, item in enumerate(items):
+        _choice(item, at.index(i), CACHE_USE_STALE)
+    _check_unique([str(item) for item in items], at, "condition")
+    return tuple(str(item) for item in items)
+
+
+def _cache_methods(section: _Section) -> tuple[str, ...]:
+    if not section.has("methods"):
+        return _CACHE.methods
+    raw, at = section.at("methods")
+    items = _items(raw, at, allow_single=True)
+    methods = [_choice(item, at.index(i), CACHE_METHODS) for i, item in enumerate(items)]
+    _check_unique(methods, at, "method")
+    return tuple(methods)
+
+
+def _check_cache_zones(servers: tuple[ServerSpec, ...], zones: set[str], path: _Path) -> None:
+    """Every route's `cache.zone` names a zone of `cache_zones`."""
+
+    def walk(routes: tuple[RouteSpec, ...], at: _Path) -> None:
+        for i, route in enumerate(routes):
+            here = at.index(i)
+            if route.cache is not None and route.cache.zone not in zones:
+                known = ", ".join(sorted(zones)) or "none"
+                at_zone = here.key("cache").key("zone")
+                raise at_zone.error(
+                    f"cache zone {route.cache.zone!r} is not in cache_zones ({known})"
+                )
+            walk(route.routes, here.key("routes"))
+
+    for si, server in enumerate(servers):
+        walk(server.routes, path.index(si).key("routes"))
+
+
+# --- TLS (tls/): listen.tls, routes' upstream_tls, servers' https_redirect ------------
+
+_TLS_KEYS = (
+    "certificates",
+    "ciphers",
+    "client_ca",
+    "hsts",
+    "prefer_server_ciphers",
+    "protocols",
+    "session_tickets",
+    "verify_client",
+)
+_TLS_CERT_KEYS = ("cert", "key", "names")
+_UPSTREAM_TLS_KEYS = (
+    "cert",
+    "ciphers",
+    "key",
+    "name",
+    "protocols",
+    "server_name",
+    "trusted_ca",
+    "verify",
+)
+# An OpenSSL cipher list: names, `:`/`,`/space separated, with `!`, `+`, `-`, `@`.
+_CIPHERS = re.compile(r"[A-Za-z0-9_!+\-@=:, .]+")
+_SNI_NAME = re.compile(r"(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(\.\*)?")
+
+
+def _tls(value: object, path: _Path) -> TlsSpec:
+    section = _section(value, path, _TLS_KEYS, required=("certificates",))
+    raw, at = section.at("certificates")
+    certs = tuple(_tls_certificate(item, at.index(i)) for i, item in enumerate(_items(raw, at)))
+    verify = (
+        _choice(*section.at("verify_client"), ("off", "on", "optional"))
+        if section.has("verify_client")
+        else _TLS.verify_client
+    )
+    client_ca = _file(*section.at("client_ca")) if section.has("client_ca") else None
+    if verify != "off" and client_ca is None:
+        raise path.key("verify_client").error(f"verify_client {verify} needs client_ca")
+    return TlsSpec(
+        certificates=certs,
+        protocols=_tls_protocols(section),
+        ciphers=section.text("ciphers", _TLS.ciphers, _CIPHERS),
+        prefer_server_ciphers=section.boolean("prefer_server_ciphers", _TLS.prefer_server_ciphers),
+        verify_client=verify,
+        client_ca=client_ca,
+        session_tickets=section.boolean("session_tickets", _TLS.session_tickets),
+        hsts=section.text("hsts", "", _FIELD_VALUE),
+    )
+
+
+def _tls_certificate(value: object, path: _Path) -> TlsCertificate:
+    section = _section(value, path, _TLS_CERT_KEYS, required=("cert", "key"))
+    names: tuple[str, ...] = ()
+    if section.has("names"):
+        raw, at = section.at("names")
+        items = _items(raw, at, allow_single=True)
+        names = tuple(_text(n, at.index(i), _SNI_NAME).lower() for i, n in enumerate(items))
+    return TlsCertificate(
+        cert=_file(*section.at("cert")), key=_file(*section.at("key")), names=names
+    )
+
+
+def _tls_protocols(section: _Section) -> tuple[str, ...]:
+    if not section.has("protocols"):
+        return TLS_PROTOCOLS
+    raw, at = section.at("protocols")
+    items = _items(raw, at, allow_single=True)
+    protocols = tuple(_choice(p, at.index(i), TLS_PROTOCOLS) for i, p in enumerate(items))
+    # Older protocols are refused outright: TLS 1.0 and 1.1 are deprecated (RFC 8996).
+    return tuple(p for p in TLS_PROTOCOLS if p in protocols)
+
+
+def _file(value: object, path: _Path) -> str:
+    return _text(value, path, _FILE_PATH)
+
+
+def _route_upstream_tls(section: _Section) -> UpstreamTlsSpec | None:
+    """`upstream_tls: true` or a mapping: the route's upstream is reached over TLS
+    (nginx `proxy_pass https://`), verified by default."""
+    if not section.has("upstream_tls"):
+        return None
+    raw, at = section.at("upstream_tls")
+    if not section.has("upstream"):
+        raise at.error("upstream_tls needs an upstream (upstream_url with TLS: not yet)")
+    if raw is True or raw is False:
+        return UpstreamTlsSpec() if raw else None
+    tls = _section(raw, at, _UPSTREAM_TLS_KEYS)
+    spec = UpstreamTlsSpec(
+        verify=tls.boolean("verify", _UPSTREAM_TLS.verify),
+        trusted_ca=_file(*tls.at("trusted_ca")) if tls.has("trusted_ca") else None,
+        server_name=tls.boolean("server_name", _UPSTREAM_TLS.server_name),
+        name=tls.text("name", "", _SNI_NAME),
+        cert=_file(*tls.at("cert")) if tls.has("cert") else None,
+        key=_file(*tls.at("key")) if tls.has("key") else None,
+        protocols=_tls_protocols(tls),
+        ciphers=tls.text("ciphers", _UPSTREAM_TLS.ciphers, _CIPHERS),
+    )
+    if (spec.cert is None) != (spec.key is None):
+        raise at.error("cert and key go together")
+    if spec.verify and not spec.server_name:
+        # Python's ssl checks the name it sends as SNI: no SNI, no name check.
+        raise at.error("server_name: false needs verify: false (the name check needs SNI)")
+    return spec
+
+
+_TLS = TlsSpec(certificates=())
+_UPSTREAM_TLS = UpstreamTlsSpec()
+
+
+# --- rate and connection limits (nginx limit_req / limit_conn) --------------------------
+
+_LIMIT_ZONE_KEYS = ("key", "kind", "name", "rate", "size")
+_LIMIT_REQ_KEYS = ("burst", "delay", "nodelay", "zone")
+_LIMIT_CONN_KEYS = ("limit", "zone")
+_LIMIT_ZONE = LimitZoneSpec(name="", key="", kind="req")
+_LIMIT_ZONE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+# nginx limit_req_zone rate=: a whole number of requests per second or per minute.
+_RATE = re.compile(r"([0-9]{1,9})r/([sm])")
+# nginx refuses zones under 8 pages ("zone is too small").
+_MIN_LIMIT_ZONE = 32 * 1024
+
+
+def _limit_zones(value: object, path: _Path) -> tuple[LimitZoneSpec, ...]:
+    zones = tuple(_limit_zone(item, path.index(i)) for i, item in enumerate(_items(value, path)))
+    _check_unique([z.name for z in zones], path, "limit zone")
+    return zones
+
+
+def _limit_zone(value: object, path: _Path) -> LimitZoneSpec:
+    section = _section(value, path, _LIMIT_ZONE_KEYS, required=("key", "kind", "name"))
+    kind = _choice(*section.at("kind"), ("req", "conn"))
+    if kind == "req" and not section.has("rate"):
+        raise path.error("a req zone needs a rate (e.g. 10r/s or 30r/m)")
+    if kind == "conn" and section.has("rate"):
+        raise path.key("rate").error("a conn zone has no rate (limit_conn sets the limit)")
+    size = _LIMIT_ZONE.size
+    if section.has("size"):
+        raw, at = section.at("size")
+        size = _size_value(raw, at)
+        if size < _MIN_LIMIT_ZONE:
+            raise at.error(f"zone is too small: {raw!r} (at least 32k)")
+    return LimitZoneSpec(
+        name=section.text("name", "", _LIMIT_ZONE_NAME),
+        key=section.text("key", "", _TEMPLATE),
+        kind=kind,
+        rate=_rate(*section.at("rate")) if kind == "req" else 0.0,
+        size=size,
+    )
+
+
+def _size_value(value: object, path: _Path) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if not isinstance(value, str):
+        raise path.error(f"{path.name} must be a size such as 10m, not {_kind(value)}")
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise path.error(f"{path.name}: {exc}") from None
+
+
+def _rate(value: object, path: _Path) -> float:
+    """Requests per second from `10r/s`, `30r/m` (nginx's spelling) or a number."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e9:
+        return float(value)
+    match = _RATE.fullmatch(value) if isinstance(value, str) else None
+    if match is None or int(match.group(1)) == 0:
+        raise path.error(f"rate must be like 10r/s or 30r/m (more than 0), not {value!r}")
+    count = int(match.group(1))
+    return count / 60 if match.group(2) == "m" else float(count)
+
+
+def _route_limits(section: _Section) -> dict[str, Any]:
+    """The route's limit_* fields (nginx limit_req, limit_conn and their statuses).
+    Unlike access rules they are not inherited by nested routes: each route says its own."""
+    return {
+        "limit_req": _limit_reqs(*section.at("limit_req")) if section.has("limit_req") else (),
+        # nginx limit_req_status / limit_conn_status: 400 to 599.
+        "limit_req_status": section.integer("limit_req_status", _ROUTE.limit_req_status, 400, 599),
+        "limit_conn": _limit_conns(*section.at("limit_conn")) if section.has("limit_conn") else (),
+        "limit_conn_status": section.integer(
+            "limit_conn_status", _ROUTE.limit_conn_status, 400, 599
+        ),
+        "limit_dry_run": section.boolean("limit_dry_run", _ROUTE.limit_dry_run),
+    }
+
+
+def _limit_reqs(value: object, path: _Path) -> tuple[LimitReqSpec, ...]:
+    limits = tuple(_limit_req(item, path.index(i)) for i, item in enumerate(_items(value, path)))
+    _check_unique([limit.zone for limit in limits], path, "limit_req zone")
+    return limits
+
+
+def _limit_req(value: object, path: _Path) -> LimitReqSpec:
+    section = _section(value, path, _LIMIT_REQ_KEYS, required=("zone",))
+    nodelay = section.boolean("nodelay", False)
+    if nodelay and section.has("delay"):
+        raise path.error("nodelay and delay exclude each other (nodelay: no request waits)")
+    return LimitReqSpec(
+        zone=section.text("zone", "", _LIMIT_ZONE_NAME),
+        burst=section.integer("burst", 0, 0, _MAX_COUNT),
+        nodelay=nodelay,
+        delay=section.integer("delay", 0, 0, _MAX_COUNT),
+    )
+
+
+def _limit_conns(value: object, path: _Path) -> tuple[LimitConnSpec, ...]:
+    limits = tuple(_limit_conn(item, path.index(i)) for i, item in enumerate(_items(value, path)))
+    _check_unique([limit.zone for limit in limits], path, "limit_conn zone")
+    return limits
+
+
+def _limit_conn(value: object, path: _Path) -> LimitConnSpec:
+    section = _section(value, path, _LIMIT_CONN_KEYS, required=("zone", "limit"))
+    # nginx stores the count in 16 bits.
+    return LimitConnSpec(
+        zone=section.text("zone", "", _LIMIT_ZONE_NAME), limit=section.integer("limit", 1, 1, 65535)
+    )
+
+
+def _check_limit_zones(
+    servers: tuple[ServerSpec, ...], zones: tuple[LimitZoneSpec, ...], path: _Path
+) -> None:
+    """Every route's limit_req / limit_conn names a zone of `limit_zones` of its kind."""
+    kinds = {z.name: z.kind for z in zones}
+
+    def check(limits: tuple[LimitReqSpec | LimitConnSpec, ...], kind: str, at: _Path) -> None:
+        for i, limit in enumerate(limits):
+            if kinds.get(limit.zone) != kind:
+                known = ", ".join(sorted(n for n, k in kinds.items() if k == kind)) or "none"
+                reason = f"{limit.zone!r} is not a {kind} zone of limit_zones ({known})"
+                raise at.index(i).key("zone").error(reason)
+
+    def walk(routes: tuple[RouteSpec, ...], at: _Path) -> None:
+        for i, route in enumerate(routes):
+            here = at.index(i)
+            check(route.limit_req, "req", here.key("limit_req"))
+            check(route.limit_conn, "conn", here.key("limit_conn"))
+            walk(route.routes, here.key("routes"))
+
+    for si, server in enumerate(servers):
+        walk(server.routes, path.index(si).key("routes"))

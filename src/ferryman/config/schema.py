@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = [
+    "DEFAULT_CIPHERS",
     "MATCH_KINDS",
+    "TLS_PROTOCOLS",
     "AccessLogSpec",
     "AccessRule",
     "AuthBasicSpec",
@@ -34,7 +36,10 @@ __all__ = [
     "ScriptStep",
     "ServerSpec",
     "SetSpec",
+    "TlsCertificate",
+    "TlsSpec",
     "UpstreamSpec",
+    "UpstreamTlsSpec",
 ]
 
 # How a route's `path` matches the request path, in nginx's terms:
@@ -258,6 +263,22 @@ class RealIpSpec:
 # ---- caching (cache/) ----
 
 
+# nginx proxy_cache_use_stale's conditions (`off` alone means none).
+CACHE_USE_STALE = (
+    "error",
+    "timeout",
+    "invalid_header",
+    "updating",
+    "http_500",
+    "http_502",
+    "http_503",
+    "http_504",
+    "http_403",
+    "http_404",
+    "http_429",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class CacheZoneSpec:
     """nginx proxy_cache_path: a named cache. `path` None keeps it in memory only;
@@ -293,10 +314,88 @@ class CacheSpec:
     min_uses: int = 1
     # Store responses carrying Set-Cookie (RFC 9111 allows it; nginx does not by default).
     store_set_cookie: bool = False
-    # Answer PURGE requests on this route (by key, or by prefix with a trailing `*`).
+    # Answer PURGE requests on this route (by key, or by prefix with a trailing `*`):
+    # 200 with the count removed, 404 when nothing was there. Anyone who can reach the
+    # route can purge, so give such a route access rules (`access`) that admit only
+    # operators, or put it on a listener only they reach.
     purge: bool = False
     # Add the RFC 9211 Cache-Status response field.
     status_header: bool = True
+
+
+# ---- TLS (tls/): listeners that terminate TLS, and TLS to upstreams ----
+
+# nginx's default ssl_protocols since 1.23.4 is "TLSv1.2 TLSv1.3"; older ones are refused.
+TLS_PROTOCOLS = ("TLSv1.2", "TLSv1.3")
+# TLS 1.2 suites with forward secrecy and AEAD only (Mozilla's "intermediate" profile);
+# TLS 1.3 suites are all modern and not configurable through this string.
+DEFAULT_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsCertificate:
+    """One certificate chain (PEM, leaf first) and its private key. `names` are the SNI
+    names it serves: exact, `*.example.com` or `www.example.*` (tls/sni.py). The first
+    certificate with no names (else the first one) is the address's default: it serves
+    clients with no SNI or a name no certificate claims."""
+
+    cert: str
+    key: str
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSpec:
+    """TLS termination on one listening address (nginx `listen ... ssl` and the ssl_*
+    directives). Certificates are chosen by SNI; everything else holds for every
+    connection to the address, whichever certificate it gets (OpenSSL decides the
+    protocol and the client-certificate request before or regardless of SNI)."""
+
+    certificates: tuple[TlsCertificate, ...]
+    protocols: tuple[str, ...] = TLS_PROTOCOLS
+    ciphers: str = DEFAULT_CIPHERS
+    # nginx ssl_prefer_server_ciphers (off by default in nginx; on here, as Mozilla
+    # recommends for a list that is all strong anyway).
+    prefer_server_ciphers: bool = True
+    # Client certificates (mTLS): off | on (required) | optional, checked against the
+    # CAs in `client_ca` (nginx ssl_client_certificate / ssl_verify_client).
+    verify_client: str = "off"
+    client_ca: str | None = None
+    verify_depth: int = 1
+    # Session resumption: tickets (TLS 1.2 and 1.3) and the TLS 1.2 session cache.
+    session_tickets: bool = True
+    session_timeout: float = 300.0
+    # The Strict-Transport-Security value added to every response of the servers on
+    # this address ("" = none), e.g. "max-age=31536000; includeSubDomains".
+    hsts: str = ""
+    # HTTP/2 offered by ALPN (server/h2_connection.py). On by default for native
+    # configs; nginx.conf needs `http2 on` or `listen ... http2`, as nginx does.
+    http2: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTlsSpec:
+    """TLS to a route's upstream (nginx `proxy_pass https://` and proxy_ssl_*).
+    Verification is ON by default (nginx's proxy_ssl_verify is off): a proxy that
+    silently trusts any certificate defeats the point of TLS to the backend."""
+
+    verify: bool = True
+    # CA bundle to verify against (proxy_ssl_trusted_certificate); None: the system's.
+    trusted_ca: str | None = None
+    # Send SNI (proxy_ssl_server_name; nginx: off). The name that is sent and checked
+    # against the certificate is `name` (proxy_ssl_name), by default the upstream's.
+    server_name: bool = True
+    name: str = ""
+    verify_depth: int = 1
+    # A client certificate to present (proxy_ssl_certificate / _key).
+    cert: str | None = None
+    key: str | None = None
+    protocols: tuple[str, ...] = TLS_PROTOCOLS
+    ciphers: str = DEFAULT_CIPHERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +470,8 @@ class RouteSpec:
     deny_body: str = ""
     auth_basic: AuthBasicSpec | None = None
     cache: CacheSpec | None = None
+    # TLS (tls/): set when the upstream is reached over https (nginx proxy_pass https://).
+    upstream_tls: UpstreamTlsSpec | None = None
     # Nested locations, searched within this one as nginx does.
     routes: tuple[RouteSpec, ...] = ()
 
@@ -385,6 +486,9 @@ class ListenSpec:
     # nginx `listen ... default_server`: the server for Hosts no server_name matches.
     # Not part of identity: two servers on one address share one ListenSpec key.
     default_server: bool = field(default=False, compare=False)
+    # TLS (tls/): terminate TLS on this address. Part of its identity: servers sharing an
+    # address share its TLS settings (their certificates are merged by the front ends).
+    tls: TlsSpec | None = None
 
     @property
     def address(self) -> str:

@@ -26,6 +26,9 @@ class Deny:
     # Extra response fields, e.g. (b"WWW-Authenticate", b'Basic realm="x"') or
     # (b"Retry-After", b"1").
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    # The filter already logged the refusal at its own level (limit_req logs as nginx
+    # does, with the excess and the key): the exchange does not log it again.
+    logged: bool = False
 
 
 @dataclass(frozen=True, slots=True)

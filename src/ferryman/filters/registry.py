@@ -4,16 +4,25 @@ worker builds once (shared-memory zones live there)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from ferryman.config.schema import RouteSpec
+from ferryman.config.schema import LimitConnSpec, LimitReqSpec, RouteSpec
+from ferryman.errors import ConfigError
+from ferryman.filters.access import AccessFilter, compile_rules
+from ferryman.filters.auth import build_auth_filter
 from ferryman.filters.base import RequestFilter
+from ferryman.filters.conn_limit import LimitConnFilter
+from ferryman.filters.rate_limit import LimitReqFilter
+from ferryman.filters.zone import LimitZone
+from ferryman.proxy.variables import Template
 
 __all__ = ["FilterState", "build_filters"]
 
 
 class FilterState:
-    """Worker-wide state filters share: limit zones by name (set up by app.py)."""
+    """Worker-wide state filters share: limit zones by name (filters/zone.py LimitZone),
+    made by the master before it forks (workers.py), or by app.build_worker for a
+    process alone."""
 
     def __init__(self, zones: dict[str, Any] | None = None) -> None:
         self.zones: dict[str, Any] = zones or {}
@@ -27,4 +36,41 @@ def build_filters(
 ) -> tuple[RequestFilter, ...]:
     """The filters a route runs, in order: limit_req, limit_conn, access, auth_basic."""
     filters: list[RequestFilter] = []
+    # preaccess: limit_req, then limit_conn, so a delayed request holds no connection slot.
+    filters.extend(_limit_filters(spec, state, where, user_vars))
+    # access (nginx's access phase; `satisfy all`): the address rules, then basic auth,
+    # so a client the rules refuse gets 403 without being asked for a password.
+    if spec.access:
+        rules = compile_rules(spec.access, f"{where}.access")
+        filters.append(AccessFilter(rules, spec.deny_status, spec.deny_body.encode("utf-8")))
+    if spec.auth_basic is not None:
+        filters.append(build_auth_filter(spec.auth_basic, f"{where}.auth_basic"))
     return tuple(filters)
+
+
+def _limit_filters(
+    spec: RouteSpec, state: FilterState, where: str, user_vars: frozenset[str]
+) -> list[RequestFilter]:
+    """One filter for all the route's limit_req (nginx weighs them together), one for
+    all its limit_conn."""
+    out: list[RequestFilter] = []
+    if spec.limit_req:
+        reqs = [_zone_of(s, "req", state, where, user_vars) for s in spec.limit_req]
+        out.append(LimitReqFilter(reqs, spec.limit_req_status, spec.limit_dry_run))
+    if spec.limit_conn:
+        conns = [_zone_of(s, "conn", state, where, user_vars) for s in spec.limit_conn]
+        out.append(LimitConnFilter(conns, spec.limit_conn_status, spec.limit_dry_run))
+    return out
+
+
+_Spec = TypeVar("_Spec", LimitReqSpec, LimitConnSpec)
+
+
+def _zone_of(
+    limit: _Spec, kind: str, state: FilterState, where: str, user_vars: frozenset[str]
+) -> tuple[_Spec, LimitZone, Template]:
+    # The loaders check zone names; this guards configs built in code.
+    zone = state.zones.get(limit.zone)
+    if not isinstance(zone, LimitZone) or zone.spec.kind != kind:
+        raise ConfigError(f"{where}.limit_{kind}", f"no limit_{kind} zone {limit.zone!r}")
+    return limit, zone, zone.compile_key(user_vars)

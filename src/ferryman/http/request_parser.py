@@ -3,9 +3,16 @@ llhttp leaves to its user.
 
 llhttp, in its default strict mode, already refuses Content-Length together with
 Transfer-Encoding, duplicate Content-Length, bare CR/LF, obs-fold, whitespace before the
-colon and malformed chunk sizes. On top of it this module enforces: a bounded head,
-exactly one valid Host on HTTP/1.1, HTTP/1.0 and 1.1 only, the request-target forms of
-RFC 9112 section 3.2, and only `chunked` as a transfer coding.
+colon and malformed chunk sizes. On top of it this module enforces: a bounded request
+line (414), head and field count (431) from `ClientLimits`, exactly one valid Host on
+HTTP/1.1, HTTP/1.0 and 1.1 only, the request-target forms of RFC 9112 section 3.2, only
+`chunked` as a transfer coding, no body on an Upgrade request (llhttp would hand it over
+as tunnel bytes), and bounded chunk metadata. Trailer fields are read and dropped: the
+body is re-chunked upstream without them, and they must never leak into the next head.
+
+Known gap: llhttp also accepts `RTSP/1.0` and `ICE/1.0` request lines and reports only
+the version digits; such a request is re-serialised upstream as HTTP/1.x, so no
+ambiguous line ever leaves the proxy.
 
 The headers are walked exactly once, here: the same pass validates them and renders
 the end-to-end ones as they will be sent upstream (`RequestHead.fields`).
@@ -18,6 +25,7 @@ from typing import Final, Protocol
 
 import httptools
 
+from ferryman.config.schema import ClientLimits
 from ferryman.errors import ProtocolError
 from ferryman.http.fields import (
     HOP_BY_HOP,
@@ -28,13 +36,21 @@ from ferryman.http.fields import (
 )
 from ferryman.http.messages import Framing, RequestHead
 
-__all__ = ["MAX_HEADERS", "MAX_HEAD_BYTES", "PROXY_MANAGED", "RequestParser", "RequestSink"]
+__all__ = [
+    "MAX_HEADERS",
+    "MAX_HEAD_BYTES",
+    "MAX_REQUEST_LINE",
+    "PROXY_MANAGED",
+    "RequestParser",
+    "RequestSink",
+]
 
-# nginx: large_client_header_buffers 4 8k (32 KiB of request line + headers); HAProxy's
-# tune.bufsize is 16 KiB. 64 KiB leaves room for fat cookies and still bounds memory.
-MAX_HEAD_BYTES: Final = 64 * 1024
-# HAProxy's default (tune.http.maxhdr).
-MAX_HEADERS: Final = 101
+# The defaults of config.schema.ClientLimits (see there for the precedents): a request
+# line of 8 KiB (nginx's buffer size), a 64 KiB head, 100 fields.
+_DEFAULT_LIMITS: Final = ClientLimits()
+MAX_HEAD_BYTES: Final = _DEFAULT_LIMITS.header_bytes
+MAX_HEADERS: Final = _DEFAULT_LIMITS.headers
+MAX_REQUEST_LINE: Final = _DEFAULT_LIMITS.request_line
 
 # Fields the proxy never copies: hop-by-hop ones, and those it writes itself.
 PROXY_MANAGED: Final = HOP_BY_HOP | {
@@ -68,19 +84,32 @@ class RequestParser:
     """
 
     __slots__ = (
+        "_body_seen",
+        "_busy",
         "_expect_continue",
         "_good_host",
         "_head_bytes",
         "_head_started",
         "_headers",
         "_in_head",
+        "_max_fields",
+        "_max_head",
+        "_max_line",
         "_p",
+        "_quiet",
         "_sink",
         "_url",
     )
 
-    def __init__(self, sink: RequestSink) -> None:
+    def __init__(self, sink: RequestSink, limits: ClientLimits = _DEFAULT_LIMITS) -> None:
         self._sink = sink
+        self._max_line = limits.request_line
+        self._max_head = limits.header_bytes
+        self._max_fields = limits.headers
+        # Bytes fed since the last body byte while inside a body: chunk-size lines,
+        # extensions and trailers, none of which carries data (see `feed`).
+        self._quiet = 0
+        self._body_seen = False
         self._p = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -88,9 +117,15 @@ class RequestParser:
         self._head_bytes = 0
         self._head_started = False
         self._expect_continue = False
+        self._busy = False
         # The last Host value that passed validation: a kept-alive client sends the same
         # one every time, and a bytes comparison is cheaper than the regex.
         self._good_host = b""
+
+    @property
+    def busy(self) -> bool:
+        """Part of a request has been read (a head or body not yet complete)."""
+        return self._busy
 
     @property
     def expect_continue(self) -> bool:
@@ -112,24 +147,47 @@ class RequestParser:
         if self._in_head:
             # Counted after parsing: a read may carry a whole head and a large body.
             # A head that began in this read (after a message ended in it) is counted
-            # from the next read on, so the bound is MAX_HEAD_BYTES plus one read.
+            # from the next read on, so the bound is the head limit plus one read.
             if self._head_started:
                 self._head_started = False
             else:
                 self._head_bytes += len(data)
-                if self._head_bytes > MAX_HEAD_BYTES:
+                if self._head_bytes > self._max_head:
                     raise ProtocolError("request head too large", 431)
+        else:
+            # Inside a body, every read that carries data resets this; what does not is
+            # chunk metadata. httptools buffers a trailer field whole, so an endless one
+            # would grow without bound: it is held to the head limit (nginx refuses
+            # oversized chunk lines the same way).
+            if self._body_seen:
+                self._body_seen = False
+                self._quiet = 0
+            else:
+                self._quiet += len(data)
+            if self._quiet > self._max_head:
+                raise ProtocolError("chunk metadata or trailer section too large")
         return None
 
     # ---- httptools callbacks (called from inside feed_data) ----
-    # No on_message_begin: state is reset once the head is consumed, which saves a
-    # callback per request.
+    # State is reset once the head is consumed; on_message_begin only marks that a
+    # request has begun (for a client that half-closes in the middle of one).
+
+    def on_message_begin(self) -> None:
+        self._busy = True
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        url = self._url + url
+        # nginx: a request line longer than large_client_header_buffers' size is 414.
+        # Checked as it grows, so an endless target never reaches the head limit first.
+        if len(url) > self._max_line:
+            raise ProtocolError("request line too long", 414)
+        self._url = url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        if self._in_head:
+            self._headers.append((name, value))
+        # Else a trailer field (RFC 9112 7.1.2): dropped. Kept, it would become a field
+        # of the next request on this connection.
 
     def on_headers_complete(self) -> None:
         head = self._build_head()
@@ -140,9 +198,12 @@ class RequestParser:
         self._sink.on_request_head(head)
 
     def on_body(self, body: bytes) -> None:
+        self._body_seen = True
         self._sink.on_request_body(body)
 
     def on_message_complete(self) -> None:
+        self._quiet = 0
+        self._busy = False
         self._in_head = True
         self._head_started = True
         self._sink.on_request_end()
@@ -152,7 +213,7 @@ class RequestParser:
     def _build_head(self) -> RequestHead:
         p = self._p
         headers = self._headers
-        if len(headers) > MAX_HEADERS:
+        if len(headers) > self._max_fields:
             raise ProtocolError("too many header fields", 431)
         version = _VERSIONS.get(p.get_http_version())
         if version is None:
@@ -161,6 +222,7 @@ class RequestParser:
         host: bytes | None = None
         hosts = 0
         content_length = -1
+        codings = 0
         chunked = expect = False
         tokens = _EMPTY
         upgrade = forwarded_for = None
@@ -173,7 +235,11 @@ class RequestParser:
             size += len(name) + len(value)
             ln = name.lower()
             if ln not in PROXY_MANAGED:
-                lines.append(b"%s: %s\r\n" % (name, value))
+                # nginx's ignore_invalid_headers: a name with anything but letters, digits
+                # and '-' is not passed on. `Transfer_Encoding` and `Content_Length` would
+                # otherwise reach a CGI/WSGI-style origin as framing fields.
+                if name.replace(b"-", b"").isalnum():
+                    lines.append(b"%s: %s\r\n" % (name, value))
             elif ln == b"host":
                 # llhttp strips the leading whitespace of a value, not the trailing.
                 host = trim_ows(value)
@@ -181,6 +247,8 @@ class RequestParser:
             elif ln == b"content-length":
                 content_length = parse_content_length(trim_ows(value))
             elif ln == b"transfer-encoding":
+                # Two fields are one list (RFC 9110 5.3): `chunked` twice is invalid.
+                codings += 1
                 chunked = _check_transfer_coding(value)
             elif ln == b"connection":
                 tokens = tokens | parse_connection_tokens(value)
@@ -195,8 +263,10 @@ class RequestParser:
                 if value.lower() != b"100-continue":
                     raise ProtocolError("unsupported expectation", 417)
                 expect = True
-        if size > MAX_HEAD_BYTES:
+        if size > self._max_head:
             raise ProtocolError("request head too large", 431)
+        if codings > 1:
+            raise ProtocolError("Transfer-Encoding repeated")
         if chunked and version == b"1.0":
             # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing.
             raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request")
@@ -207,8 +277,24 @@ class RequestParser:
                 raise ProtocolError("invalid Host header")
             self._good_host = host
         if tokens and not tokens <= HOP_BY_HOP:
-            # RFC 9110 7.6.1: fields named in Connection are hop-by-hop too.
+            # RFC 9110 7.6.1: fields named in Connection are hop-by-hop too, removed
+            # before the proxy adds its own (X-Forwarded-* included).
             lines = [ln for ln in lines if ln.split(b":", 1)[0].lower() not in tokens]
+            if b"x-forwarded-for" in tokens:
+                forwarded_for = None
+            if other_forwarded and not tokens.isdisjoint(_FORWARDED_OTHER):
+                other_forwarded = [
+                    ln for ln in other_forwarded if ln.split(b":", 1)[0].lower() not in tokens
+                ]
+        if upgrade is not None and b"upgrade" in tokens:
+            if chunked or content_length > 0:
+                # llhttp treats everything after an Upgrade head as the new protocol, so
+                # the body would reach the upstream unframed (or not at all).
+                raise ProtocolError("Upgrade request with a body")
+            if _offers_h2c(upgrade):
+                # h2c is never honoured (the Upgrade: h2c smuggling technique): the value
+                # is normalised so that no route passes it on.
+                upgrade = b"h2c"
         url = self._url
         path, query, host = _split_target(method, url, host)
         if chunked:
@@ -219,13 +305,17 @@ class RequestParser:
             framing = _NONE
             content_length = 0
         self._expect_continue = expect
+        # llhttp stops after a CONNECT head and parses nothing more: no tunnel is ever
+        # made for it here, so the connection closes after the answer. (After a refused
+        # Upgrade the connection starts a fresh parser on what followed.)
+        stops = method == b"CONNECT"
         return RequestHead(
             method,
             url,
             version,
             headers,
             host,
-            p.should_keep_alive(),
+            p.should_keep_alive() and not stops,
             framing,
             content_length,
             tokens,
@@ -238,10 +328,18 @@ class RequestParser:
         )
 
 
+_FORWARDED_OTHER: Final = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})
+
+
+def _offers_h2c(value: bytes) -> bool:
+    # Upgrade = #protocol, protocol = name ["/" version] (RFC 9110 7.8).
+    return any(trim_ows(p).split(b"/", 1)[0].lower() == b"h2c" for p in value.split(b","))
+
+
 def _check_transfer_coding(value: bytes) -> bool:
     # Only `chunked` is implemented; RFC 9112 6.1: an unknown coding gets 501, and a
     # request whose final coding is not chunked cannot be framed at all (400).
-    codings = [c.strip(b" \t").lower() for c in value.split(b",")]
+    codings = [trim_ows(c).lower() for c in value.split(b",")]
     if codings == [b"chunked"]:
         return True
     if codings and codings[-1] == b"chunked":
@@ -272,7 +370,13 @@ def _split_target(
         slash = rest.find(b"/")
         authority = rest if slash < 0 else rest[:slash]
         target = b"/" if slash < 0 else rest[slash:]
-        if not authority or b"@" in authority or not is_valid_host(authority):
+        # RFC 9110 4.2.1: an http(s) URI with an empty host is invalid (`http://:80/`).
+        if (
+            not authority
+            or authority[:1] == b":"
+            or b"@" in authority
+            or not is_valid_host(authority)
+        ):
             raise ProtocolError("invalid authority in absolute-form target")
         if b"#" in target:
             raise ProtocolError("fragment in request target")

@@ -6,6 +6,13 @@ Interim 1xx responses other than 101 are swallowed: the proxy answers `100 Conti
 to its client itself. Responses to HEAD carry no body whatever their Content-Length
 says, which llhttp cannot be told; the parser stops after the head and the connection
 is not reused (a fresh parser is cheap, a desynchronised connection is not).
+
+Beyond llhttp's strict mode this module refuses: versions other than HTTP/1.0 and 1.1,
+status codes outside 100-599, Transfer-Encoding in an HTTP/1.0 response or repeated,
+codings other than chunked, and any byte after the final response to the one request
+sent (a body longer than its Content-Length, a second response): a connection that
+answers more than it was asked is desynchronised. Trailer fields are dropped and
+bounded, never carried into the next head.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ _UNTIL_CLOSE: Final = Framing.UNTIL_CLOSE
 
 
 _MANAGED: Final = HOP_BY_HOP | {b"date"}
+_VERSIONS: Final = frozenset({"1.1", "1.0"})
 
 
 def _content_length(value: bytes) -> int:
@@ -66,6 +74,8 @@ class _HeadDone(Exception):
 
 class ResponseParser:
     __slots__ = (
+        "_body_seen",
+        "_done",
         "_head_bytes",
         "_head_started",
         "_headers",
@@ -73,6 +83,7 @@ class ResponseParser:
         "_interim",
         "_no_body",
         "_p",
+        "_quiet",
         "_sink",
         "_status",
     )
@@ -87,10 +98,16 @@ class ResponseParser:
         self._no_body = False
         self._interim = False
         self._status = 0
+        # The final response to the request sent has ended: any further message is
+        # one nobody asked for.
+        self._done = False
+        self._quiet = 0
+        self._body_seen = False
 
     def expect(self, no_body: bool) -> None:
         """Called before each request is sent: `no_body` for HEAD requests."""
         self._no_body = no_body
+        self._done = False
 
     def feed(self, data: bytes) -> bytes | None:
         """Returns the bytes after a `101 Switching Protocols` head, else None."""
@@ -121,20 +138,44 @@ class ResponseParser:
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_HEAD_BYTES:
                     raise UpstreamProtocolError("upstream response head too large")
+        else:
+            # Chunk metadata and trailers carry no data; httptools buffers a trailer
+            # field whole, so they are held to the head limit (see RequestParser.feed).
+            if self._body_seen:
+                self._body_seen = False
+                self._quiet = 0
+            else:
+                self._quiet += len(data)
+            if self._quiet > MAX_HEAD_BYTES:
+                raise UpstreamProtocolError("upstream chunk metadata or trailers too large")
         return None
 
     # ---- httptools callbacks ----
 
+    def on_message_begin(self) -> None:
+        if self._done:
+            # RFC 9112 6.3: bytes after the response's framing ended are not part of it;
+            # with no request outstanding they can only be a desynchronised stream.
+            raise UpstreamProtocolError("upstream sent data after the response")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         # The head byte limit bounds the count too; MAX_HEADERS is checked at the end.
-        self._headers.append((name, value))
+        if self._in_head:
+            self._headers.append((name, value))
+        # Else a trailer field: dropped (the body is re-framed without trailers).
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._quiet = 0
         if len(self._headers) > MAX_HEADERS:
             raise UpstreamProtocolError("too many header fields in upstream response")
         p = self._p
+        if p.get_http_version() not in _VERSIONS:
+            raise UpstreamProtocolError("unsupported upstream HTTP version")
         status: int = p.get_status_code()
+        if not 100 <= status <= 599:
+            # RFC 9110 15: a status code is three digits from 100 to 599.
+            raise UpstreamProtocolError(f"invalid upstream status {status}")
         self._status = status
         if status < 200 and status != 101:
             self._interim = True
@@ -144,6 +185,7 @@ class ResponseParser:
         content_length = -1
         length_field = None
         chunked = False
+        codings = 0
         tokens = _EMPTY
         lines = []
         # The head's size without optional whitespace or reason phrase: `feed` counts
@@ -163,11 +205,17 @@ class ResponseParser:
                 length_field = trim_ows(value)
                 content_length = _content_length(length_field)
             elif ln == b"transfer-encoding":
+                codings += 1
                 chunked = _is_chunked(value)
             elif ln == b"connection":
                 tokens = tokens | parse_connection_tokens(value)
         if size > MAX_HEAD_BYTES:
             raise UpstreamProtocolError("upstream response head too large")
+        if codings > 1:
+            raise UpstreamProtocolError("Transfer-Encoding repeated in upstream response")
+        if chunked and p.get_http_version() == "1.0":
+            # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing.
+            raise UpstreamProtocolError("Transfer-Encoding in an HTTP/1.0 response")
         if tokens and not tokens <= HOP_BY_HOP:
             lines = [ln for ln in lines if ln.split(b":", 1)[0].lower() not in tokens]
         if self._no_body or status in (101, 204, 304):
@@ -196,14 +244,17 @@ class ResponseParser:
             raise _HeadDone
 
     def on_body(self, body: bytes) -> None:
+        self._body_seen = True
         self._sink.on_response_body(body)
 
     def on_message_complete(self) -> None:
         self._in_head = True
         self._head_started = True
+        self._quiet = 0
         if self._interim:
             self._interim = False
             return
+        self._done = True
         # Must be read here: once feed_data() returns, llhttp has moved on and
         # should_keep_alive() no longer describes this message.
         self._sink.on_response_end(self._p.should_keep_alive())

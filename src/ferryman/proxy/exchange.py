@@ -50,11 +50,14 @@ from ferryman.proxy.route import parse_proxy_url, render_add_headers
 from ferryman.proxy.script import MAX_REWRITE_CYCLES, CompiledScript, ScriptOutcome, run_script
 
 if TYPE_CHECKING:
+    from ferryman.cache.handler import CacheOp
     from ferryman.filters.base import RequestFilter
+    from ferryman.filters.real_ip import RealIp
     from ferryman.proxy.route import Route
     from ferryman.proxy.variables import Template
     from ferryman.routing.table import VirtualServer
     from ferryman.server.connection import ClientConnection
+    from ferryman.server.h2_stream import H2Stream
     from ferryman.upstream.connection import UpstreamConnection
     from ferryman.upstream.group import UpstreamGroup
     from ferryman.upstream.peer import PeerState
@@ -87,6 +90,9 @@ _CONDITION: Final = {
 _BUILTIN_TYPES: Final = {b"html": b"text/html", b"gif": b"image/gif", b"jpg": b"image/jpeg"}
 _MESSAGES: Final = {
     400: "Bad Request",
+    # Filters' denials without a body of their own (access rules, basic auth).
+    401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Request Entity Too Large",
@@ -129,6 +135,7 @@ class Exchange:
         "attempts",
         "body_bytes",
         "body_done",
+        "cache_op",
         "captures",
         "client",
         "conn",
@@ -136,6 +143,7 @@ class Exchange:
         "filter_timer",
         "finished",
         "first_dispatch",
+        "flushed",
         "group",
         "head",
         "header_time",
@@ -149,6 +157,8 @@ class Exchange:
         "pool",
         "proxy_target",
         "queue_timer",
+        "real_addr",
+        "real_port",
         "received",
         "replay",
         "replay_size",
@@ -171,7 +181,7 @@ class Exchange:
         "vars",
     )
 
-    def __init__(self, client: ClientConnection, head: RequestHead) -> None:
+    def __init__(self, client: ClientConnection | H2Stream, head: RequestHead) -> None:
         self.client = client
         self.head = head
         self.route: Route | None = None
@@ -205,6 +215,9 @@ class Exchange:
         self.status = 0
         self.body_bytes = 0
         self.tunnel = False
+        # Whether any byte of the upstream's response reached the client: until then a
+        # failure (an invalid response, data after it) can still be a clean 502.
+        self.flushed = False
         # Timing is only for the access log; a clock call per request is not free.
         self.started = time.monotonic() if client.worker.access_log.enabled else 0.0
         self.upstream_start = 0.0
@@ -226,20 +239,49 @@ class Exchange:
         # the timer of a delayed request (limit_req).
         self.held: list[RequestFilter] | None = None
         self.filter_timer: asyncio.TimerHandle | None = None
+        # The cache's part of this request (cache/handler.py), on routes with a cache.
+        self.cache_op: CacheOp | None = None
+        # The client's address when a trusted proxy named it (nginx realip); None: the
+        # connection's peer is the client.
+        self.real_addr: bytes | None = None
+        self.real_port: bytes | None = None
 
     # ---- variables for header templates ----
 
     @property
     def remote_addr(self) -> bytes:
-        return self.client.remote_addr
+        """nginx $remote_addr: the client, as real_ip decided (else the socket peer)."""
+        real = self.real_addr
+        return self.client.remote_addr if real is None else real
 
     @property
     def remote_port(self) -> bytes:
-        return self.client.remote_port
+        real = self.real_port
+        return self.client.remote_port if real is None else real
+
+    @property
+    def realip_remote_addr(self) -> bytes:
+        """nginx $realip_remote_addr: the socket peer, whatever real_ip decided."""
+        return self.client.remote_addr
+
+    @property
+    def proxy_protocol_addr(self) -> bytes:
+        """nginx $proxy_protocol_addr: the PROXY header's source address, or empty."""
+        return self.client.proxy_addr
+
+    @property
+    def proxy_protocol_port(self) -> bytes:
+        return self.client.proxy_port
 
     @property
     def scheme(self) -> bytes:
         return self.client.listener.scheme
+
+    @property
+    def ssl_object(self) -> object:
+        """The client connection's TLS state ($ssl_* variables); None without TLS."""
+        transport = self.client.transport
+        return transport.get_extra_info("ssl_object") if transport is not None else None
 
     @property
     def server_port(self) -> bytes:
@@ -302,6 +344,9 @@ class Exchange:
         else:
             server = table.server_for(head.host)
         self.server = server
+        real_ip = self.client.listener.real_ip
+        if real_ip is not None:
+            self._take_real_address(real_ip.get(server))
         route = server.single
         if route is None:
             route = self._find_route(server)
@@ -318,6 +363,18 @@ class Exchange:
         else:
             self._proceed(route)
 
+    def _take_real_address(self, policy: RealIp | None) -> None:
+        """nginx's realip (post-read phase, before the server's rewrites): a trusted
+        peer may name the client in a header or its PROXY header (filters/real_ip.py)."""
+        if policy is None:
+            return
+        client = self.client
+        found = policy.client(client.remote_addr, self.head.headers, client.proxy_addr or None)
+        if found is not None:
+            self.real_addr = found
+            # nginx: the PROXY header's source port; a header names no port here.
+            self.real_port = client.proxy_port if policy.header == "proxy_protocol" else b""
+
     def _proceed(self, route: Route) -> None:
         """nginx's content phase: the route proxies (or, without proxy_pass, 404)."""
         if not route.proxies:
@@ -328,7 +385,19 @@ class Exchange:
             self.group, self.pool, self.max_tries = route.group, route.pool, route.max_tries
         elif not self._resolve_url(route):
             return
+        # The cache's phase: a fresh hit answers now, a miss may wait for another's.
+        if route.cache is not None and route.cache.begin(self):
+            return
+        self.send_upstream()
+
+    def send_upstream(self) -> None:
+        """Build the head for the upstream (the cache may amend it: validators of a
+        stale entry, no client conditionals) and dispatch."""
+        route = self.route
+        assert route is not None
         self.request_bytes = self._upstream_head(route)
+        if self.cache_op is not None:
+            self.cache_op.prepare_request(self)
         self.dispatch()
 
     def _resolve_url(self, route: Route) -> bool:
@@ -524,7 +593,7 @@ class Exchange:
                     else (head.forwarded_other)
                 )
         else:
-            forwarded_for = self.client.remote_addr
+            forwarded_for = self.remote_addr
             extra = b"X-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n%s" % (
                 self.client.listener.scheme,
                 head.host or self.client.listener.server_name,
@@ -691,6 +760,9 @@ class Exchange:
             self.retry_status = status
             self.response = head
             return
+        op = self.cache_op
+        if op is not None and op.on_response_head(self, head):
+            return  # the cache answers instead (a 304 merged, an error met with stale)
         self.response = head
         self.status = head.status
         if self.upstream_start and self.group is not None and self.group.measure:
@@ -701,10 +773,9 @@ class Exchange:
         framing = client_framing(head, client_http11)
         self.resp_framing = framing
         self.keep_alive = (
-            self.head.keep_alive
+            self._client_keep_alive()
             and self.body_done
             and framing is not _UNTIL_CLOSE
-            and self.head.upgrade is None
             and not self.client.worker.draining
         )
         route = self.route
@@ -721,8 +792,22 @@ class Exchange:
             extra += render_add_headers(route.add_headers, head.status, self)
         if route.debug:
             extra += self._debug_line()
+        if op is not None:
+            extra += op.field
         self.out.append(
             serialize_response_head(head, framing, self.keep_alive, client_http11, extra)
+        )
+
+    def _client_keep_alive(self) -> bool:
+        head = self.head
+        if head.upgrade is None:
+            return head.keep_alive
+        # llhttp calls no Upgrade request persistent (the protocol may switch). When it
+        # does not switch, HTTP/1.1's rule holds (RFC 9112 9.3); h2c always closes.
+        return (
+            head.upgrade != b"h2c"
+            and head.version == b"1.1"
+            and b"close" not in head.connection_tokens
         )
 
     def _note_attempt(self, text: str) -> None:
@@ -766,6 +851,9 @@ class Exchange:
     def on_response_body(self, data: bytes) -> None:
         if self.retry_status:
             return
+        op = self.cache_op
+        if op is not None and op.on_body(data):
+            return
         self.body_bytes += len(data)
         self.out.append(chunk(data) if self.resp_framing is _CHUNKED else data)
 
@@ -774,6 +862,13 @@ class Exchange:
             self.upstream_keep = keep_alive and self.body_done
             self.ended = True
             return
+        op = self.cache_op
+        if op is not None:
+            if op.swallowed:
+                self.upstream_keep = keep_alive and self.body_done
+                self.ended = True
+                return
+            op.on_end(self)
         if self.resp_framing is _CHUNKED:
             self.out.append(CHUNKED_END)
         self.upstream_keep = keep_alive and self.body_done
@@ -784,8 +879,14 @@ class Exchange:
             # Whether or not its body came whole, that answer is not for the client.
             self._retry_after_status()
             return
+        op = self.cache_op
+        if op is not None and op.swallowed:
+            if self.ended:
+                op.serve_swallowed(self)
+            return
         out = self.out
         if out:
+            self.flushed = True
             self.client.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
         if self.ended:
@@ -799,6 +900,10 @@ class Exchange:
         self.finished = True
         group, pool, peer, conn = self.group, self.pool, self.peer, self.conn
         assert group is not None and pool is not None and peer is not None and conn is not None
+        if self.client.is_write_paused:
+            # Reading was paused for this slow client (client_paused): the pool must get
+            # the connection back reading, or its next user would wait for nothing.
+            self.client_paused(False)
         self.conn = None
         if group.measure:
             now = time.monotonic()
@@ -817,6 +922,29 @@ class Exchange:
             self._wake_next(group)
         self._log_access()
         self.client.exchange_done(self, self.keep_alive)
+
+    # ---- answers from the cache (cache/handler.py) ----
+
+    def end_from_cache(self, keep_alive: bool) -> None:
+        """The cache has written its whole answer (a hit, a stale entry, a purge)."""
+        self.finished = True
+        self._log_access()
+        self.client.exchange_done(self, keep_alive)
+
+    def release_upstream(self, outcome: Outcome) -> None:
+        """The upstream's answer was read whole but the cache answers instead: its peer
+        and connection go back as in complete(), and this exchange holds neither."""
+        group, pool, peer, conn = self.group, self.pool, self.peer, self.conn
+        self.conn = None
+        self.peer = None
+        if group is None:
+            return
+        if peer is not None:
+            group.release(peer, outcome, self.client.worker.sweeper.now)
+        if pool is not None and conn is not None:
+            pool.release(conn, self.upstream_keep)
+        if group.waiters:
+            self._wake_next(group)
 
     # ---- failures ----
 
@@ -847,6 +975,10 @@ class Exchange:
 
     def upstream_timeout(self) -> None:
         if self.finished:
+            return
+        if self.tunnel:
+            _log.info("tunnel idle past read_timeout, closed: %r", self.head)
+            self.finish_tunnel()
             return
         if self.response is None:
             self.attempt_failed(UpstreamTimeoutError("upstream timed out"), Outcome.FAILURE)
@@ -882,7 +1014,7 @@ class Exchange:
             peer.name,
             getattr(exc, "kind", "error"),
             self.head,
-            self.client.remote_addr.decode(),
+            self.remote_addr.decode(),
             exc,
         )
         if self._may_retry(exc):
@@ -970,7 +1102,14 @@ class Exchange:
         self.dispatch()
 
     def fail(self, status: int) -> None:
-        if self.response is None or self.status == 0:
+        op = self.cache_op
+        if op is not None and self.status == 0 and op.on_upstream_error(self, status):
+            return  # a stale entry answered (proxy_cache_use_stale, stale-if-error)
+        if self.response is None or self.status == 0 or not self.flushed:
+            # Nothing of the response went out (an upstream that turned out invalid
+            # after its head parsed, a 101 nobody asked for): its buffered part is
+            # discarded and the client gets a clean error.
+            self.out.clear()
             self.respond_local(status)
         else:
             self.truncated("failure after the response started")
@@ -978,7 +1117,7 @@ class Exchange:
     def truncated(self, reason: str) -> None:
         """Bytes already reached the client: it must not mistake a partial body for a
         whole one, so no final chunk is written and the connection is closed."""
-        _log.error("%s: %r from %s", reason, self.head, self.client.remote_addr.decode())
+        _log.error("%s: %r from %s", reason, self.head, self.remote_addr.decode())
         self.finished = True
         self._let_go(Outcome.FAILURE)
         if self.out:
@@ -989,36 +1128,37 @@ class Exchange:
 
     def respond_deny(self, deny: Deny) -> None:
         """A filter refused the request: logged with what decided, answered locally."""
-        _log.warning(
-            "%s: %r from %s (status %d)",
-            deny.reason,
-            self.head,
-            self.client.remote_addr.decode(),
-            deny.status,
-        )
-        extra = b"".join(b"%s: %s\r\n" % field for field in deny.headers)
-        if deny.body:
-            self.finished = True
-            self.status = deny.status
-            keep = self.head.keep_alive and self.body_done and not self.client.worker.draining
-            route = self.route
-            extra += self.client.worker.date_line
-            if route is not None and route.add_headers:
-                extra += render_add_headers(route.add_headers, deny.status, self)
-            data = local_response(
+        if not deny.logged:
+            _log.warning(
+                "%s: %r from %s (status %d)",
+                deny.reason,
+                self.head,
+                self.remote_addr.decode(),
                 deny.status,
-                deny.body,
-                content_type=b"text/plain",
-                extra=extra,
-                keep_alive=keep,
-                head_only=self.head.method == b"HEAD",
             )
-            self.body_bytes = len(data)
-            self.client.write(data)
-            self._log_access()
-            self.client.exchange_done(self, keep)
-        else:
-            self.respond_local(deny.status, extra)
+        extra = b"".join(b"%s: %s\r\n" % field for field in deny.headers)
+        # No body of its own: the standard page's text. Either way a HEAD gets the head
+        # only, and the connection stays open (nginx keeps it after 401/403/429/503).
+        body = deny.body or b"%d %s\n" % (deny.status, _MESSAGES.get(deny.status, "Error").encode())
+        self.finished = True
+        self.status = deny.status
+        keep = self.head.keep_alive and self.body_done and not self.client.worker.draining
+        route = self.route
+        extra += self.client.worker.date_line
+        if route is not None and route.add_headers:
+            extra += render_add_headers(route.add_headers, deny.status, self)
+        data = local_response(
+            deny.status,
+            body,
+            content_type=b"text/plain",
+            extra=extra,
+            keep_alive=keep,
+            head_only=self.head.method == b"HEAD",
+        )
+        self.body_bytes = len(data)
+        self.client.write(data)
+        self._log_access()
+        self.client.exchange_done(self, keep)
 
     def respond_local(self, status: int, headers: bytes = b"") -> None:
         self.finished = True
@@ -1102,6 +1242,9 @@ class Exchange:
     # ---- backpressure ----
 
     def client_paused(self, paused: bool) -> None:
+        op = self.cache_op
+        if op is not None:
+            op.client_paused(paused)
         conn = self.conn
         if conn is not None and conn.transport is not None and not conn.closed:
             if paused:
@@ -1131,17 +1274,37 @@ class Exchange:
             response, _NONE, True, True, b"Upgrade: %s\r\nConnection: upgrade\r\n" % offered
         )
         self.tunnel = True
+        self.flushed = True
         self.client.write(head + tail if tail else head)
-        if self.conn is not None:
-            self.conn.deadline = 0.0
+        self._tunnel_active()
         self.client.start_tunnel(self)
+
+    def _tunnel_active(self) -> None:
+        # nginx: proxy_read_timeout bounds an idle tunnel; traffic either way renews it.
+        conn, route = self.conn, self.route
+        if conn is not None and route is not None:
+            conn.deadline = self.client.worker.sweeper.now + route.read_timeout
 
     def tunnel_to_client(self, data: bytes) -> None:
         self.client.write(data)
+        self._tunnel_active()
 
     def tunnel_to_upstream(self, data: bytes) -> None:
         if self.conn is not None:
             self.conn.write(data)
+            self._tunnel_active()
+
+    def tunnel_client_eof(self) -> None:
+        """The client half-closed the tunnel: the upstream gets a FIN too (a TLS
+        upstream cannot half-close, so its connection is closed)."""
+        conn = self.conn
+        transport = conn.transport if conn is not None else None
+        if conn is None or transport is None or conn.closed:
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            conn.close()
 
     def finish_tunnel(self) -> None:
         if self.finished:
@@ -1158,6 +1321,8 @@ class Exchange:
         # what filters hold.
         if self.held is not None or self.filter_timer is not None:
             self._release_filters()
+        if self.cache_op is not None:
+            self.cache_op.finish()
         log = self.client.worker.access_log
         if not log.enabled:
             return
@@ -1175,7 +1340,7 @@ class Exchange:
         now = time.monotonic()
         log.record(
             Entry(
-                self.client.remote_addr,
+                self.remote_addr,
                 time.time(),
                 head.request_line,
                 self.status,

@@ -3,13 +3,16 @@ pool, with header templates compiled and constant header bytes pre-rendered."""
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ferryman.config.schema import HeaderAdd, RewriteSpec, RouteSpec, ScriptStep, SetSpec
 from ferryman.filters.base import RequestFilter
 from ferryman.proxy.variables import Template, compile_template
 from ferryman.upstream.group import UpstreamGroup
 from ferryman.upstream.pool import ConnectionPool
+
+if TYPE_CHECKING:
+    from ferryman.cache.handler import RouteCache
 
 __all__ = [
     "AddHeaders",
@@ -28,6 +31,7 @@ _ADD_HEADER_STATUSES: Final = frozenset({200, 201, 204, 206, 301, 302, 303, 304,
 class Route:
     __slots__ = (
         "add_headers",
+        "cache",
         "connect_timeout",
         "debug",
         "default_type",
@@ -139,6 +143,9 @@ class Route:
         # Protection filters (filters/registry.py), set by the route builder: they need
         # worker-wide state a Route does not own.
         self.filters: tuple[RequestFilter, ...] = ()
+        # The proxy cache (cache/handler.py RouteCache), set by the route builder: it
+        # needs the worker's cache zones.
+        self.cache: RouteCache | None = None
 
     def render_host(self, ctx: Any) -> bytes:
         host = self.host

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ferryman.errors import ConfigError
+from ferryman.tls.info import TLS_VARIABLES
 
 __all__ = ["Template", "compile_log_format", "compile_template", "known_variable"]
 
@@ -93,6 +94,10 @@ _SIMPLE: dict[str, Callable[[Any], bytes]] = {
     "http_host": _http_host,
     "remote_addr": lambda c: c.remote_addr,
     "remote_port": lambda c: c.remote_port,
+    # nginx realip and PROXY protocol: the socket peer, and the PROXY header's source.
+    "realip_remote_addr": lambda c: c.realip_remote_addr,
+    "proxy_protocol_addr": lambda c: c.proxy_protocol_addr,
+    "proxy_protocol_port": lambda c: c.proxy_protocol_port,
     "scheme": lambda c: c.scheme,
     "server_port": lambda c: c.server_port,
     "server_name": lambda c: c.server_name,
@@ -117,6 +122,8 @@ _SIMPLE: dict[str, Callable[[Any], bytes]] = {
     "msec": _msec,
     "remote_user": lambda c: b"",
 }
+# $ssl_* and $https (tls/info.py): read the connection's `ssl_object`.
+_SIMPLE.update(TLS_VARIABLES)
 
 
 def _http_var(name: str) -> Callable[[Any], bytes]:

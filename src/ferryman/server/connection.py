@@ -4,6 +4,18 @@ Owns what is per connection: the request parser, pipelining (requests queue up a
 answered in order; reading pauses while one waits, so a pipelining client cannot make
 us buffer without bound), keep-alive, client-side timeouts, and read pausing for
 backpressure. What happens to each request is the Exchange's business.
+
+Defences against slow and greedy clients (nginx's, in its terms):
+  client_header_timeout  the whole head (and, on a proxy_protocol listener, the PROXY
+                         header before it) must arrive within it from its first byte;
+                         later reads do not extend it (slowloris)
+  client_body_timeout    the longest silence between two pieces of a body (slow POST)
+  send_timeout           the longest a response may wait for the client to read on
+  slow readers           above the transport's high-water mark the upstream is no
+                         longer read (Exchange.client_paused), and no next pipelined
+                         request starts, so an unread response costs one buffer
+  worker_connections     connections per worker; Config.max_connections across all
+                         workers (server/conn_cap.py); over either, closed at once
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from ferryman.http.request_parser import RequestParser
 from ferryman.http.serialize import error_response
 from ferryman.proxy.exchange import Exchange
 from ferryman.server.context import ListenerContext, WorkerContext
+from ferryman.server.proxy_protocol import ProxyHeaderParser, ProxyProtocolError
 
 __all__ = ["ClientConnection"]
 
@@ -49,7 +62,11 @@ class ClientConnection:
         "parser",
         "pending",
         "phase",
+        "proxy_addr",
+        "proxy_parser",
+        "proxy_port",
         "receiving",
+        "rejected",
         "remote_addr",
         "remote_port",
         "requests",
@@ -63,7 +80,10 @@ class ClientConnection:
         self.listener = listener
         self.worker: WorkerContext = listener.worker
         self.transport: asyncio.Transport | None = None
-        self.parser = RequestParser(self)
+        self.parser = RequestParser(self, listener.worker.client_limits)
+        # A refused request behind valid pipelined ones: its error is written once they
+        # have been answered (responses go in request order), then the connection closes.
+        self.rejected: ProtocolError | None = None
         self.current: Exchange | None = None
         self.receiving: Exchange | None = None
         self.pending: deque[Exchange] = deque()
@@ -77,6 +97,11 @@ class ClientConnection:
         self._write_paused = False
         self.remote_addr = b"-"
         self.remote_port = b""
+        # nginx $proxy_protocol_addr / $proxy_protocol_port ("" without a header, or
+        # with one that carried no addresses); the parser until the header is read.
+        self.proxy_addr = b""
+        self.proxy_port = b""
+        self.proxy_parser: ProxyHeaderParser | None = None
 
     # ---- the asyncio protocol interface ----
 
@@ -93,10 +118,24 @@ class ClientConnection:
             self.closed = True
             self.transport.abort()
             return
+        cap = worker.conn_cap
+        if cap is not None and not cap.admit():
+            if cap.rejected % 1000 == 1:
+                _log.warning(
+                    "max_connections (%d across all workers) reached: new connections are"
+                    " closed at once (%d so far in this worker)",
+                    cap.limit,
+                    cap.rejected,
+                )
+            self.closed = True
+            self.transport.abort()
+            return
         peer = transport.get_extra_info("peername")
         if peer:
             self.remote_addr = str(peer[0]).encode()
             self.remote_port = str(peer[1]).encode()
+        if self.listener.proxy_protocol:
+            self.proxy_parser = ProxyHeaderParser()
         worker.connections.add(self)
         worker.sweeper.add(self)
         self.phase = _HEAD
@@ -105,7 +144,10 @@ class ClientConnection:
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         worker = self.worker
-        worker.connections.discard(self)
+        if self in worker.connections:
+            worker.connections.remove(self)
+            if worker.conn_cap is not None:
+                worker.conn_cap.leave()
         worker.sweeper.discard(self)
         for ex in (self.current, self.receiving, *self.pending):
             if ex is not None:
@@ -123,6 +165,12 @@ class ClientConnection:
         if self.phase == _IDLE:
             self.phase = _HEAD
             self.deadline = self.worker.sweeper.now + self.worker.timeouts.header
+        if self.proxy_parser is not None:
+            data = self._read_proxy_header(data)
+            if not data:
+                return
+        if self.rejected is not None:
+            return  # framing is lost: nothing after a refused request is parsed
         try:
             tail = self.parser.feed(data)
         except ProtocolError as exc:
@@ -134,6 +182,16 @@ class ClientConnection:
             self._pause(_PAUSE_PIPELINE)
 
     def eof_received(self) -> bool | None:
+        if self.tunnel is not None:
+            # Half-close in a tunnel: passed on; the tunnel ends when the upstream closes.
+            self.tunnel.tunnel_client_eof()
+            return True
+        if self.receiving is not None or self.parser.busy:
+            # Half-closed in the middle of a request: it can never be complete, so it is
+            # refused now rather than when a timeout fires (requests before it are still
+            # answered, see reject).
+            self.reject(ProtocolError("client closed the connection mid-request"))
+            return True
         # A client that half-closes after its request still gets the answer (RFC 9112
         # 9.6 allows it); the connection closes once the current exchange is done.
         if self.current is not None or self.pending:
@@ -153,10 +211,17 @@ class ClientConnection:
             self.deadline = 0.0
         if self.current is not None:
             self.current.client_paused(False)
+        elif self.pending and not self.closed:
+            # A slow reader's next request waited for its previous answers to drain.
+            self._start_next()
 
     # ---- RequestSink (events from the parser) ----
 
     def on_request_head(self, head: RequestHead) -> None:
+        if self.closed:
+            # An answer with `Connection: close` went out while the rest of the read was
+            # still being parsed: RFC 9112 9.6, nothing after it is processed.
+            return
         ex = Exchange(self, head)
         self.receiving = ex
         if head.framing is not Framing.NONE:
@@ -165,12 +230,15 @@ class ClientConnection:
         else:
             self.phase = _WAIT
             self.deadline = 0.0
-        if self.current is None:
+        if self.current is None and not self._write_paused:
             self.current = ex
             if self.parser.expect_continue and head.framing is not Framing.NONE:
                 self.write(_CONTINUE)
             ex.start()
         else:
+            # In order after the one in flight; or, while the client is not reading
+            # what it was already sent, not before it does (else every pipelined
+            # request would add one more unread response to our buffer).
             self.pending.append(ex)
             self._pause(_PAUSE_PIPELINE)
 
@@ -191,6 +259,11 @@ class ClientConnection:
 
     # ---- called by exchanges ----
 
+    @property
+    def is_write_paused(self) -> bool:
+        """The client is not reading: its transport's buffer is over the high-water mark."""
+        return self._write_paused
+
     def write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
             self.transport.write(data)
@@ -203,16 +276,32 @@ class ClientConnection:
         if not keep_alive or self.closed or self.worker.draining:
             self.close()
             return
+        if ex.head.upgrade is not None and not ex.tunnel:
+            self._after_refused_upgrade()
+            return
+        if self.rejected is not None and not self.pending:
+            self._refuse(self.rejected)
+            return
         if self.pending:
-            nxt = self.pending.popleft()
-            self.current = nxt
-            if not self.pending:
-                self._resume(_PAUSE_PIPELINE)
-            nxt.start()
+            if not self._write_paused:
+                self._start_next()
             return
         if self.receiving is None:
             self.phase = _IDLE
             self.deadline = self.worker.sweeper.now + self.worker.timeouts.keepalive
+
+    def _after_refused_upgrade(self) -> None:
+        """The answer to an Upgrade request was not a 101: the connection stays HTTP,
+        and the bytes after that request are the next request, through every check.
+        llhttp stops for good at an Upgrade head, hence a fresh parser."""
+        tail, self.upgrade_tail = self.upgrade_tail, b""
+        self.parser = RequestParser(self, self.worker.client_limits)
+        self.receiving = None
+        self.phase = _IDLE
+        self.deadline = self.worker.sweeper.now + self.worker.timeouts.keepalive
+        self._resume(_PAUSE_PIPELINE)
+        if tail:
+            self.data_received(tail)
 
     def start_tunnel(self, ex: Exchange) -> None:
         self.tunnel = ex
@@ -244,29 +333,99 @@ class ClientConnection:
 
     # ---- internals ----
 
+    def _start_next(self) -> None:
+        nxt = self.pending.popleft()
+        self.current = nxt
+        if not self.pending:
+            self._resume(_PAUSE_PIPELINE)
+        nxt.start()
+
+    def _read_proxy_header(self, data: bytes) -> bytes:
+        """Feed the PROXY header parser; what followed the header is returned (b"" while
+        the header is incomplete or after a bad one, which closes the connection)."""
+        parser = self.proxy_parser
+        assert parser is not None
+        try:
+            found = parser.feed(data)
+        except ProxyProtocolError as exc:
+            # nginx: "broken header" and the connection is closed without an answer.
+            _log.warning("broken PROXY protocol header from %s: %s", self._peer(), exc.reason)
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
+            return b""
+        if found is None:
+            return b""
+        header, rest = found
+        self.proxy_parser = None
+        if header.source is not None:
+            self.proxy_addr = header.source[0].encode()
+            self.proxy_port = b"%d" % header.source[1]
+        return rest
+
+    def _peer(self) -> str:
+        return f"{self.remote_addr.decode()}:{self.remote_port.decode()}"
+
     def reject(self, exc: ProtocolError) -> None:
+        if self.rejected is not None or self.closed:
+            return
         _log.info("bad request from %s: %s", self.remote_addr.decode(), exc.reason)
-        ex = self.receiving or self.current
-        answered = False
-        if ex is not None and ex is self.current and not ex.finished:
+        bad, self.receiving = self.receiving, None
+        if bad is not None and bad is not self.current:
+            # Broke mid-body while still queued behind another request: it never starts.
+            if bad in self.pending:
+                self.pending.remove(bad)
+            bad.client_gone()
+        elif bad is not None and not bad.finished:
             # Framing broke mid-body of a request already in flight: the upstream must not
             # see a complete message (its connection is aborted), and the client gets an
             # answer only if no response to it has started yet.
-            answered = ex.response is not None
-            ex.client_gone()
-        if not answered:
-            self.write(error_response(exc.status, exc.reason, extra=self.worker.date_line))
+            answered = bad.response is not None
+            bad.client_gone()
+            if answered:
+                self.close()
+                return
+        current = self.current
+        if current is not None and current is not bad and not current.finished:
+            # The requests before the bad one were valid and are answered first.
+            self.rejected = exc
+            self._pause(_PAUSE_PIPELINE)
+            return
+        self._refuse(exc)
+
+    def _refuse(self, exc: ProtocolError) -> None:
+        self.write(error_response(exc.status, exc.reason, extra=self.worker.date_line))
         self.close()
 
     def on_timeout(self) -> None:
         phase = self.phase
-        if self._write_paused:
+        if self.proxy_parser is not None:
+            _log.warning(
+                "no PROXY protocol header from %s within client_header_timeout", self._peer()
+            )
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
+        elif self._write_paused:
             _log.info("client %s timed out reading the response", self.remote_addr.decode())
             self.transport.abort() if self.transport else None
         elif phase == _IDLE:
             self.close()
         elif phase in (_HEAD, _BODY) and self.current is None:
             # nginx answers 408 to a client that stalls mid-request.
+            self.write(error_response(408, "Request Timeout", extra=self.worker.date_line))
+            self.close()
+        elif (
+            phase == _BODY
+            and self.current is not None
+            and self.receiving is self.current
+            and self.current.response is None
+        ):
+            # A body stalled while being streamed upstream: the upstream request is
+            # abandoned (never completed), and the client still gets nginx's 408.
+            ex = self.current
+            ex.status = 408
+            ex.client_gone()
             self.write(error_response(408, "Request Timeout", extra=self.worker.date_line))
             self.close()
         else:

@@ -8,13 +8,16 @@ import time
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
-from ferryman.config.schema import ClientTimeouts
+from ferryman.config.schema import ClientLimits, ClientTimeouts
 
 if TYPE_CHECKING:
+    from ferryman.filters.real_ip import RealIp
     from ferryman.observability.access_log import AccessLog
     from ferryman.proxy.route import Route
-    from ferryman.routing.table import RouteTable
+    from ferryman.routing.table import RouteTable, VirtualServer
+    from ferryman.server.conn_cap import ConnectionCap
     from ferryman.server.connection import ClientConnection
+    from ferryman.server.h2_connection import H2Connection
     from ferryman.server.sweeper import Sweeper
 
 __all__ = ["ListenerContext", "WorkerContext"]
@@ -27,6 +30,8 @@ class WorkerContext:
     __slots__ = (
         "_date_second",
         "access_log",
+        "client_limits",
+        "conn_cap",
         "connections",
         "date_line",
         "draining",
@@ -54,8 +59,12 @@ class WorkerContext:
         self.access_log = access_log
         self.timeouts = timeouts
         self.max_connections = max_connections
-        self.connections: set[ClientConnection] = set()
+        self.connections: set[ClientConnection | H2Connection] = set()
         self.rejected_connections = 0
+        # Config.max_connections across all workers (None: off); set by app.py.
+        self.conn_cap: ConnectionCap | None = None
+        # Config.client_limits (request line, head size, field count); set by app.py.
+        self.client_limits = ClientLimits()
         self.draining = False
         # `map` variables by name (proxy.maps evaluators bound to their templates);
         # filled by app.py when the configuration has any.
@@ -104,7 +113,15 @@ class WorkerContext:
 
 
 class ListenerContext:
-    __slots__ = ("port_bytes", "scheme", "server_name", "table", "worker")
+    __slots__ = (
+        "port_bytes",
+        "proxy_protocol",
+        "real_ip",
+        "scheme",
+        "server_name",
+        "table",
+        "worker",
+    )
 
     def __init__(
         self,
@@ -113,9 +130,21 @@ class ListenerContext:
         port: int,
         server_name: str,
         scheme: str = "http",
+        proxy_protocol: bool = False,
+        real_ip: dict[VirtualServer[Route], RealIp] | None = None,
     ) -> None:
         self.worker = worker
         self.table = table
         self.port_bytes = str(port).encode()
         self.server_name = server_name.encode()
         self.scheme = scheme.encode()
+        # Connections start with a PROXY protocol header (ListenSpec.proxy_protocol).
+        self.proxy_protocol = proxy_protocol
+        # The real-client-address policy of the servers that have one (None: none has).
+        self.real_ip = real_ip or None
+
+    def __repr__(self) -> str:
+        return (
+            f"ListenerContext(port={self.port_bytes.decode()} scheme={self.scheme.decode()}"
+            f" proxy_protocol={self.proxy_protocol})"
+        )

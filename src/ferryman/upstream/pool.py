@@ -52,6 +52,7 @@ class ConnectionPool:
         "_idle",
         "_owners",
         "_sweeper",
+        "_variants",
         "keepalive",
         "keepalive_requests",
         "keepalive_timeout",
@@ -74,6 +75,24 @@ class ConnectionPool:
         # Which peer each idle list belongs to: peers can be replaced (resolve), and a
         # connection to a peer that is gone must not land in another's list.
         self._owners: list[PeerState | None] = list(peers) or [None] * npeers
+        # Pools of the same peers reached another way (TLS, tls/client.py): their own
+        # idle lists, told of peer changes with this one.
+        self._variants: list[ConnectionPool] = []
+
+    def variant(self, connect: ConnectFn) -> ConnectionPool:
+        """A pool for the same peers whose connections `connect` makes (e.g. TLS): a
+        plain connection must never be handed to a route that asked for TLS."""
+        spec = UpstreamSpec(
+            name="",
+            servers=(),
+            keepalive=self.keepalive,
+            keepalive_timeout=self.keepalive_timeout,
+            keepalive_requests=self.keepalive_requests,
+        )
+        owners = [p for p in self._owners if p is not None]
+        pool = ConnectionPool(spec, len(self._idle), self._sweeper, connect, owners)
+        self._variants.append(pool)
+        return pool
 
     def acquire(self, peer: PeerState) -> UpstreamConnection | None:
         idle = self._idle[peer.index]
@@ -106,6 +125,8 @@ class ConnectionPool:
         idle.append(conn)
 
     def close_all(self) -> None:
+        for variant in self._variants:
+            variant.close_all()
         for idle in self._idle:
             for conn in idle:
                 conn.close()
@@ -120,6 +141,8 @@ class ConnectionPool:
         for idle in old.values():
             for conn in idle:
                 conn.close()
+        for variant in self._variants:
+            variant.replace_peers(peers)
 
     def _owns(self, conn: UpstreamConnection) -> bool:
         i = conn.peer.index

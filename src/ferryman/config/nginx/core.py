@@ -10,15 +10,16 @@ schema beyond the small specs it fills.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
 
-from ferryman.config.nginx import values
+from ferryman.config.nginx import tls, values
 from ferryman.config.nginx.draft import Context, Level, LocationDraft, Scope, ServerDraft
 from ferryman.config.nginx.syntax import Stmt, parse_file
 from ferryman.config.nginx.values import unsupported
-from ferryman.config.schema import AccessLogSpec, ListenSpec
+from ferryman.config.schema import AccessLogSpec, ClientLimits, ListenSpec
 
 __all__ = [
     "access_log",
@@ -201,7 +202,7 @@ def _duplicate_key(draft: LocationDraft) -> tuple[str, str] | None:
 # listen parameters that change nothing Ferryman does: it always sets SO_REUSEPORT and
 # binds every listen address itself.
 _LISTEN_NO_OPS = ("reuseport", "bind")
-_LISTEN_PLANNED = ("ssl", "http2", "quic", "proxy_protocol")
+_LISTEN_PLANNED = ("quic",)
 _LISTEN_OTHERS = (
     "setfib=",
     "fastopen=",
@@ -220,7 +221,17 @@ def listen(scope: Scope, stmt: Stmt) -> None:
     spec = ListenSpec(*_listen_address(stmt, address))
     for param in params:
         if param in ("default_server", "default"):
-            spec = ListenSpec(spec.host, spec.port, default_server=True)
+            spec = dataclasses.replace(spec, default_server=True)
+        elif param == "proxy_protocol":
+            # Connections must start with a PROXY header (server/proxy_protocol.py);
+            # its address is $proxy_protocol_addr, the client's only through realip.
+            spec = dataclasses.replace(spec, proxy_protocol=True)
+        elif param == "ssl":
+            # TLS settings come from the ssl_* directives when the file is frozen.
+            spec = dataclasses.replace(spec, tls=tls.SSL_MARK)
+        elif param == "http2":
+            # Read when the file is frozen (tls.listen_tls), with `http2 on`.
+            continue
         elif param.startswith("backlog="):
             values.number(stmt, param.removeprefix("backlog="), 1)
         elif param in _LISTEN_NO_OPS:
@@ -229,6 +240,9 @@ def listen(scope: Scope, stmt: Stmt) -> None:
             raise stmt.error(f'the "{param}" parameter of "listen" is not supported yet')
         else:
             raise stmt.error(f'invalid parameter "{param}"')
+    if "http2" in params and spec.tls is None:
+        # nginx would speak h2c by prior knowledge here; Ferryman offers h2 by ALPN only.
+        raise stmt.error('the "http2" parameter of "listen" without "ssl" is not supported yet')
     draft = scope.the_server()
     if any(other.address == spec.address for other, _ in draft.listens):
         raise stmt.error(f"a duplicate listen {spec.address}")
@@ -298,6 +312,24 @@ def client_timeout(scope: Scope, stmt: Stmt) -> None:
     positive = stmt.name != "keepalive_timeout"
     seconds = values.time(stmt, stmt.args[0], positive=positive)
     scope.config.client_timeouts[_CLIENT_TIMEOUTS[stmt.name]] = seconds
+
+
+# A head bigger than this is no longer a limit but a memory hazard (config/native.py
+# refuses the same).
+_MAX_HEAD_LIMIT = 16 * 1024 * 1024
+
+
+def large_client_header_buffers(scope: Scope, stmt: Stmt) -> None:
+    """`large_client_header_buffers NUMBER SIZE` (nginx default 4 8k): a request line
+    longer than SIZE is 414, a head larger than NUMBER * SIZE is 431. nginx has no field
+    count limit; Ferryman's own (ClientLimits.headers) stays."""
+    if scope.context is not Context.HTTP:
+        raise unsupported(stmt, f'"{stmt.name}" is only supported in the http context')
+    number = values.number(stmt, stmt.args[0], 1, 1024)
+    size = values.size(stmt, stmt.args[1])
+    if size < 1 or number * size > _MAX_HEAD_LIMIT:
+        raise stmt.error(f'invalid value "{stmt.args[1]}" in "{stmt.name}" directive')
+    scope.config.client_limits = ClientLimits(request_line=size, header_bytes=number * size)
 
 
 def error_log(scope: Scope, stmt: Stmt) -> None:

@@ -14,7 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ferryman.config.nginx import core, proxy, rewrite, upstream
+from ferryman.config.nginx import (
+    access,
+    cache,
+    core,
+    limits,
+    proxy,
+    realip,
+    rewrite,
+    tls,
+    upstream,
+)
 from ferryman.config.nginx.draft import Context, Scope
 from ferryman.config.nginx.syntax import Stmt
 
@@ -105,6 +115,11 @@ DIRECTIVES: dict[str, tuple[Directive, ...]] = {
         _d(UPSTREAM, ONE, upstream.keepalive_requests),
     ),
     "client_max_body_size": (_d(HTTP_ANY, ONE, proxy.client_max_body_size),),
+    "large_client_header_buffers": (_d(HTTP_SERVER, TWO, core.large_client_header_buffers),),
+    # --- real client address (realip.py; refused in a location there)
+    "set_real_ip_from": (_d(HTTP_ANY, ONE, realip.set_real_ip_from, once=False),),
+    "real_ip_header": (_d(HTTP_ANY, ONE, realip.real_ip_header),),
+    "real_ip_recursive": (_d(HTTP_ANY, ONE, realip.real_ip_recursive),),
     # --- upstream blocks
     # once=False: a second method is "load balancing method redefined" (upstream.py).
     "least_conn": (_d(UPSTREAM, NONE, upstream.least_conn, once=False),),
@@ -130,10 +145,59 @@ DIRECTIVES: dict[str, tuple[Directive, ...]] = {
     "proxy_buffering": (_d(HTTP_ANY, ONE, core.no_op_flag),),
     "proxy_request_buffering": (_d(HTTP_ANY, ONE, core.no_op_flag),),
     "proxy_redirect": (_d(HTTP_ANY, (1, 2), proxy.proxy_redirect, once=False),),
-    "proxy_cache_bypass": (_d(HTTP_ANY, ONE_OR_MORE, proxy.cache_without_cache, once=False),),
-    "proxy_no_cache": (_d(HTTP_ANY, ONE_OR_MORE, proxy.cache_without_cache, once=False),),
+    # --- proxy cache (cache.py)
+    "proxy_cache_path": (_d(HTTP, (2, None), cache.proxy_cache_path, once=False),),
+    "proxy_cache": (_d(HTTP_ANY, ONE, cache.proxy_cache),),
+    "proxy_cache_key": (_d(HTTP_ANY, ONE, cache.proxy_cache_key),),
+    "proxy_cache_valid": (_d(HTTP_ANY, ONE_OR_MORE, cache.proxy_cache_valid, once=False),),
+    "proxy_cache_bypass": (_d(HTTP_ANY, ONE_OR_MORE, cache.proxy_cache_templates, once=False),),
+    "proxy_no_cache": (_d(HTTP_ANY, ONE_OR_MORE, cache.proxy_cache_templates, once=False),),
+    "proxy_cache_use_stale": (_d(HTTP_ANY, ONE_OR_MORE, cache.proxy_cache_use_stale),),
+    "proxy_cache_lock": (_d(HTTP_ANY, ONE, cache.proxy_cache_flag),),
+    "proxy_cache_lock_timeout": (_d(HTTP_ANY, ONE, cache.proxy_cache_lock_timeout),),
+    "proxy_cache_background_update": (_d(HTTP_ANY, ONE, cache.proxy_cache_flag),),
+    "proxy_cache_methods": (_d(HTTP_ANY, ONE_OR_MORE, cache.proxy_cache_methods),),
+    "proxy_cache_min_uses": (_d(HTTP_ANY, ONE, cache.proxy_cache_min_uses),),
     "add_header": (_d(HTTP_ANY, (2, 3), proxy.add_header, once=False),),
     "default_type": (_d(HTTP_ANY, ONE, proxy.default_type),),
+    # --- access and auth_basic modules (access.py); allow and deny share one list
+    "allow": (_d(HTTP_ANY, ONE, access.access_rule, once=False),),
+    "deny": (_d(HTTP_ANY, ONE, access.access_rule, once=False),),
+    "auth_basic": (_d(HTTP_ANY, ONE, access.auth_basic),),
+    "auth_basic_user_file": (_d(HTTP_ANY, ONE, access.auth_basic_user_file),),
+    # --- limit_req and limit_conn modules (limits.py)
+    "limit_req_zone": (_d(HTTP, (3, 3), limits.limit_req_zone, once=False),),
+    "limit_conn_zone": (_d(HTTP, TWO, limits.limit_conn_zone, once=False),),
+    "limit_req": (_d(HTTP_ANY, (1, 3), limits.limit_req, once=False),),
+    "limit_conn": (_d(HTTP_ANY, TWO, limits.limit_conn, once=False),),
+    "limit_req_status": (_d(HTTP_ANY, ONE, limits.limit_status),),
+    "limit_conn_status": (_d(HTTP_ANY, ONE, limits.limit_status),),
+    "limit_req_dry_run": (_d(HTTP_ANY, ONE, limits.limit_dry_run),),
+    "limit_conn_dry_run": (_d(HTTP_ANY, ONE, limits.limit_dry_run),),
+    # --- TLS (config/nginx/tls.py): termination, then TLS to upstreams
+    "ssl_certificate": (_d(HTTP_SERVER, ONE, tls.ssl_certificate, once=False),),
+    "ssl_certificate_key": (_d(HTTP_SERVER, ONE, tls.ssl_certificate, once=False),),
+    "ssl_protocols": (_d(HTTP_SERVER, ONE_OR_MORE, tls.ssl_protocols),),
+    "ssl_ciphers": (_d(HTTP_SERVER, ONE, tls.ssl_ciphers),),
+    "ssl_prefer_server_ciphers": (_d(HTTP_SERVER, ONE, tls.ssl_flag),),
+    "ssl_session_tickets": (_d(HTTP_SERVER, ONE, tls.ssl_flag),),
+    "ssl_session_cache": (_d(HTTP_SERVER, (1, 2), tls.ssl_no_effect),),
+    "ssl_session_timeout": (_d(HTTP_SERVER, ONE, tls.ssl_no_effect),),
+    "ssl_client_certificate": (_d(HTTP_SERVER, ONE, tls.ssl_client_certificate),),
+    "ssl_verify_client": (_d(HTTP_SERVER, ONE, tls.ssl_verify_client),),
+    "ssl_verify_depth": (_d(HTTP_SERVER, ONE, tls.ssl_no_effect),),
+    # HTTP/2 on TLS addresses (nginx 1.25.1+; `listen ... http2` before that).
+    "http2": (_d(HTTP_SERVER, ONE, tls.ssl_flag),),
+    "proxy_ssl_verify": (_d(HTTP_ANY, ONE, tls.proxy_ssl_flag),),
+    "proxy_ssl_server_name": (_d(HTTP_ANY, ONE, tls.proxy_ssl_flag),),
+    "proxy_ssl_name": (_d(HTTP_ANY, ONE, tls.proxy_ssl_name),),
+    "proxy_ssl_trusted_certificate": (_d(HTTP_ANY, ONE, tls.proxy_ssl_file),),
+    "proxy_ssl_certificate": (_d(HTTP_ANY, ONE, tls.proxy_ssl_file),),
+    "proxy_ssl_certificate_key": (_d(HTTP_ANY, ONE, tls.proxy_ssl_file),),
+    "proxy_ssl_protocols": (_d(HTTP_ANY, ONE_OR_MORE, tls.proxy_ssl_protocols),),
+    "proxy_ssl_ciphers": (_d(HTTP_ANY, ONE, tls.ssl_ciphers),),
+    "proxy_ssl_verify_depth": (_d(HTTP_ANY, ONE, tls.ssl_no_effect),),
+    "proxy_ssl_session_reuse": (_d(HTTP_ANY, ONE, tls.ssl_no_effect),),
     # --- rewrite module, in order
     "set": (_d(SERVER_LOCATION, TWO, rewrite.set_, once=False),),
     "rewrite": (_d(SERVER_LOCATION, (2, 3), rewrite.rewrite, once=False),),
@@ -163,14 +227,7 @@ DIRECTIVES: dict[str, tuple[Directive, ...]] = {
 _PLANNED: tuple[tuple[str, str], ...] = (
     ("proxy_cache", "the caching issue"),
     ("proxy_store", "the caching issue"),
-    ("ssl", "the TLS issue"),
-    ("proxy_ssl", "the TLS issue"),
     ("http2", "the TLS issue"),
-    ("limit_req", "the rate-limit issue"),
-    ("limit_conn", "the rate-limit issue"),
-    ("allow", "the access-control issue"),
-    ("deny", "the access-control issue"),
-    ("auth_basic", "the access-control issue"),
     ("sticky", "the balancing issue"),
     ("health_check", "the balancing issue"),
 )

@@ -17,7 +17,16 @@ from typing import Any
 
 from ferryman.config.nginx.syntax import Stmt
 from ferryman.config.nginx.values import ProxyTarget, ProxyTemplate
-from ferryman.config.schema import AccessLogSpec, ListenSpec, MapSpec, PeerSpec, ScriptStep
+from ferryman.config.schema import (
+    AccessLogSpec,
+    CacheZoneSpec,
+    ClientLimits,
+    LimitZoneSpec,
+    ListenSpec,
+    MapSpec,
+    PeerSpec,
+    ScriptStep,
+)
 
 __all__ = [
     "ConfigDraft",
@@ -141,6 +150,12 @@ class ConfigDraft:
     log_formats: list[tuple[str, str]] = field(default_factory=list)
     access_log: AccessLogSpec | None = None
     client_timeouts: dict[str, float] = field(default_factory=dict)
+    # large_client_header_buffers (None: the schema's defaults).
+    client_limits: ClientLimits | None = None
+    # proxy_cache_path zones, with the statement that defined each.
+    cache_zones: list[tuple[CacheZoneSpec, Stmt]] = field(default_factory=list)
+    # limit_req_zone / limit_conn_zone zones, with the statement that defined each.
+    limit_zones: list[tuple[LimitZoneSpec, Stmt]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     # Files already parsed (an `include` in every location reads its file once), and
     # the chain of includes being translated, to refuse a cycle.

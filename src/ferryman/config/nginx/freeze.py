@@ -12,17 +12,24 @@ from __future__ import annotations
 
 import ipaddress
 
+from ferryman.config.nginx.access import access_rules, auth_basic_spec
+from ferryman.config.nginx.cache import cache_spec, check_cache_conditions
 from ferryman.config.nginx.draft import ConfigDraft, Level, LocationDraft, ServerDraft
+from ferryman.config.nginx.limits import limit_zones, route_limits
+from ferryman.config.nginx.realip import real_ip_spec
 from ferryman.config.nginx.syntax import Stmt
+from ferryman.config.nginx.tls import listen_tls, upstream_tls_spec, with_tls
 from ferryman.config.nginx.values import ProxyTarget, ProxyTemplate
 from ferryman.config.schema import (
     AccessLogSpec,
+    ClientLimits,
     ClientTimeouts,
     Config,
     HeaderAdd,
     PeerSpec,
     RouteSpec,
     ServerSpec,
+    TlsSpec,
     UpstreamSpec,
 )
 from ferryman.errors import ConfigError
@@ -61,7 +68,8 @@ def freeze(draft: ConfigDraft) -> Config:
     if not draft.servers:
         raise ConfigError(draft.source, 'no "server" block in "http": nothing to listen on')
     upstreams = _Upstreams(draft)
-    servers = tuple(_server(server, upstreams, draft) for server in draft.servers)
+    tls_specs = listen_tls(draft)
+    servers = tuple(_server(server, upstreams, draft, tls_specs) for server in draft.servers)
     upstreams.check_url_hosts()
     _check_default_servers(draft)
     _warn_conflicting_names(draft)
@@ -71,11 +79,14 @@ def freeze(draft: ConfigDraft) -> Config:
         workers=draft.workers,
         worker_connections=draft.worker_connections,
         client_timeouts=ClientTimeouts(**draft.client_timeouts),
+        client_limits=draft.client_limits or ClientLimits(),
         access_log=draft.access_log or AccessLogSpec(),
         maps=tuple(spec for spec, _ in draft.maps),
         pid_file=draft.pid_file,
         error_log=draft.error_log[0] if draft.error_log is not None else None,
         log_formats=tuple(draft.log_formats),
+        cache_zones=tuple(zone for zone, _ in draft.cache_zones),
+        limit_zones=limit_zones(draft),
         warnings=tuple(draft.warnings),
         source=draft.source,
     )
@@ -118,7 +129,7 @@ class _Upstreams:
         # Named as nginx's $proxy_host shows it: host, or host:port unless port 80.
         name = target.proxy_host
         if name not in self._implicit:
-            peer = PeerSpec(host=target.host.strip("[]"), port=target.port or _HTTP_PORT)
+            peer = PeerSpec(host=target.host.strip("[]"), port=target.port or target.default_port)
             self._implicit[name] = UpstreamSpec(
                 name=name, servers=(peer,), keepalive=_IMPLICIT_KEEPALIVE
             )
@@ -154,15 +165,21 @@ class _Upstreams:
         return (*self._explicit.values(), *self._implicit.values())
 
 
-def _server(server: ServerDraft, upstreams: _Upstreams, draft: ConfigDraft) -> ServerSpec:
+def _server(
+    server: ServerDraft,
+    upstreams: _Upstreams,
+    draft: ConfigDraft,
+    tls_specs: dict[str, TlsSpec],
+) -> ServerSpec:
     if not server.locations and not server.script:
         draft.warn(server.stmt, _NO_HANDLER.format(what="server"))
     return ServerSpec(
-        listen=tuple(spec for spec, _ in server.listens),
+        listen=tuple(with_tls(spec, tls_specs) for spec, _ in server.listens),
         routes=tuple(_route(loc, upstreams, draft) for loc in server.locations),
         server_names=tuple(name for name, _ in server.names),
         script=tuple(server.script),
         add_headers=_add_headers(server.level),
+        real_ip=real_ip_spec(server.level),
     )
 
 
@@ -174,17 +191,21 @@ _NO_HANDLER = (
 
 def _route(location: LocationDraft, upstreams: _Upstreams, draft: ConfigDraft) -> RouteSpec:
     level = location.level
-    upstream = uri = url = None
+    upstream = uri = url = upstream_tls = None
     if location.proxy is not None:
         target, stmt = location.proxy
         if isinstance(target, ProxyTemplate):
             url = upstreams.url_for(target, stmt)
         else:
             upstream, uri = upstreams.name_for(target, stmt), target.uri
+            upstream_tls = upstream_tls_spec(level, target.https, stmt, draft)
     elif not location.script and not location.locations:
         draft.warn(location.stmt, _NO_HANDLER.format(what="location"))
     proxying = location.proxy is not None
     headers = level.array("proxy_set_header")
+    cache = cache_spec(level, draft) if proxying else None
+    if cache is None:
+        check_cache_conditions(level, draft)
     return RouteSpec(
         upstream=upstream,
         path=location.path,
@@ -210,6 +231,11 @@ def _route(location: LocationDraft, upstreams: _Upstreams, draft: ConfigDraft) -
         default_type=level.value("default_type", _DEFAULT_TYPE),
         # nginx forwards a client's Upgrade only through `proxy_set_header Upgrade ...`.
         pass_upgrade=False,
+        **route_limits(level, draft),
+        access=access_rules(level),
+        auth_basic=auth_basic_spec(level),
+        cache=cache,
+        upstream_tls=upstream_tls,
         routes=tuple(_route(inner, upstreams, draft) for inner in location.locations),
     )
 

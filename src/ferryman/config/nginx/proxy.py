@@ -18,7 +18,6 @@ from ferryman.config.schema import HeaderAdd
 
 __all__ = [
     "add_header",
-    "cache_without_cache",
     "client_max_body_size",
     "default_type",
     "proxy_header_list",
@@ -166,12 +165,6 @@ def proxy_redirect(scope: Scope, stmt: Stmt) -> None:
     # (`default` is also accepted, as when absent: see README, differences.)
     if stmt.args not in (("off",), ("default",)):
         raise unsupported(stmt, '"proxy_redirect" other than "off" or "default" is not supported')
-
-
-def cache_without_cache(scope: Scope, stmt: Stmt) -> None:
-    """proxy_cache_bypass / proxy_no_cache: caching is not supported, so they can have no
-    effect; nginx itself accepts them without proxy_cache."""
-    scope.config.warn(stmt, f'"{stmt.name}" has no effect without "proxy_cache"')
 
 
 def _check_field(stmt: Stmt, name: str, value: str) -> None:

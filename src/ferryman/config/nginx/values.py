@@ -39,6 +39,7 @@ _PCRE_NAMED_GROUP = re.compile(r"\(\?<(?=[A-Za-z_])")
 _PCRE_NAMED_GROUP_QUOTED = re.compile(r"\(\?'([A-Za-z_][A-Za-z0-9_]*)'")
 _VARIABLE = re.compile(r"\$(?:\{[A-Za-z0-9_]+\}|[A-Za-z0-9_]+)")
 _HTTP_PORT = 80
+_HTTPS_PORT = 443
 # What a URL template may hold: printable ASCII, as in a request line (RFC 9112 3.2).
 _URL_TEXT = re.compile(r"[\x21-\x7e]+")
 
@@ -152,11 +153,17 @@ class ProxyTarget:
     host: str
     port: int | None
     uri: str | None
+    # `proxy_pass https://` (TLS to the upstream; default port 443).
+    https: bool = False
+
+    @property
+    def default_port(self) -> int:
+        return _HTTPS_PORT if self.https else _HTTP_PORT
 
     @property
     def proxy_host(self) -> str:
         # nginx (ngx_http_proxy_set_vars): the default port is left out of $proxy_host.
-        if self.port is None or self.port == _HTTP_PORT:
+        if self.port is None or self.port == self.default_port:
             return self.host
         return f"{self.host}:{self.port}"
 
@@ -178,20 +185,21 @@ def proxy_target(stmt: Stmt, url: str) -> ProxyTarget | ProxyTemplate:
         raise stmt.error(f'variables in the scheme of "proxy_pass" are not supported yet: "{url}"')
     if not sep or scheme.lower() not in ("http", "https"):
         raise stmt.error(f'invalid URL prefix in "{url}"')
-    if scheme.lower() == "https":
-        raise stmt.error(f'https:// in "proxy_pass" is not supported yet: "{url}"')
+    https = scheme.lower() == "https"
+    if https and _VARIABLE.search(url):
+        raise stmt.error(f'https:// in "proxy_pass" with variables is not supported yet: "{url}"')
     authority, slash, path_part = rest.partition("/")
     if not authority:
         raise stmt.error(f'no host in "{url}" of the "proxy_pass" directive')
     if _VARIABLE.search(url):
         return _proxy_template(stmt, url, authority)
-    return _static_target(stmt, authority, f"/{path_part}" if slash else None)
+    return _static_target(stmt, authority, f"/{path_part}" if slash else None, https)
 
 
-def _static_target(stmt: Stmt, authority: str, uri: str | None) -> ProxyTarget:
+def _static_target(stmt: Stmt, authority: str, uri: str | None, https: bool = False) -> ProxyTarget:
     host, port = host_port(stmt, authority, what="upstream")
     written_host = authority[: authority.index("]") + 1] if authority.startswith("[") else host
-    return ProxyTarget(host=written_host, port=port, uri=uri)
+    return ProxyTarget(host=written_host, port=port, uri=uri, https=https)
 
 
 def _proxy_template(stmt: Stmt, url: str, authority: str) -> ProxyTemplate:

@@ -76,6 +76,22 @@ _CONFIG: Final = h2.config.H2Configuration(
 )
 
 
+class _GoawayTolerantMachine(h2.connection.H2ConnectionStateMachine):
+    """h2 closes its state machine on a received GOAWAY, so any frame the client sends
+    after it (the SETTINGS ACK that crossed our SETTINGS, WINDOW_UPDATEs for the
+    streams still finishing) becomes a connection error, although RFC 9113 6.8 lets
+    those streams complete. A GOAWAY here leaves the state open; the connection itself
+    refuses new streams once it has seen one (`goaway_sent`)."""
+
+    def process_input(self, input_: h2.connection.ConnectionInputs) -> list[h2.events.Event]:
+        if (
+            input_ is h2.connection.ConnectionInputs.RECV_GOAWAY
+            and self.state is not h2.connection.ConnectionState.CLOSED
+        ):
+            return []
+        return super().process_input(input_)
+
+
 class _H2(h2.connection.H2Connection):
     """h2's connection with its own stream-count check turned off: over the limit it
     raises a connection error before decoding the header block; we refuse the one
@@ -130,6 +146,7 @@ class H2Connection:
         self.worker: WorkerContext = listener.worker
         self.transport: asyncio.Transport | None = None
         self.h2 = _H2(config=_CONFIG)
+        self.h2.state_machine = _GoawayTolerantMachine()
         self.streams: dict[int, H2Stream] = {}
         self.closed = False
         self.write_paused = False
@@ -351,11 +368,9 @@ class H2Connection:
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         """The client will open no more streams: a graceful GOAWAY lets the open ones
-        finish (h2 would refuse to send on them: its state is put back), any other
-        ends the connection now."""
+        finish (see _GoawayTolerantMachine), any other ends the connection now."""
         self.goaway_sent = True
         if event.error_code == ErrorCodes.NO_ERROR and self.streams:
-            self.h2.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
             return
         self._flush()
         self.close()

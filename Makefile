@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-pure test-slow lint accel bench bench-quick bench-cache bench-tls bench-h2 deps clean
+.PHONY: run test test-pure test-slow lint accel bench bench-quick bench-cache bench-tls bench-h2 bench-cluster bench-forward deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,14 @@ bench-h2: $(STAMP) deps accel
 ## make bench-cache: cache hits, Ferryman's proxy cache beside nginx's proxy_cache
 bench-cache: $(STAMP) deps accel
 	bash bench/cache.sh
+
+## make bench-cluster: latency added per request by a shared limit zone and a shared cache
+bench-cluster: $(STAMP) deps accel
+	bash bench/cluster.sh
+
+## make bench-forward: forward proxy beside tinyproxy and Squid: plain-HTTP req/s, CONNECT MB/s
+bench-forward: $(STAMP) deps accel
+	bash bench/forward.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/build

@@ -58,6 +58,7 @@ CONF
 cat >"$OUT/ferryman.yaml" <<CONF
 workers: 1
 access_log: {path: null}
+keepalive_requests: 10000000
 upstreams:
   backend: {servers: ["127.0.0.1:$BACKEND_PORT"], keepalive: 128, keepalive_requests: 1000000}
 servers:

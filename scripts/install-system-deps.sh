@@ -3,7 +3,10 @@
 # (nginx-light where the release still has it), wrk, haproxy, iproute2 (ss), procps (pgrep),
 # h2load (nghttp2-client: the HTTP/2 tests and bench/h2.sh),
 # testssl.sh (the TLS scan test) with what it calls: hexdump (bsdmainutils) and dig
-# (dnsutils).
+# (dnsutils), redis-server (the cluster tests and bench/cluster.sh start their own),
+# chromium (the dashboard test drives it headless over the DevTools protocol; the forward
+# proxy's browser test renders pages through the proxy), tinyproxy and squid (bench/forward.sh
+# runs them beside the forward proxy), node (nodejs: tests/unit/test_pac.py runs the PAC file).
 #
 # Idempotent: a tool already on the machine is skipped, and `apt-get update` runs at most
 # once, only when something is missing. Runs as root (CI) or through sudo.
@@ -24,7 +27,7 @@ else
 fi
 
 # tools; the Debian package is the tool's name except where mapped below
-TOOLS=(curl nginx wrk haproxy ss pgrep testssl hexdump dig h2load)
+TOOLS=(curl nginx wrk haproxy ss pgrep testssl hexdump dig h2load redis-server chromium tinyproxy squid node)
 missing=()
 for tool in "${TOOLS[@]}"; do
     command -v "$tool" >/dev/null || missing+=("$tool")
@@ -65,6 +68,8 @@ for tool in "${missing[@]}"; do
         packages+=(dnsutils)
     elif [ "$tool" = h2load ]; then
         packages+=(nghttp2-client)
+    elif [ "$tool" = node ]; then
+        packages+=(nodejs)
     else
         packages+=("$tool")
     fi
@@ -94,6 +99,9 @@ for tool in "${missing[@]}"; do
     case "$tool" in
         nginx) stop_started_daemon nginx /run/nginx.pid nginx -s stop ;;
         haproxy) stop_started_daemon haproxy /run/haproxy.pid ;;
+        redis-server) stop_started_daemon redis-server /run/redis/redis-server.pid ;;
+        tinyproxy) stop_started_daemon tinyproxy /run/tinyproxy/tinyproxy.pid ;;
+        squid) stop_started_daemon squid /run/squid.pid ;;
     esac
 done
 

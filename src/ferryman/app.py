@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
+import json
 import re
 import socket
 import ssl
@@ -22,9 +23,11 @@ from ferryman.balancing.base import Outcome
 from ferryman.balancing.registry import create_balancer
 from ferryman.cache.handler import CacheZone
 from ferryman.cache.zones import open_cache_zones, route_cache
+from ferryman.cluster.agent import ClusterAgent
 from ferryman.config.schema import (
     Config,
     HeaderAdd,
+    IfSpec,
     ListenSpec,
     MapSpec,
     PeerSpec,
@@ -43,6 +46,10 @@ from ferryman.filters.registry import FilterState, build_filters
 from ferryman.filters.zone import open_zones
 from ferryman.health.shared import SharedHealth
 from ferryman.observability.access_log import AccessLog
+from ferryman.observability.admin import AdminTables
+from ferryman.observability.recent import RecentLog
+from ferryman.observability.trace import Tracer
+from ferryman.proxy.forward import ForwardProxy, build_proxy_auth, forward_route
 from ferryman.proxy.maps import CompiledMap
 from ferryman.proxy.route import Route, script_templates
 from ferryman.proxy.script import CompiledScript, compile_script
@@ -119,6 +126,8 @@ class WorkerRuntime:
     resolver: PeerResolver
     # TLS (tls/): the TLS layer of each TLS listening address.
     tls: dict[ListenSpec, ListenerTls] = dataclasses.field(default_factory=dict)
+    # Cluster (cluster/): this worker's link to the other instances; None: alone.
+    cluster: ClusterAgent | None = None
 
 
 def build_worker(
@@ -131,6 +140,7 @@ def build_worker(
     filter_state: FilterState | None = None,
     conn_cap: ConnectionCap | None = None,
     tls: dict[ListenSpec, ListenerTls] | None = None,
+    admin: AdminTables | None = None,
 ) -> WorkerRuntime:
     # TLS contexts come from the master (shared session-ticket keys, see tls/contexts.py).
     tls = build_tls(config) if tls is None else tls
@@ -144,6 +154,7 @@ def build_worker(
     worker.maps = _bind_maps(config, user_vars)
     worker.conn_cap = conn_cap  # Config.max_connections, counted across workers
     worker.client_limits = config.client_limits
+    worker.keepalive_requests = config.keepalive_requests
     sweeper.every_tick(access.flush)
     sweeper.every_tick(worker.refresh_date)
     connect_fn = connect or tcp_connect(loop)
@@ -163,6 +174,13 @@ def build_worker(
     worker.upstreams = {name: (groups[name], pools[name]) for name in groups}
     if shared is not None:
         _share_health(shared, list(groups.values()), sweeper)
+    # Cluster (cluster/agent.py): limits, cache and health shared through Redis.
+    cluster = ClusterAgent.join(config, slot)
+    if cluster is not None and cluster.spec.health:
+        if shared is None:  # a process alone: a health table of its own to write into
+            shared = SharedHealth(next_slot)
+            _share_health(shared, list(groups.values()), sweeper)
+        cluster.share_health(config, shared, list(groups.values()))
     worker.make_upstream = _upstream_maker(sweeper, connect_fn)
     # Routes with no proxy_pass share one empty group and pool, never dispatched to.
     none = UpstreamSpec(name="", servers=())
@@ -171,15 +189,30 @@ def build_worker(
     if filter_state is None:
         # One process alone (tests, `check`): zones nobody else maps, same interface.
         filter_state = FilterState(open_zones(config.limit_zones, config.source))
+    if cluster is not None:
+        filter_state.shared = cluster.limiter  # zones marked `shared`
     build = _RouteBuilder(config, groups, pools, user_vars, filter_state)
     # Cache zones: a memory tier per worker, a disk tier shared by all (cache/zones.py).
     build.caches = open_cache_zones(config.cache_zones, sweeper, config.source)
+    if cluster is not None:
+        cluster.share_caches(config, build.caches)
     build.tls_connect = lambda spec, name: tls_connect(loop, *_upstream_tls(spec, name, config))
     by_listen: dict[ListenSpec, list[VirtualServer[Route]]] = {}
     defaults: dict[ListenSpec, int] = {}
     real_ips: dict[VirtualServer[Route], RealIp] = {}
+    traced: dict[Any, bytes] = {}  # observability/trace.py: server -> trace header
+    forwards: dict[ListenSpec, ForwardProxy] = {}
     for si, server in enumerate(config.servers):
+        if server.forward is not None:
+            # Forward-proxy mode (proxy/forward.py): one synthesized route at "/".
+            server = dataclasses.replace(server, routes=(forward_route(server.forward),))
         vs = build.server(server, f"{config.source}: servers[{si}]")
+        trace = server.trace or config.trace
+        if trace is not None:
+            traced[vs] = trace.header.lower().encode()
+        if server.forward is not None:
+            engine = ForwardContext(loop, sweeper, connect_fn)
+            _add_forward(config, si, server, vs, engine, forwards)
         if server.real_ip is not None:
             real_ips[vs] = _real_ip(server.real_ip, f"{config.source}: servers[{si}].real_ip")
         for listen in server.listen:
@@ -201,12 +234,72 @@ def build_worker(
             proxy_protocol=listen.proxy_protocol,
             real_ip=policies,
         )
+        lctx.forward = forwards.get(listen)
         listeners.append((listen, lctx))
     del pools[""]
     del groups[""]
+    if traced:
+        token = admin.token if admin is not None else _inline_token(config)
+        ring = admin.traces if admin is not None else None
+        worker.trace = Tracer(traced, None, token, ring, slot)
+    if admin is not None:
+        _share_admin(admin, config, worker, groups, build.caches, slot)
+        if cluster is not None:
+            cluster.share_overrides(config, admin.overrides)  # drain / weight everywhere
     resolver = PeerResolver(config, groups, pools, system_lookup(loop, config.hosts_file))
     all_pools = [*pools.values(), *build.tls_pools.values()]
-    return WorkerRuntime(worker, listeners, all_pools, groups, resolver, tls)
+    if cluster is not None:
+        loop.call_soon(cluster.start)  # its tasks run once the worker's loop does
+    return WorkerRuntime(worker, listeners, all_pools, groups, resolver, tls, cluster)
+
+
+@dataclass(slots=True)
+class ForwardContext:
+    """What a forward-proxy engine needs from the worker (proxy/forward.py)."""
+
+    loop: asyncio.AbstractEventLoop
+    sweeper: Sweeper
+    connect: ConnectFn
+
+
+def _add_forward(
+    config: Config,
+    si: int,
+    server: ServerSpec,
+    vs: VirtualServer[Route],
+    ctx: ForwardContext,
+    forwards: dict[ListenSpec, ForwardProxy],
+) -> None:
+    """A forward server's engine on each of its addresses, which it must have to itself;
+    proxy authentication joins its route's filters, after the access rules."""
+    spec = server.forward
+    assert spec is not None and vs.single is not None
+    where = f"{config.source}: servers[{si}].forward"
+    for listen in server.listen:
+        shared = [
+            i
+            for i, other in enumerate(config.servers)
+            if i != si and any(li == listen for li in other.listen)
+        ]
+        if shared:
+            raise ConfigError(
+                where, f"{listen.address} is a forward proxy's and servers[{shared[0]}]'s too"
+            )
+        if listen.tls is not None:
+            raise ConfigError(where, f"{listen.address}: a forward proxy listens without tls")
+    try:
+        hosts = dict(config.hosts)
+        if config.hosts_file is not None:
+            for name, addresses in read_hosts_file(config.hosts_file).items():
+                hosts.setdefault(name, addresses[0])
+        engine = ForwardProxy(spec, ctx.loop, ctx.sweeper, ctx.connect, hosts)
+    except ValueError as exc:
+        raise ConfigError(f"{where}.destinations", str(exc)) from None
+    auth = build_proxy_auth(spec, where)
+    if auth is not None:
+        vs.single.filters = (*vs.single.filters, auth)
+    for listen in server.listen:
+        forwards[listen] = engine
 
 
 def build_tls(config: Config) -> dict[ListenSpec, ListenerTls]:
@@ -270,6 +363,85 @@ def _share_health(shared: SharedHealth, groups: list[UpstreamGroup], sweeper: Sw
     for group in groups:
         group.on_failure = publish
     sweeper.every_tick(sync)
+    # Before the first request: after a reload the table holds what the previous
+    # generation learned of unchanged peers (workers.py carries it over).
+    sync()
+
+
+def _inline_token(config: Config) -> str | None:
+    return config.admin.token if config.admin is not None else None
+
+
+def _share_admin(
+    tables: AdminTables,
+    config: Config,
+    worker: WorkerContext,
+    groups: dict[str, UpstreamGroup],
+    caches: dict[str, CacheZone],
+    slot: int,
+) -> None:
+    """The admin API's view of this worker (observability/admin.py): finished requests
+    go to this worker's ring; each tick, the peer counters are published, the drain /
+    weight overrides applied (only when the table changed) and cache purges carried out."""
+    worker.recent = RecentLog(tables.recent, slot)
+    peers: list[_AdminPeer] = []
+    for up in config.upstreams:
+        group = groups[up.name]
+        for peer, spec in zip(group.peers, up.servers, strict=True):
+            oslot = tables.overrides.slot(up.name, spec.address)
+            peers.append((group, up, peer, spec.weight, oslot))
+    seen = {"version": -1, "purges": tables.purges.count(0)}
+
+    def tick() -> None:
+        stats = tables.stats
+        for _group, _up, p, _w, _o in peers:
+            stats.publish(slot, p.slot, p.active, p.health.fails, p.requests, p.latency)
+        version = tables.overrides.version
+        if version != seen["version"]:
+            seen["version"] = version
+            _apply_overrides(tables, peers)
+        if tables.purges.count(0) != seen["purges"]:
+            for count, order in tables.purges.read(0, after=seen["purges"]):
+                seen["purges"] = count
+                _purge(caches, order)
+
+    worker.sweeper.every_tick(tick)
+
+
+# (group, its spec, peer, configured weight, override slot)
+_AdminPeer = tuple[UpstreamGroup, UpstreamSpec, PeerState, int, int]
+
+
+def _apply_overrides(tables: AdminTables, peers: list[_AdminPeer]) -> None:
+    for group, up, peer, configured, oslot in peers:
+        if oslot < 0:
+            continue
+        o = tables.overrides.get(oslot)
+        if peer.drained != o.drained:
+            group.set_drained(peer, o.drained)
+        weight = o.weight or configured
+        if peer.spec.weight != weight:
+            group.set_weight(peer, weight, _balancer_for(group, up))
+
+
+def _balancer_for(group: UpstreamGroup, up: UpstreamSpec) -> Callable[[], Any]:
+    return lambda: create_balancer(up.balance, up, group.peers)
+
+
+def _purge(caches: dict[str, CacheZone], order: bytes) -> None:
+    """A purge order from the admin process: drop the entries from this worker's store
+    (its memory tier; the shared disk tier was purged by the admin already)."""
+    try:
+        data = json.loads(order)
+    except ValueError:
+        return
+    zone = caches.get(data.get("zone"))
+    if zone is None:
+        return
+    if "key" in data:
+        zone.store.remove(data["key"])
+    elif "prefix" in data:
+        zone.store.remove_prefix(data["prefix"])
 
 
 def _key_function(up: UpstreamSpec, user_vars: frozenset[str], source: str) -> Any:
@@ -352,6 +524,9 @@ class _RouteBuilder:
             and only.path == "/"
             and not only.routes
             and not only.script
+            # Static files and error pages need the normalised $uri and the search.
+            and only.static is None
+            and not only.error_pages
         ):
             # Every request takes this route, so no path normalisation or search.
             single = entries[0].value
@@ -417,6 +592,15 @@ def _walk_routes(routes: tuple[RouteSpec, ...]) -> list[RouteSpec]:
     return out
 
 
+def _flat_steps(steps: list[ScriptStep]) -> list[ScriptStep]:
+    out: list[ScriptStep] = []
+    for step in steps:
+        out.append(step)
+        if isinstance(step, IfSpec):
+            out.extend(_flat_steps(list(step.steps)))
+    return out
+
+
 def _user_variables(config: Config) -> frozenset[str]:
     """Names `set` or `map` defines anywhere: templates may use them everywhere (nginx
     variables are global to the configuration)."""
@@ -435,8 +619,14 @@ def _user_variables(config: Config) -> frozenset[str]:
             steps.extend(rs.script)
             if rs.match in ("regex", "regex_icase"):
                 patterns.append((rs.path, rs.match == "regex_icase"))
+        steps = _flat_steps(steps)  # `set` and regexes inside `if` blocks too
         names.update(s.variable for s in steps if isinstance(s, SetSpec))
         patterns.extend((s.pattern, False) for s in steps if isinstance(s, RewriteSpec))
+        patterns.extend(
+            (s.value, s.operator.endswith("*"))
+            for s in steps
+            if isinstance(s, IfSpec) and "~" in s.operator
+        )
     # Named groups of every regex become variables, as in nginx.
     for pattern, icase in patterns:
         # A bad regex is reported where the regex itself is compiled.

@@ -1,16 +1,18 @@
-"""The command line: run | check | convert | proxy | demo | echo | cert. The only place
-that exits."""
+"""The command line: run | check | convert | proxy | forward | demo | echo | cert. The
+only place that exits."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ferryman import __version__
 from ferryman.config.load import apply_hosts, load_config
-from ferryman.config.quick import quick_config
+from ferryman.config.quick import forward_config, quick_config
 from ferryman.config.schema import Config
 from ferryman.errors import ConfigError
 
@@ -63,7 +65,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-uvloop", action="store_true", help="use the stock asyncio loop")
 
     check = sub.add_parser("check", help="validate a configuration file and exit (like nginx -t)")
+    # Parsed by nginx_cli.py (main() hands it over before argparse); listed for --help.
+    sub.add_parser(
+        "nginx", help="nginx's own command line (-t, -T, -s reload, -p, -c, -g ...): a drop-in"
+    )
     with_config(check)
+
+    for name, what in (
+        ("reload", "tell the running master to reload its configuration (SIGHUP)"),
+        ("stop", "tell the running master to finish in-flight requests and exit (SIGQUIT)"),
+    ):
+        signal_cmd = sub.add_parser(name, help=what)
+        where = signal_cmd.add_mutually_exclusive_group(required=True)
+        where.add_argument("-c", "--config", help="the configuration naming the pid file")
+        where.add_argument("--pid-file", metavar="FILE", help="the master's pid file")
+        with_loading(signal_cmd)
 
     convert = sub.add_parser(
         "convert", help="print the native YAML equivalent of a configuration (e.g. nginx.conf)"
@@ -92,6 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     quick.add_argument("--no-uvloop", action="store_true")
 
+    _forward_parser(sub)
+
     demo = sub.add_parser("demo", help="six echo backends behind the proxy on 127.0.0.1:8080")
     demo.add_argument("--no-uvloop", action="store_true")
     demo.add_argument(
@@ -100,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also serve https://localhost:8443 with a development certificate (cert dev)",
     )
     demo.add_argument("--cert-dir", metavar="DIR", help="development CA directory (cert dev)")
+    demo.add_argument(
+        "--admin",
+        metavar="HOST:PORT|off",
+        default="127.0.0.1:9901",
+        help="where the dashboard and admin API listen (default 127.0.0.1:9901)",
+    )
 
     cert = sub.add_parser("cert", help="certificates: `cert dev NAME...` for development")
     cert_sub = cert.add_subparsers(dest="cert_command", required=True)
@@ -139,16 +163,56 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_signal(args: argparse.Namespace) -> int:
+    """`reload` / `stop`: signal the master named by the pid file (nginx -s reload|quit).
+    The master validates a reloaded configuration itself and keeps the running one when
+    it is invalid (its log says why); `ferryman check` tells beforehand."""
+    import signal
+
+    pid_file = args.pid_file
+    if pid_file is None:
+        pid_file = _load(args).pid_file
+        if pid_file is None:
+            raise ConfigError(args.config, "no pid_file: the running master cannot be found")
+    try:
+        with open(pid_file) as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError(f"pid file {pid_file}", f"cannot read: {exc.strerror}") from None
+    digits = text.rstrip("\n")
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 10:
+        raise ConfigError(f"pid file {pid_file}", f"not a process id: {text[:20]!r}")
+    signo = signal.SIGHUP if args.command == "reload" else signal.SIGQUIT
+    try:
+        os.kill(int(digits), signo)
+    except OSError as exc:
+        raise ConfigError(f"pid file {pid_file}", f"kill {digits}: {exc.strerror}") from None
+    print(f"ferryman: sent {signo.name} to the master ({digits})")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from ferryman.config.publish import apply_publish, parse_publish
-    from ferryman.workers import serve
+    from ferryman.workers import ProcessMode, serve
 
     publish = [parse_publish(p) for p in args.publish]
 
     def load() -> Config:
         return apply_publish(_load(args), publish)
 
-    return serve(load(), reload=load, use_uvloop=not args.no_uvloop)
+    # An nginx.conf gets nginx's error-log lines (observability/error_log.py).
+    mode = ProcessMode(nginx_log_format=_is_nginx_file(args.config))
+    return serve(load(), reload=load, use_uvloop=not args.no_uvloop, mode=mode)
+
+
+def _is_nginx_file(path: str) -> bool:
+    from ferryman.config.load import looks_like_nginx
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            return looks_like_nginx(file.read())
+    except OSError:
+        return False
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -175,6 +239,71 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
     return serve(config, use_uvloop=not args.no_uvloop)
 
 
+def _forward_parser(sub: Any) -> None:
+    fwd = sub.add_parser("forward", help="quick forward proxy (HTTP and CONNECT) from flags")
+    fwd.add_argument("--listen", required=True, metavar="HOST:PORT")
+    fwd.add_argument("--connect-ports", default="443", metavar="PORT,...")
+    fwd.add_argument(
+        "--anonymity",
+        default="transparent",
+        metavar="LEVEL",
+        help="transparent (Via, X-Forwarded-For) | anonymous (Via) | elite",
+    )
+    fwd.add_argument(
+        "--allow-private",
+        action="store_true",
+        help="let clients reach loopback, private and metadata addresses",
+    )
+    fwd.add_argument("--auth-file", metavar="FILE", help="htpasswd file: proxy users (407)")
+    fwd.add_argument("--realm", default="proxy")
+    fwd.add_argument("--user-agent", default="", metavar="UA", help="replace User-Agent")
+    for action in ("allow", "deny"):
+        fwd.add_argument(
+            f"--{action}-dest",
+            dest="destinations",
+            action="append",
+            type=lambda v, a=action: (a, v),
+            default=[],
+            metavar="PATTERN",
+            help=f"{action} a destination: domain, *.domain, CIDR, port:N, all (in order)",
+        )
+    fwd.add_argument(
+        "--add-host",
+        action="append",
+        type=_add_host,
+        default=[],
+        metavar="NAME:IP",
+        help="resolve NAME to IP first (repeatable)",
+    )
+    fwd.add_argument("--workers", type=int, default=1)
+    fwd.add_argument("--access-log", default="-", help="'-' (stdout), a path, or 'off'")
+    fwd.add_argument("--log-format", default="combined", choices=["combined", "json"])
+    fwd.add_argument("--no-uvloop", action="store_true")
+
+
+def _cmd_forward(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ferryman.workers import serve
+
+    config = forward_config(
+        args.listen,
+        connect_ports=args.connect_ports,
+        anonymity=args.anonymity,
+        allow_private=args.allow_private,
+        auth_file=args.auth_file,
+        realm=args.realm,
+        user_agent=args.user_agent,
+        destinations=tuple(args.destinations),
+        workers=args.workers,
+        access_log=None if args.access_log == "off" else args.access_log,
+        log_format=args.log_format,
+    )
+    if args.add_host:
+        config = dataclasses.replace(config, hosts=tuple(args.add_host))
+    return serve(config, use_uvloop=not args.no_uvloop)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -182,7 +311,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from ferryman.tls.devcert import DEFAULT_DIR
 
     cert_dir = Path(args.cert_dir) if args.cert_dir else DEFAULT_DIR
-    return run_demo(use_uvloop=not args.no_uvloop, tls_dir=cert_dir if args.tls else None)
+    admin = None
+    if args.admin != "off":
+        host, _, port = args.admin.rpartition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            print(f"ferryman: [emerg] --admin: expected HOST:PORT or off, not {args.admin!r}")
+            return 1
+        admin = (host.strip("[]") or "127.0.0.1", int(port))
+    return run_demo(
+        use_uvloop=not args.no_uvloop, tls_dir=cert_dir if args.tls else None, admin=admin
+    )
 
 
 def _cmd_cert(args: argparse.Namespace) -> int:
@@ -212,8 +350,11 @@ def _cmd_echo(args: argparse.Namespace) -> int:
 _COMMANDS = {
     "run": _cmd_run,
     "check": _cmd_check,
+    "reload": _cmd_signal,
+    "stop": _cmd_signal,
     "convert": _cmd_convert,
     "proxy": _cmd_proxy,
+    "forward": _cmd_forward,
     "demo": _cmd_demo,
     "cert": _cmd_cert,
     "echo": _cmd_echo,
@@ -221,12 +362,22 @@ _COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # `ferryman nginx ...` takes nginx's own command line (nginx_cli.py), which argparse
+    # cannot parse (`-tq`, `-cFILE`); so does this program installed under the name nginx.
+    if argv is None:
+        argv = sys.argv[1:]
+        if os.path.basename(sys.argv[0]) == "nginx":
+            argv = ["nginx", *argv]
+    if argv and argv[0] == "nginx":
+        from ferryman import nginx_cli
+
+        return nginx_cli.main(argv[1:])
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s",
-    )
+    from ferryman.observability.error_log import NativeFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(NativeFormatter())  # the request context, when there is one
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
         return _COMMANDS[args.command](args)
     except ConfigError as exc:

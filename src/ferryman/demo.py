@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ferryman.config.load import apply_hosts, load_config
 from ferryman.config.publish import apply_publish
-from ferryman.config.schema import Config, ListenSpec, TlsCertificate, TlsSpec
+from ferryman.config.schema import AdminSpec, Config, ListenSpec, TlsCertificate, TlsSpec
 from ferryman.tls.devcert import issue
 from ferryman.workers import serve
 
@@ -41,11 +41,14 @@ PUBLISH = ("127.0.0.1", 8080, 80)
 TLS_LISTEN = ("127.0.0.1", 8443)
 
 
-def demo_config(tls_dir: Path | None = None) -> Config:
+def demo_config(tls_dir: Path | None = None, admin: tuple[str, int] | None = None) -> Config:
     with resources.as_file(resources.files("ferryman").joinpath("data/nginx.conf")) as path:
         config = load_config(str(path))
     config = apply_hosts(config, {name: host for name, host, _ in BACKENDS})
     config = apply_publish(config, [PUBLISH])
+    if admin is not None:
+        # nginx.conf has no directive for it: the dashboard is added beside the file.
+        config = dataclasses.replace(config, admin=AdminSpec(host=admin[0], port=admin[1]))
     return config if tls_dir is None else _with_tls(config, tls_dir)
 
 
@@ -96,8 +99,12 @@ def stop_backends(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-def run_demo(use_uvloop: bool = True, tls_dir: Path | None = None) -> int:
-    config = demo_config(tls_dir)
+def run_demo(
+    use_uvloop: bool = True,
+    tls_dir: Path | None = None,
+    admin: tuple[str, int] | None = ("127.0.0.1", 9901),
+) -> int:
+    config = demo_config(tls_dir, admin)
     listen = config.servers[0].listen[0]
     procs = start_backends()
     try:
@@ -111,6 +118,8 @@ def run_demo(use_uvloop: bool = True, tls_dir: Path | None = None) -> int:
         )
         print(f"ferryman demo: running the reference nginx.conf ({config.source}) unmodified")
         print(f"watch the balancing:  for i in $(seq 12); do curl -s {url}; echo; done", flush=True)
+        if config.admin is not None:
+            print(f"ferryman demo: dashboard and admin API on http://{config.admin.address}/")
         if tls_dir is not None:
             ca = tls_dir / "ca.pem"
             print(f"ferryman demo: https://localhost:{TLS_LISTEN[1]}/ too (CA: {ca})")

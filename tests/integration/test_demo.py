@@ -21,7 +21,8 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def test_demo_serves_six_uuids_and_stops_cleanly(tmp_path: Path) -> None:
-    ports = [("127.0.0.1", 8080)] + [(f"127.0.0.{10 + i}", 3000) for i in range(1, 7)]
+    ports = [("127.0.0.1", 8080), ("127.0.0.1", 9901)]
+    ports += [(f"127.0.0.{10 + i}", 3000) for i in range(1, 7)]
     busy = [f"{h}:{p}" for h, p in ports if not _port_free(h, p)]
     if busy:  # not a skip: the demo's fixed ports must be ours to use
         pytest.fail(f"ports needed by the demo are in use: {busy}")
@@ -38,7 +39,17 @@ def test_demo_serves_six_uuids_and_stops_cleanly(tmp_path: Path) -> None:
             c.close()
         assert len(set(seen)) == 6, seen
         assert all(len(u) == 36 for u in seen)
+        # The dashboard's API sees the six peers of the reference upstream.
+        wait_for_port("127.0.0.1", 9901, proc, timeout=20)
+        c = http.client.HTTPConnection("127.0.0.1", 9901, timeout=5)
+        c.request("GET", "/api/upstreams")
+        r = c.getresponse()
+        assert r.status == 200
+        body = r.read().decode()
+        c.close()
+        assert all(f'"server{i}:3000"' in body for i in range(1, 7)), body
         out = proc.output()
+        assert "dashboard and admin API on http://127.0.0.1:9901/" in out
         assert "for i in $(seq 12); do curl -s http://127.0.0.1:8080/" in out
         assert "nginx.conf" in out
     finally:

@@ -24,6 +24,7 @@ Ferryman for one template, stopped by PID before the next starts.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -50,6 +51,8 @@ NGINX = find_nginx()
 HOST = "example.test"
 ECHO_COUNT = 6
 CLIENT_TIMEOUT = 5.0
+# 2024-01-02T03:04:05Z: the static scenarios' ETag "65937d25-..." and dates rely on it.
+WWW_MTIME = 1704164645
 
 pytestmark = pytest.mark.skipif(
     NGINX is None, reason="nginx is not installed (scripts/install-system-deps.sh)"
@@ -89,7 +92,10 @@ ACCEPTED: dict[tuple[str, str], str] = {
             ("body_size", "body_size:10:POST /echo/big/chunked body=2000 chunked"),
             ("proxy_pass", "proxy_pass:38:POST /version/chunked body=100 chunked"),
         )
-    }
+    },
+    # nginx answers several ranges with a 206 multipart/byteranges body; Ferryman sends
+    # the whole file with 200, which RFC 9110 14.2 allows (a server MAY ignore Range).
+    ("static", "static:30:GET /hello.txt Range:bytes=0-1,3-4"): "multiple ranges: whole file",
 }
 
 # A scenario whose upstream balances over several echo backends: which one answers is
@@ -227,6 +233,8 @@ class Backends:
     def render(self, template: str, port: int, nginx_only: str) -> str:
         values = {f"echo{i}": e.address for i, e in enumerate(self.echoes, start=1)}
         values |= {"port": str(port), "headers": self.scripted.address}
+        # The document root of static-file scenarios, shared by both proxies.
+        values["www"] = str(CORPUS / "www")
         values["nginx_only"] = nginx_only
         return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m[1]], template)
 
@@ -311,6 +319,11 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
 
 @pytest.fixture(scope="module")
 def pairs(backends: Backends, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PairRunner]:
+    # Static scenarios name validators (ETag, Last-Modified) in their requests: the
+    # document root's files get a fixed modification time (a checkout sets its own).
+    for item in (CORPUS / "www").rglob("*"):
+        if item.is_file():
+            os.utime(item, (WWW_MTIME, WWW_MTIME))
     runner = PairRunner(backends, tmp_path_factory.mktemp("differential"))
     try:
         yield runner

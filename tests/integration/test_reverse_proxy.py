@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from support.memory import wait_for_children
 from support.procs import EchoBackend, EchoFactory, ProxyProcess, free_port, proxy_config
 
 ProxyFactory = Callable[..., ProxyProcess]
@@ -318,9 +319,8 @@ def test_sigterm_drains_in_flight_requests(echo_server: EchoFactory, proxy: Prox
 def test_master_restarts_a_crashed_worker(echo_server: EchoFactory, proxy: ProxyFactory) -> None:
     (backend,) = echo_server(1)
     p = start(proxy, [backend], workers=2)
-    kids = subprocess.run(
-        ["pgrep", "-P", str(p.pid)], capture_output=True, text=True
-    ).stdout.split()
+    # The master binds (and the port answers) before it forks the workers.
+    kids = [str(pid) for pid in wait_for_children(p.pid, 2)]
     assert len(kids) == 2
     os.kill(int(kids[0]), signal.SIGKILL)
     deadline = time.monotonic() + 5

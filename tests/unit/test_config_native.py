@@ -474,7 +474,7 @@ def test_upstreams_may_be_left_out() -> None:
         ("status: 444", "status: 99", "servers[1].routes[1].script[0].return.status", "100"),
         ("flag: break", "flag: forever", "servers[1].routes[0].script[1].rewrite.flag", "last"),
         ("variable: who", "variable: $who", "servers[1].routes[0].script[0].set.variable", "$"),
-        ("- set:", "- sett:", "servers[1].routes[0].script[0]", "set, rewrite or return"),
+        ("- set:", "- sett:", "servers[1].routes[0].script[0]", "return, if or break"),
         ('"1.0"', '"2"', "servers[1].routes[0].http_version", "1.0, 1.1"),
         ("format: main", "format: mine", "access_log.format", "combined, json, main"),
         ("level: warn", "level: loud", "error_log.level", "warn"),

@@ -317,12 +317,19 @@ def test_balancing_methods_belong_in_upstream_blocks(tmp_path: Path) -> None:
     assert error.reason == '"hash" directive is not allowed here'
 
 
-def test_if_is_not_supported_yet(tmp_path: Path) -> None:
-    body = "listen 80;\nlocation / {\n    if ($request_method = POST) { return 405; }\n}"
+def test_if_refuses_what_it_does_not_support_by_name(tmp_path: Path) -> None:
+    body = "listen 80;\nlocation / {\n    if ($request_method = POST) { proxy_pass http://a; }\n}"
     path, error = _server_error(tmp_path, body)
     assert error.where == f"{path}:{BODY_LINE + 2}"
-    assert error.reason.startswith('"if" directive is not supported yet')
+    assert error.reason.startswith('"proxy_pass" directive inside "if" is not supported')
     assert "--lenient" in error.reason
+
+
+def test_if_refuses_conditions_it_does_not_know(tmp_path: Path) -> None:
+    body = "listen 80;\nlocation / {\n    if ($a = b c) { return 403; }\n}"
+    path, error = _server_error(tmp_path, body)
+    assert error.where == f"{path}:{BODY_LINE + 2}"
+    assert 'the condition "$a = b c" of "if" is not supported' in error.reason
 
 
 @pytest.mark.parametrize(
@@ -667,14 +674,15 @@ def test_escapes_as_nginx_reads_them(tmp_path: Path) -> None:
 
 
 def test_lenient_turns_unsupported_directives_into_warnings(tmp_path: Path) -> None:
-    body = "listen 80;\ngzip on;\nlocation / {\n    if ($x) { return 403; }\n    proxy_pass http://app;\n}"
+    body = "listen 80;\ngzip on;\nlocation / {\n    if ($x) { add_header X y; }\n    proxy_pass http://app;\n}"
     path, error = _server_error(tmp_path, body)
     assert error.where == f"{path}:{BODY_LINE + 1}"
     assert error.reason.startswith('"gzip" directive is not supported')
     config = _load(tmp_path, SERVER.format(body=textwrap.indent(body, "  ")), lenient=True)
     assert config.warnings == (
         f'{path}:{BODY_LINE + 1}: "gzip" directive is not supported; ignored (--lenient)',
-        f'{path}:{BODY_LINE + 3}: "if" directive is not supported yet; ignored (--lenient)',
+        f'{path}:{BODY_LINE + 3}: "add_header" directive inside "if" is not supported;'
+        " ignored (--lenient)",
     )
     assert config.servers[0].routes[0].upstream == "app"
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Final
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ferryman.balancing.base import Outcome
 from ferryman.cache import policy
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from ferryman.proxy.exchange import Exchange
     from ferryman.proxy.route import Route
 
-__all__ = ["CacheOp", "CacheZone", "RouteCache"]
+__all__ = ["CacheOp", "CacheZone", "RemoteTier", "RouteCache"]
 
 _log: Final = logging.getLogger(__name__)
 
@@ -63,6 +64,17 @@ _ERROR_CONDITIONS: Final = {502: ("error", "invalid_header"), 504: ("timeout",)}
 _ERROR_STATUSES: Final = frozenset({500, 502, 503, 504})
 
 
+class RemoteTier(Protocol):
+    """A tier behind the zone's store that answers asynchronously (the cluster's Redis,
+    cluster/cache.py): consulted once per request, on a local miss."""
+
+    def fetch(self, key: str, done: Callable[[], None]) -> bool:
+        """Start bringing `key`'s entries into the zone's store; True when started
+        (`done` is called once, from the loop), False when there is nothing to wait
+        for (the tier is unreachable: the request goes on as a miss at once)."""
+        ...
+
+
 class CacheZone:
     """One cache zone in one worker: its store, and what is in flight for its keys."""
 
@@ -72,6 +84,7 @@ class CacheZone:
         "fills",
         "inactive",
         "name",
+        "remote",
         "store",
         "updating",
         "uses",
@@ -95,6 +108,8 @@ class CacheZone:
         self.updating: set[str] = set()
         self.uses: dict[str, int] = {}
         self._next_expiry = 0.0
+        # A shared zone's tier in the cluster's Redis (set by app.py; None: local only).
+        self.remote: RemoteTier | None = None
 
     def count_use(self, key: str) -> int:
         uses = self.uses
@@ -217,6 +232,12 @@ class RouteCache:
         rules = op.rules
         assert rules is not None
         if entry is None:
+            remote = self.zone.remote
+            if remote is not None and not op.remote_asked:
+                # A local miss asks the shared tier once, then looks again (or goes on).
+                op.remote_asked = True
+                if remote.fetch(op.key, partial(self._resume_fetched, ex, op)):
+                    return True
             op.fwd = "vary-miss" if fields else "uri-miss"
             if rules.only_if_cached:
                 ex.respond_local(504)  # RFC 9111 5.2.1.7
@@ -286,6 +307,12 @@ class RouteCache:
             op.waiting = None
             ex.client.worker.loop.call_soon(self._resume, ex, op)
 
+    def _resume_fetched(self, ex: Exchange, op: CacheOp) -> None:
+        if ex.finished:
+            return
+        if not self._lookup(ex, op):
+            ex.send_upstream()
+
     def _resume(self, ex: Exchange, op: CacheOp) -> None:
         if ex.finished:
             return
@@ -351,6 +378,7 @@ class CacheOp:
         "no_store",
         "passing",
         "rc",
+        "remote_asked",
         "request_time",
         "rules",
         "sender",
@@ -365,6 +393,8 @@ class CacheOp:
     def __init__(self, rc: RouteCache, key: str) -> None:
         self.rc = rc
         self.key = key
+        # The zone's remote tier (cluster/cache.py) was asked on a local miss.
+        self.remote_asked = False
         self.rules: policy.RequestRules | None = None
         # RFC 9211 fwd: why the request went upstream; detail: why it was not stored.
         self.fwd: str | None = None

@@ -16,16 +16,23 @@ import yaml
 from ferryman.config.schema import (
     AccessLogSpec,
     AccessRule,
+    AdminSpec,
+    BreakSpec,
     CacheSpec,
     CacheZoneSpec,
     ClientLimits,
     ClientTimeouts,
+    ClusterSpec,
     Config,
+    ErrorPageSpec,
+    ForwardSpec,
     HeaderAdd,
     HealthCheckSpec,
+    IfSpec,
     LimitZoneSpec,
     ListenSpec,
     MapSpec,
+    PacSpec,
     PeerSpec,
     RealIpSpec,
     ReturnSpec,
@@ -34,6 +41,7 @@ from ferryman.config.schema import (
     ScriptStep,
     ServerSpec,
     SetSpec,
+    StaticSpec,
     TlsSpec,
     UpstreamSpec,
     UpstreamTlsSpec,
@@ -44,6 +52,7 @@ __all__ = ["dump_native"]
 
 # Schema defaults, from the dataclasses themselves.
 _CONFIG = Config(servers=(), upstreams=())
+_STATIC = StaticSpec(root="/")
 _UPSTREAM = UpstreamSpec(name="", servers=())
 _PEER = PeerSpec(host="", port=1)
 _ROUTE = RouteSpec()
@@ -124,9 +133,12 @@ def _document(c: Config) -> dict[str, Any]:
     _put(doc, "worker_connections", c.worker_connections, _CONFIG.worker_connections)
     _put(doc, "max_connections", c.max_connections, _CONFIG.max_connections)
     _put(doc, "pid_file", c.pid_file, None)
+    _put(doc, "daemon", c.daemon, None)
     _put(doc, "hosts_file", c.hosts_file, None)
     if c.resolve_interval != _CONFIG.resolve_interval:
         doc["resolve_interval"] = _duration(c.resolve_interval)
+    if c.worker_shutdown_timeout != _CONFIG.worker_shutdown_timeout:
+        doc["worker_shutdown_timeout"] = _duration(c.worker_shutdown_timeout)
     if c.error_log is not None:
         doc["error_log"] = _Flow(path=c.error_log[0], level=c.error_log[1])
     if c.hosts:
@@ -139,6 +151,14 @@ def _document(c: Config) -> dict[str, Any]:
         doc["log_formats"] = dict(c.log_formats)
     if c.access_log != _ACCESS_LOG:
         doc["access_log"] = _access_log(c.access_log)
+    if c.admin is not None:
+        doc["admin"] = _admin(c.admin)
+    if c.trace is not None:
+        doc["trace"] = _Flow(header=c.trace.header)
+    if c.cluster is not None:
+        doc["cluster"] = _cluster(c.cluster)
+    _put(doc, "keepalive_requests", c.keepalive_requests, _CONFIG.keepalive_requests)
+    _put(doc, "keepalive_header", c.keepalive_header, _CONFIG.keepalive_header)
     if c.maps:
         doc["maps"] = [_map(m) for m in c.maps]
     if c.cache_zones:
@@ -257,8 +277,82 @@ def _server(s: ServerSpec) -> dict[str, Any]:
         out["add_headers"] = [_header(h) for h in s.add_headers]
     if s.real_ip is not None:
         out["real_ip"] = _real_ip(s.real_ip)
+    if s.trace is not None:
+        out["trace"] = _Flow(header=s.trace.header)
+    if s.forward is not None:
+        out["forward"] = _forward(s.forward)
     if s.routes:
         out["routes"] = [_route(r) for r in s.routes]
+    return out
+
+
+def _forward(f: ForwardSpec) -> dict[str, Any]:
+    """ServerSpec.forward (proxy/forward.py), defaults left out."""
+    default = ForwardSpec()
+    out: dict[str, Any] = {}
+    if f.connect_ports != default.connect_ports:
+        out["connect_ports"] = _FlowList(f.connect_ports)
+    for key in ("anonymity", "user_agent", "allow_private", "deny_status", "keepalive"):
+        _put(out, key, getattr(f, key), getattr(default, key))
+    if f.auth is not None:
+        out["auth"] = _Flow(realm=f.auth.realm, user_file=f.auth.user_file)
+    if f.destinations:
+        out["destinations"] = [_Flow({r.action: r.value}) for r in f.destinations]
+    if f.access:
+        out["access"] = [_access_rule(rule) for rule in f.access]
+    if f.limit_req:
+        out["limit_req"] = []
+        for limit in f.limit_req:
+            item = _Flow(zone=limit.zone)
+            _put(item, "burst", limit.burst, 0)
+            _put(item, "nodelay", limit.nodelay, False)
+            _put(item, "delay", limit.delay, 0)
+            out["limit_req"].append(item)
+    _put(out, "limit_req_status", f.limit_req_status, default.limit_req_status)
+    if f.limit_conn:
+        out["limit_conn"] = [_Flow(zone=c.zone, limit=c.limit) for c in f.limit_conn]
+    _put(out, "limit_conn_status", f.limit_conn_status, default.limit_conn_status)
+    if f.cache is not None:
+        out["cache"] = _cache(f.cache)
+    for key in (
+        "resolve_timeout",
+        "connect_timeout",
+        "read_timeout",
+        "send_timeout",
+        "keepalive_timeout",
+    ):
+        if getattr(f, key) != getattr(default, key):
+            out[key] = _duration(getattr(f, key))
+    if f.pac is not None:
+        pac: dict[str, Any] = {}
+        pac_default = PacSpec()
+        for key in ("path", "file", "proxy"):
+            _put(pac, key, getattr(f.pac, key), getattr(pac_default, key))
+        if f.pac.direct != pac_default.direct:
+            pac["direct"] = list(f.pac.direct)
+        out["pac"] = pac
+    return out
+
+
+def _cluster(c: ClusterSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"url": c.url}
+    default = ClusterSpec(url="")
+    keys = ("password", "password_file", "username", "tls_ca", "tls_verify", "prefix", "health")
+    for key in keys:
+        _put(out, key, getattr(c, key), getattr(default, key))
+    if c.timeout != default.timeout:
+        out["timeout"] = _duration(c.timeout)
+    if c.cache_max_object != default.cache_max_object:
+        out["cache_max_object"] = _size(c.cache_max_object)
+    if c.lease_ttl != default.lease_ttl:
+        out["lease_ttl"] = _duration(c.lease_ttl)
+    return out
+
+
+def _admin(a: AdminSpec) -> _Flow:
+    out = _Flow(listen=a.address)
+    _put(out, "token", a.token, None)
+    _put(out, "token_file", a.token_file, None)
     return out
 
 
@@ -331,6 +425,7 @@ def _route(r: RouteSpec, outer: RouteSpec = _ROUTE) -> dict[str, Any]:
         out["cache"] = _cache(r.cache)
     if r.upstream_tls is not None:
         out["upstream_tls"] = _upstream_tls(r.upstream_tls)
+    _content(out, r)
     _limits(out, r)
     _protection(out, r, outer)
     if r.routes:
@@ -418,6 +513,7 @@ def _cache_zone(z: CacheZoneSpec) -> _Flow:
         out["memory_size"] = _size(z.memory_size)
     if z.inactive != _CACHE_ZONE.inactive:
         out["inactive"] = _duration(z.inactive)
+    _put(out, "shared", z.shared, False)
     return out
 
 
@@ -451,7 +547,56 @@ def _header(h: HeaderAdd) -> _Flow:
     return out
 
 
+def _content(out: dict[str, Any], r: RouteSpec) -> None:
+    """Static files, error pages, proxy_redirect (proxy/static/, error_pages.py,
+    redirects.py)."""
+    if r.static is not None:
+        out["static"] = _static(r.static)
+    if r.error_pages:
+        out["error_pages"] = [_error_page(p) for p in r.error_pages]
+    _put(out, "intercept_errors", r.intercept_errors, _ROUTE.intercept_errors)
+    if r.redirects == ():
+        out["redirects"] = "off"
+    elif r.redirects is not None:
+        out["redirects"] = [_Flow(source=a, target=b) for a, b in r.redirects]
+
+
+def _static(spec: StaticSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    _put(out, "root", spec.root, None)
+    _put(out, "alias", spec.alias, None)
+    if spec.index != _STATIC.index:
+        out["index"] = _FlowList(spec.index)
+    if spec.try_files:
+        out["try_files"] = _FlowList(spec.try_files)
+    if spec.expires is not None:
+        out["expires"] = spec.expires if isinstance(spec.expires, str) else _signed(spec.expires)
+    _put(out, "etag", spec.etag, _STATIC.etag)
+    if spec.types is not None:
+        out["types"] = dict(spec.types)
+    _put(out, "default_type", spec.default_type, _STATIC.default_type)
+    return out
+
+
+def _signed(seconds: float) -> object:
+    return "-" + str(_duration(-seconds)) if seconds < 0 else _duration(seconds)
+
+
+def _error_page(page: ErrorPageSpec) -> _Flow:
+    out = _Flow(codes=_FlowList(page.codes), target=page.target)
+    _put(out, "status", page.status, None)
+    return out
+
+
 def _step(step: ScriptStep) -> dict[str, Any]:
+    if isinstance(step, BreakSpec):
+        return {"break": True}
+    if isinstance(step, IfSpec):
+        cond: dict[str, Any] = {"operand": step.operand}
+        _put(cond, "operator", step.operator, "")
+        _put(cond, "value", step.value, "")
+        cond["steps"] = [_step(inner) for inner in step.steps]
+        return {"if": cond}
     if isinstance(step, SetSpec):
         return {"set": _Flow(variable=step.variable, value=step.value)}
     if isinstance(step, RewriteSpec):
@@ -501,6 +646,7 @@ def _limit_zone(z: LimitZoneSpec) -> _Flow:
         out["rate"] = _rate(z.rate)
     if z.size != _LIMIT_ZONE.size:
         out["size"] = _size(z.size)
+    _put(out, "shared", z.shared, False)
     return out
 
 

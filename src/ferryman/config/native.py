@@ -9,6 +9,7 @@ Knows nothing about sockets, the runtime, or nginx.conf.
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import os
 import re
 from collections.abc import Hashable, Iterable, Mapping
@@ -20,26 +21,38 @@ import yaml.constructor
 import yaml.nodes
 import yaml.reader
 
+from ferryman.cluster.url import parse_redis_url
 from ferryman.config.schema import (
     CACHE_USE_STALE,
+    FORWARD_ANONYMITY,
+    IF_OPERATORS,
     MATCH_KINDS,
     TLS_PROTOCOLS,
     AccessLogSpec,
     AccessRule,
+    AdminSpec,
     AuthBasicSpec,
+    BreakSpec,
     CacheSpec,
     CacheZoneSpec,
     ClientLimits,
     ClientTimeouts,
+    ClusterSpec,
     Config,
+    DestinationRule,
+    ErrorPageSpec,
+    ForwardSpec,
     HeaderAdd,
     HealthCheckSpec,
+    IfSpec,
     LimitConnSpec,
     LimitReqSpec,
     LimitZoneSpec,
     ListenSpec,
     MapSpec,
+    PacSpec,
     PeerSpec,
+    ProxyAuthSpec,
     RealIpSpec,
     ReturnSpec,
     RewriteSpec,
@@ -47,8 +60,10 @@ from ferryman.config.schema import (
     ScriptStep,
     ServerSpec,
     SetSpec,
+    StaticSpec,
     TlsCertificate,
     TlsSpec,
+    TraceSpec,
     UpstreamSpec,
     UpstreamTlsSpec,
 )
@@ -60,6 +75,7 @@ from ferryman.config.units import (
     parse_size,
 )
 from ferryman.errors import ConfigError
+from ferryman.filters.destination import compile_destinations
 from ferryman.filters.real_ip import HEADERS as REAL_IP_HEADERS
 from ferryman.filters.real_ip import parse_network
 
@@ -116,6 +132,7 @@ _ROUTE = RouteSpec(upstream="")
 _TIMEOUTS = ClientTimeouts()
 _ACCESS_LOG = AccessLogSpec()
 _REAL_IP = RealIpSpec(trusted=())
+_ADMIN = AdminSpec()
 
 
 class _Loader(yaml.SafeLoader):
@@ -343,10 +360,15 @@ def _kind(value: object) -> str:
 
 _TOP_KEYS = (
     "access_log",
+    "admin",
     "cache_zones",
     "client_limits",
+    "cluster",
+    "daemon",
     "error_log",
     "hosts",
+    "keepalive_header",
+    "keepalive_requests",
     "limit_zones",
     "log_formats",
     "maps",
@@ -356,8 +378,10 @@ _TOP_KEYS = (
     "resolve_interval",
     "servers",
     "timeouts",
+    "trace",
     "upstreams",
     "worker_connections",
+    "worker_shutdown_timeout",
     "workers",
 )
 
@@ -373,6 +397,8 @@ def _config(data: object, path: _Path) -> Config:
     _check_cache_zones(servers, {z.name for z in cache_zones}, path.key("servers"))
     limit_zones = _limit_zones(*top.at("limit_zones")) if top.has("limit_zones") else ()
     _check_limit_zones(servers, limit_zones, path.key("servers"))
+    cluster = _cluster(*top.at("cluster")) if top.has("cluster") else None
+    _check_shared_zones(top, cache_zones, limit_zones, cluster)
     return Config(
         servers=servers,
         upstreams=upstreams,
@@ -392,14 +418,154 @@ def _config(data: object, path: _Path) -> Config:
             _access_log(*top.at("access_log"), formats) if top.has("access_log") else _ACCESS_LOG
         ),
         hosts=_hosts(*top.at("hosts")) if top.has("hosts") else (),
+        # Client connections: close after this many requests (0: no limit here).
+        keepalive_requests=top.integer(
+            "keepalive_requests", _CONFIG.keepalive_requests, 0, _MAX_COUNT
+        ),
+        keepalive_header=top.integer("keepalive_header", _CONFIG.keepalive_header, 0, 86400),
         maps=_maps(*top.at("maps")) if top.has("maps") else (),
         pid_file=_optional_path(*top.at("pid_file")) if top.has("pid_file") else None,
         hosts_file=_optional_path(*top.at("hosts_file")) if top.has("hosts_file") else None,
         resolve_interval=top.duration("resolve_interval", _CONFIG.resolve_interval, positive=True),
+        worker_shutdown_timeout=top.duration(
+            "worker_shutdown_timeout", _CONFIG.worker_shutdown_timeout, positive=True
+        ),
         error_log=_error_log(*top.at("error_log")) if top.has("error_log") else None,
+        # nginx `daemon on|off` (workers.py detaches); absent: the command's default.
+        daemon=_boolean(*top.at("daemon")) if top.has("daemon") else None,
         log_formats=log_formats,
+        admin=_admin(*top.at("admin")) if top.has("admin") else None,
+        trace=_trace(*top.at("trace")) if top.has("trace") else None,
+        cluster=cluster,
         source=path.source,
     )
+
+
+_CLUSTER_KEYS = (
+    "cache_max_object",
+    "health",
+    "lease_ttl",
+    "password",
+    "password_file",
+    "prefix",
+    "timeout",
+    "tls_ca",
+    "tls_verify",
+    "url",
+    "username",
+)
+_CLUSTER = ClusterSpec(url="")
+_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def _cluster(value: object, path: _Path) -> ClusterSpec:
+    """The Redis shared by a cluster of instances (cluster/, docs/cluster.md)."""
+    section = _section(value, path, _CLUSTER_KEYS, required=("url",))
+    url, at = section.at("url")
+    if not isinstance(url, str):
+        raise at.error(f"url must be a string, not {_kind(url)}")
+    try:
+        parse_redis_url(url)
+    except ValueError as exc:
+        raise at.error(f"url: {exc}") from None
+    password = _optional_text(section, "password")
+    password_file = None
+    if section.has("password_file"):
+        if password is not None:
+            raise path.key("password_file").error("give password or password_file, not both")
+        password_file = _text(*section.at("password_file"), _FILE_PATH)
+        _read_secret(password_file, path.key("password_file"))  # readable now, read again at start
+    timeout = section.duration("timeout", _CLUSTER.timeout, positive=True)
+    if timeout > 5:
+        raise path.key("timeout").error("timeout is on every request's path: at most 5s")
+    return ClusterSpec(
+        url=url,
+        password=password,
+        password_file=password_file,
+        username=_optional_text(section, "username"),
+        tls_ca=_optional_path(*section.at("tls_ca")) if section.has("tls_ca") else None,
+        tls_verify=section.boolean("tls_verify", _CLUSTER.tls_verify),
+        timeout=timeout,
+        prefix=section.text("prefix", _CLUSTER.prefix, _PREFIX),
+        health=section.boolean("health", _CLUSTER.health),
+        cache_max_object=_cache_size(section, "cache_max_object", _CLUSTER.cache_max_object),
+        lease_ttl=section.duration("lease_ttl", _CLUSTER.lease_ttl, positive=True),
+    )
+
+
+def _optional_text(section: _Section, key: str) -> str | None:
+    if not section.has(key):
+        return None
+    value, at = section.at(key)
+    if not isinstance(value, str) or not value or "\n" in value or "\r" in value:
+        raise at.error(f"{at.name} must be a one-line string")
+    return value
+
+
+def _read_secret(name: str, path: _Path) -> str:
+    try:
+        with open(name, encoding="utf-8") as f:
+            line = f.readline().rstrip("\r\n")
+    except OSError as exc:
+        raise path.error(f"cannot read {name}: {exc.strerror}") from None
+    if not line:
+        raise path.error(f"{name} is empty")
+    return line
+
+
+def _check_shared_zones(
+    top: _Section,
+    cache_zones: tuple[CacheZoneSpec, ...],
+    limit_zones: tuple[LimitZoneSpec, ...],
+    cluster: ClusterSpec | None,
+) -> None:
+    """A zone can only be shared through a `cluster` section's Redis."""
+    if cluster is not None:
+        return
+    shared = [("cache_zones", i) for i, z in enumerate(cache_zones) if z.shared]
+    shared += [("limit_zones", i) for i, z in enumerate(limit_zones) if z.shared]
+    if shared:
+        key, i = shared[0]
+        at = top.at(key)[1].index(i).key("shared")
+        raise at.error("shared: true needs a `cluster` section (the Redis to share)")
+
+
+def _admin(value: object, path: _Path) -> AdminSpec:
+    """The admin listener. Anyone who reaches it can drain peers and read the
+    configuration, so an address other than loopback must carry a token."""
+    section = _section(value, path, ("listen", "token", "token_file"))
+    host, port = _ADMIN.host, _ADMIN.port
+    if section.has("listen"):
+        raw, at = section.at("listen")
+        text = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
+        if not isinstance(text, str):
+            raise at.error(f"listen must be an address string, not {_kind(raw)}")
+        try:
+            parsed, port = parse_address(text)
+        except ValueError as exc:
+            raise at.error(f"listen: {exc}") from None
+        host = host if parsed is None else parsed
+    token = section.text("token", "", _SERVER_NAME) or None
+    token_file = _optional_path(*section.at("token_file")) if section.has("token_file") else None
+    if token is not None and token_file is not None:
+        raise path.error("give token or token_file, not both")
+    if token is None and token_file is None and not _is_loopback(host):
+        raise path.key("token").error(
+            f"the admin listener on {host} (not loopback) needs a token or token_file"
+        )
+    return AdminSpec(host=host, port=port, token=token, token_file=token_file)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _trace(value: object, path: _Path) -> TraceSpec:
+    section = _section(value, path, ("header",))
+    return TraceSpec(header=section.text("header", TraceSpec().header, _FIELD_NAME))
 
 
 def _workers(value: object, path: _Path) -> int:
@@ -786,6 +952,8 @@ _SERVER_KEYS = (
     "routes",
     "script",
     "server_names",
+    "trace",
+    "forward",
     # Defaults for the server's routes (see _Inherited).
     *("access", "auth_basic", "deny_body", "deny_status", "hide_headers"),
 )
@@ -809,13 +977,146 @@ def _server(value: object, path: _Path, upstreams: set[str]) -> ServerSpec:
     routes: tuple[RouteSpec, ...] = ()
     if section.has("routes"):
         routes = _routes(*section.at("routes"), upstreams, _inherit(section, _Inherited()))
+    forward = _forward(section) if section.has("forward") else None
     return ServerSpec(
+        forward=forward,
         listen=_listens(*section.at("listen")),
         routes=routes,
         server_names=names,
         script=_script(*section.at("script")) if section.has("script") else (),
         add_headers=_add_headers(*section.at("add_headers")) if section.has("add_headers") else (),
         real_ip=_real_ip(*section.at("real_ip")) if section.has("real_ip") else None,
+        trace=_trace(*section.at("trace")) if section.has("trace") else None,
+    )
+
+
+# --- forward proxy (proxy/forward.py) ------------------------------------------------
+
+_FORWARD_KEYS = (
+    "access",
+    "allow_private",
+    "anonymity",
+    "auth",
+    "cache",
+    "connect_ports",
+    "connect_timeout",
+    "deny_status",
+    "destinations",
+    "keepalive",
+    "keepalive_timeout",
+    "limit_conn",
+    "limit_conn_status",
+    "limit_req",
+    "limit_req_status",
+    "pac",
+    "read_timeout",
+    "resolve_timeout",
+    "send_timeout",
+    "user_agent",
+)
+# Server keys that mean a reverse proxy's routes; a forward server says its own.
+_NOT_WITH_FORWARD = ("access", "auth_basic", "routes", "script", "server_names")
+_DESTINATION_ACTIONS = ("allow", "deny")
+_PAC_KEYS = ("direct", "file", "path", "proxy")
+_FORWARD = ForwardSpec()
+
+
+def _forward(server: _Section) -> ForwardSpec:
+    """A server's `forward` section: the forward proxy (absolute-form and CONNECT)."""
+    for key in _NOT_WITH_FORWARD:
+        if server.has(key):
+            raise server.path.key(key).error(
+                f"a forward proxy server has no {key}: put access and limits under forward"
+            )
+    value, path = server.at("forward")
+    section = _section(value, path, _FORWARD_KEYS)
+    limits = _route_limits(section)
+    del limits["limit_dry_run"]
+    return ForwardSpec(
+        connect_ports=_connect_ports(section),
+        anonymity=_choice(*section.at("anonymity"), FORWARD_ANONYMITY)
+        if section.has("anonymity")
+        else _FORWARD.anonymity,
+        user_agent=section.text("user_agent", "", _FIELD_VALUE),
+        auth=_proxy_auth(*section.at("auth")) if section.has("auth") else None,
+        destinations=_destinations(*section.at("destinations"))
+        if section.has("destinations")
+        else (),
+        allow_private=section.boolean("allow_private", _FORWARD.allow_private),
+        access=_access(*section.at("access")) if section.has("access") else (),
+        deny_status=section.integer("deny_status", _FORWARD.deny_status, 400, 599),
+        cache=_cache(*section.at("cache")) if section.has("cache") else None,
+        resolve_timeout=section.duration(
+            "resolve_timeout", _FORWARD.resolve_timeout, positive=True
+        ),
+        connect_timeout=section.duration(
+            "connect_timeout", _FORWARD.connect_timeout, positive=True
+        ),
+        read_timeout=section.duration("read_timeout", _FORWARD.read_timeout, positive=True),
+        send_timeout=section.duration("send_timeout", _FORWARD.send_timeout, positive=True),
+        keepalive=section.integer("keepalive", _FORWARD.keepalive, 0, _MAX_COUNT),
+        keepalive_timeout=section.duration("keepalive_timeout", _FORWARD.keepalive_timeout),
+        pac=_pac(*section.at("pac")) if section.has("pac") else None,
+        **limits,
+    )
+
+
+def _connect_ports(section: _Section) -> tuple[int, ...]:
+    if not section.has("connect_ports"):
+        return _FORWARD.connect_ports
+    raw, at = section.at("connect_ports")
+    items = _items(raw, at, allow_single=True)
+    listed = isinstance(raw, list)
+    ports = tuple(
+        _integer(item, at.index(i) if listed else at, 1, 65535) for i, item in enumerate(items)
+    )
+    _check_unique([str(p) for p in ports], at, "port")
+    return ports
+
+
+def _proxy_auth(value: object, path: _Path) -> ProxyAuthSpec:
+    """`{realm, user_file}`: an htpasswd file, read when the worker is built."""
+    section = _section(value, path, _AUTH_BASIC_KEYS, required=_AUTH_BASIC_KEYS)
+    return ProxyAuthSpec(
+        realm=section.text("realm", "", _FIELD_VALUE),
+        user_file=section.text("user_file", "", _FILE_PATH),
+    )
+
+
+def _destinations(value: object, path: _Path) -> tuple[DestinationRule, ...]:
+    """`- deny: "*.ads.example"`, `- allow: 10.1.0.0/16`, `- deny: "port:25"`; each
+    value is compiled now (filters/destination.py) so a bad one names its key path."""
+    rules = []
+    for i, item in enumerate(_items(value, path)):
+        at = path.index(i)
+        section = _section(item, at, _DESTINATION_ACTIONS)
+        actions = [key for key in _DESTINATION_ACTIONS if section.has(key)]
+        if len(actions) != 1:
+            raise at.error("a destination rule has one of allow or deny")
+        rule = DestinationRule(actions[0], section.text(actions[0], "", _SERVER_NAME))
+        try:
+            compile_destinations((rule,))
+        except ValueError as exc:
+            reason = str(exc).partition(": ")[2]
+            raise at.key(actions[0]).error(f"{actions[0]}: {reason}") from None
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _pac(value: object, path: _Path) -> PacSpec:
+    section = _section(value, path, _PAC_KEYS)
+    default = PacSpec()
+    direct = default.direct
+    if section.has("direct"):
+        raw, at = section.at("direct")
+        direct = () if raw == [] else _strings(raw, at)
+    file = section.text("file", "", _FILE_PATH) if section.has("file") else None
+    proxy = section.text("proxy", "", _SERVER_NAME) if section.has("proxy") else None
+    return PacSpec(
+        path=section.text("path", default.path, _ROUTE_PATH),
+        file=file,
+        direct=direct,
+        proxy=proxy,
     )
 
 
@@ -899,6 +1200,10 @@ def _listen(item: object, path: _Path) -> ListenSpec:
 
 _ROUTE_KEYS = (
     "add_headers",
+    "error_pages",
+    "intercept_errors",
+    "redirects",
+    "static",
     "cache",
     "client_max_body_size",
     "connect_timeout",
@@ -990,6 +1295,7 @@ def _route(value: object, path: _Path, upstreams: set[str], outer: _Inherited) -
         pass_upgrade=section.boolean("pass_upgrade", _ROUTE.pass_upgrade),
         cache=_cache(*section.at("cache")) if section.has("cache") else None,
         upstream_tls=_route_upstream_tls(section),
+        **_route_content(section),
         **_route_limits(section),
         access=own.access,
         deny_status=own.deny_status,
@@ -1263,7 +1569,124 @@ def _add_headers(value: object, path: _Path) -> tuple[HeaderAdd, ...]:
 
 # --- scripts (nginx's rewrite module: set, rewrite, return, in order) ---------------
 
-_SCRIPT_KINDS = ("return", "rewrite", "set")
+_SCRIPT_KINDS = ("return", "rewrite", "set", "if", "break")
+
+
+# --- static files, error pages, proxy_redirect (proxy/static/, error_pages.py) ------
+
+_STATIC_KEYS = ("alias", "default_type", "etag", "expires", "index", "root", "try_files", "types")
+_STATIC = StaticSpec(root="/")
+_EXT = re.compile(r"[\x21-\x7e]+")
+_MEDIA_TYPE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+/[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _route_content(section: _Section) -> dict[str, Any]:
+    upstream = section.has("upstream") or section.has("upstream_url")
+    static = _static(*section.at("static")) if section.has("static") else None
+    if static is not None and upstream:
+        raise section.path.key("static").error("a route serves files or proxies, not both")
+    redirects = None
+    if section.has("redirects"):
+        raw, at = section.at("redirects")
+        # `off` (nginx `proxy_redirect off`): Location and Refresh pass unchanged.
+        redirects = (
+            ()
+            if raw in ("off", False)
+            else tuple(_redirect(item, at.index(i)) for i, item in enumerate(_items(raw, at)))
+        )
+    return {
+        "static": static,
+        "error_pages": _error_pages(*section.at("error_pages"))
+        if section.has("error_pages")
+        else (),
+        "intercept_errors": section.boolean("intercept_errors", False),
+        "redirects": redirects,
+    }
+
+
+def _static(value: object, path: _Path) -> StaticSpec:
+    section = _section(value, path, _STATIC_KEYS)
+    if section.has("root") == section.has("alias"):
+        raise path.error("static needs exactly one of root and alias")
+    root = _text(*section.at("root"), _ANY_TEXT) if section.has("root") else None
+    alias = _text(*section.at("alias"), _ANY_TEXT) if section.has("alias") else None
+    types = None
+    if section.has("types"):
+        raw, at = section.at("types")
+        mapping = _string_keys(raw, at)
+        types = tuple(
+            (_text(ext, at.key(ext), _EXT).lower(), _text(kind, at.key(ext), _MEDIA_TYPE))
+            for ext, kind in mapping.items()
+        )
+    return StaticSpec(
+        root=root,
+        alias=alias,
+        index=_strings(*section.at("index")) if section.has("index") else _STATIC.index,
+        try_files=_try_files(*section.at("try_files")) if section.has("try_files") else (),
+        expires=_expires(*section.at("expires")) if section.has("expires") else None,
+        etag=section.boolean("etag", _STATIC.etag),
+        types=types,
+        default_type=section.text("default_type", _STATIC.default_type, _FIELD_VALUE),
+    )
+
+
+def _try_files(value: object, path: _Path) -> tuple[str, ...]:
+    items = _strings(value, path)
+    if len(items) < 2:
+        raise path.error("try_files needs at least two entries: names, then a fallback")
+    return items
+
+
+def _expires(value: object, path: _Path) -> float | str | None:
+    """`off`, `epoch`, `max`, or a duration (`-1s`: already expired)."""
+    if value is False or value == "off":
+        return None
+    if value in ("epoch", "max"):
+        return str(value)
+    text = str(value)
+    negative = text.startswith("-")
+    seconds = _duration(text.lstrip("-"), path, False)
+    return -seconds if negative else seconds
+
+
+def _error_pages(value: object, path: _Path) -> tuple[ErrorPageSpec, ...]:
+    out = []
+    for i, item in enumerate(_items(value, path)):
+        at = path.index(i)
+        section = _section(item, at, ("codes", "status", "target"), required=("codes", "target"))
+        raw, codes_at = section.at("codes")
+        codes = tuple(
+            _integer(code, codes_at.index(j), 300, 599)
+            for j, code in enumerate(_items(raw, codes_at, allow_single=True))
+        )
+        status = section.integer("status", -1, 0, 599) if section.has("status") else None
+        out.append(ErrorPageSpec(codes, _text(*section.at("target"), _ANY_TEXT), status))
+    return tuple(out)
+
+
+def _redirect(value: object, path: _Path) -> tuple[str, str]:
+    section = _section(value, path, ("source", "target"), required=("source", "target"))
+    source = _text(*section.at("source"), _ANY_TEXT)
+    if source.startswith("~"):
+        icase = source.startswith("~*")
+        _regex(source[2 if icase else 1 :], path.key("source"), icase=icase)
+    return source, _text(*section.at("target"), _ANY_TEXT)
+
+
+def _if_step(value: object, path: _Path) -> ScriptStep:
+    section = _section(value, path, ("operand", "operator", "steps", "value"), ("operand",))
+    operator = _choice(*section.at("operator"), IF_OPERATORS) if section.has("operator") else ""
+    text = section.text("value", "", _ANY_TEXT)
+    if "~" in operator:
+        _regex(text, path.key("value"), icase=operator.endswith("*"))
+    steps = _script(*section.at("steps")) if section.has("steps") else ()
+    return IfSpec(section.text("operand", "", _ANY_TEXT), operator, text, steps)
+
+
+def _break_step(value: object, path: _Path) -> ScriptStep:
+    if value is not True:
+        raise path.error("break takes `true`")
+    return BreakSpec()
 
 
 def _script(value: object, path: _Path) -> tuple[ScriptStep, ...]:
@@ -1273,7 +1696,7 @@ def _script(value: object, path: _Path) -> tuple[ScriptStep, ...]:
         mapping = _string_keys(item, at)
         if len(mapping) != 1 or next(iter(mapping)) not in _SCRIPT_KINDS:
             raise at.error(
-                f"{at.name} must be a mapping with one key, set, rewrite or return; "
+                f"{at.name} must be a mapping with one key, set, rewrite, return, if or break; "
                 f"not {sorted(mapping)}"
             )
         ((kind, body),) = mapping.items()
@@ -1311,7 +1734,13 @@ def _return_step(value: object, path: _Path) -> ScriptStep:
     return ReturnSpec(status=status, text=section.text("text", "", _ANY_TEXT))
 
 
-_SCRIPT_STEPS = {"set": _set_step, "rewrite": _rewrite_step, "return": _return_step}
+_SCRIPT_STEPS = {
+    "set": _set_step,
+    "rewrite": _rewrite_step,
+    "return": _return_step,
+    "if": _if_step,
+    "break": _break_step,
+}
 
 
 def _check_unique(values: list[str], path: _Path, what: str) -> None:
@@ -1324,7 +1753,7 @@ def _check_unique(values: list[str], path: _Path, what: str) -> None:
 
 # --- caching -------------------------------------------------------------------------
 
-_CACHE_ZONE_KEYS = ("inactive", "max_size", "memory_size", "name", "path")
+_CACHE_ZONE_KEYS = ("inactive", "max_size", "memory_size", "name", "path", "shared")
 _CACHE_KEYS = (
     "background_update",
     "bypass",
@@ -1363,6 +1792,7 @@ def _cache_zone(value: object, path: _Path) -> CacheZoneSpec:
         max_size=_cache_size(section, "max_size", _CACHE_ZONE.max_size),
         memory_size=_cache_size(section, "memory_size", _CACHE_ZONE.memory_size),
         inactive=section.duration("inactive", _CACHE_ZONE.inactive, positive=True),
+        shared=section.boolean("shared", False),
     )
 
 
@@ -1467,6 +1897,13 @@ def _check_cache_zones(servers: tuple[ServerSpec, ...], zones: set[str], path: _
 
     for si, server in enumerate(servers):
         walk(server.routes, path.index(si).key("routes"))
+        forward = server.forward
+        if forward is not None and forward.cache is not None and forward.cache.zone not in zones:
+            known = ", ".join(sorted(zones)) or "none"
+            at_zone = path.index(si).key("forward").key("cache").key("zone")
+            raise at_zone.error(
+                f"cache zone {forward.cache.zone!r} is not in cache_zones ({known})"
+            )
 
 
 # --- TLS (tls/): listen.tls, routes' upstream_tls, servers' https_redirect ------------
@@ -1582,7 +2019,7 @@ _UPSTREAM_TLS = UpstreamTlsSpec()
 
 # --- rate and connection limits (nginx limit_req / limit_conn) --------------------------
 
-_LIMIT_ZONE_KEYS = ("key", "kind", "name", "rate", "size")
+_LIMIT_ZONE_KEYS = ("key", "kind", "name", "rate", "shared", "size")
 _LIMIT_REQ_KEYS = ("burst", "delay", "nodelay", "zone")
 _LIMIT_CONN_KEYS = ("limit", "zone")
 _LIMIT_ZONE = LimitZoneSpec(name="", key="", kind="req")
@@ -1618,6 +2055,7 @@ def _limit_zone(value: object, path: _Path) -> LimitZoneSpec:
         kind=kind,
         rate=_rate(*section.at("rate")) if kind == "req" else 0.0,
         size=size,
+        shared=section.boolean("shared", False),
     )
 
 
@@ -1713,3 +2151,7 @@ def _check_limit_zones(
 
     for si, server in enumerate(servers):
         walk(server.routes, path.index(si).key("routes"))
+        if server.forward is not None:
+            at = path.index(si).key("forward")
+            check(server.forward.limit_req, "req", at.key("limit_req"))
+            check(server.forward.limit_conn, "conn", at.key("limit_conn"))

@@ -1,6 +1,8 @@
-"""The CLI's quick form as a `Config`: `ferryman proxy --listen ... --backends a:1,b:2`.
+"""The CLI's quick forms as a `Config`: `ferryman proxy --listen ... --backends a:1,b:2`
+and `ferryman forward --listen 127.0.0.1:3128 ...` (a forward proxy).
 
-One upstream named "backends", one server, one route "/". The same schema as a config
+Reverse: one upstream named "backends", one server, one route "/". Forward: one
+server with a `forward` section. The same schema as a config
 file, so the runtime cannot tell the two apart; errors name the flag at fault
 (`--backends`) instead of a key path. Knows nothing about argparse or the runtime.
 """
@@ -11,18 +13,23 @@ import math
 
 from ferryman.config.native import ACCESS_LOG_FORMATS, balancer_names
 from ferryman.config.schema import (
+    FORWARD_ANONYMITY,
     AccessLogSpec,
     Config,
+    DestinationRule,
+    ForwardSpec,
     ListenSpec,
     PeerSpec,
+    ProxyAuthSpec,
     RouteSpec,
     ServerSpec,
     UpstreamSpec,
 )
 from ferryman.config.units import parse_address
 from ferryman.errors import ConfigError
+from ferryman.filters.destination import compile_destinations
 
-__all__ = ["UPSTREAM_NAME", "quick_config"]
+__all__ = ["UPSTREAM_NAME", "forward_config", "quick_config"]
 
 UPSTREAM_NAME = "backends"
 _SOURCE = "<command line>"
@@ -67,8 +74,65 @@ def quick_config(
         upstreams=(upstream,),
         workers=workers,
         access_log=AccessLogSpec(path=log_path, format=log_format),
+        # One knob for both sides, as the benchmark's nginx sets both.
+        keepalive_requests=keepalive_requests,
         source=_SOURCE,
     )
+
+
+def forward_config(
+    listen: str,
+    *,
+    connect_ports: str = "443",
+    anonymity: str = "transparent",
+    allow_private: bool = False,
+    auth_file: str | None = None,
+    realm: str = "proxy",
+    user_agent: str = "",
+    destinations: tuple[tuple[str, str], ...] = (),
+    workers: int = 1,
+    access_log: str | None = "-",
+    log_format: str = "combined",
+) -> Config:
+    """`ferryman forward`: one forward-proxy server (ForwardSpec) on `listen`.
+    `destinations` are (allow|deny, value) in the order the flags were given."""
+    _check_options("round_robin", workers, log_format, 1, 10.0, 0)
+    if anonymity not in FORWARD_ANONYMITY:
+        choices = ", ".join(FORWARD_ANONYMITY)
+        raise ConfigError("--anonymity", f"must be one of: {choices}; not {anonymity!r}")
+    rules = tuple(DestinationRule(action, value) for action, value in destinations)
+    try:
+        compile_destinations(rules)
+    except ValueError as exc:
+        raise ConfigError("--allow-dest/--deny-dest", str(exc)) from None
+    forward = ForwardSpec(
+        connect_ports=_ports(connect_ports),
+        anonymity=anonymity,
+        user_agent=user_agent,
+        auth=ProxyAuthSpec(realm=realm, user_file=auth_file) if auth_file else None,
+        destinations=rules,
+        allow_private=allow_private,
+    )
+    server = ServerSpec(listen=(_listen(listen),), routes=(), forward=forward)
+    log_path = None if access_log in (None, "off") else access_log
+    return Config(
+        servers=(server,),
+        upstreams=(),
+        workers=workers,
+        access_log=AccessLogSpec(path=log_path, format=log_format),
+        source=_SOURCE,
+    )
+
+
+def _ports(text: str) -> tuple[int, ...]:
+    ports = []
+    for part in text.split(","):
+        if not (part.isascii() and part.isdigit() and len(part) <= 5) or not (
+            0 < int(part) < 65536
+        ):
+            raise ConfigError("--connect-ports", f"want ports 1-65535, comma separated: {text!r}")
+        ports.append(int(part))
+    return tuple(dict.fromkeys(ports))
 
 
 def _check_options(

@@ -11,24 +11,35 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "DEFAULT_CIPHERS",
+    "FORWARD_ANONYMITY",
+    "IF_OPERATORS",
     "MATCH_KINDS",
     "TLS_PROTOCOLS",
     "AccessLogSpec",
     "AccessRule",
+    "AdminSpec",
     "AuthBasicSpec",
+    "BreakSpec",
     "CacheSpec",
     "CacheZoneSpec",
     "ClientLimits",
     "ClientTimeouts",
+    "ClusterSpec",
     "Config",
+    "DestinationRule",
+    "ErrorPageSpec",
+    "ForwardSpec",
     "HeaderAdd",
     "HealthCheckSpec",
+    "IfSpec",
     "LimitConnSpec",
     "LimitReqSpec",
     "LimitZoneSpec",
     "ListenSpec",
     "MapSpec",
+    "PacSpec",
     "PeerSpec",
+    "ProxyAuthSpec",
     "RealIpSpec",
     "ReturnSpec",
     "RewriteSpec",
@@ -36,8 +47,10 @@ __all__ = [
     "ScriptStep",
     "ServerSpec",
     "SetSpec",
+    "StaticSpec",
     "TlsCertificate",
     "TlsSpec",
+    "TraceSpec",
     "UpstreamSpec",
     "UpstreamTlsSpec",
 ]
@@ -152,9 +165,48 @@ class SetSpec:
     value: str
 
 
+@dataclass(frozen=True, slots=True)
+class BreakSpec:
+    """nginx `break`: the rest of this block's rewrite-module steps are skipped."""
+
+
+# nginx `if` operators: "" (the operand is true: not empty and not "0"), string and
+# regex comparisons, and file tests (`!` negates).
+IF_OPERATORS = (
+    "",
+    "=",
+    "!=",
+    "~",
+    "~*",
+    "!~",
+    "!~*",
+    "-f",
+    "!-f",
+    "-d",
+    "!-d",
+    "-e",
+    "!-e",
+    "-x",
+    "!-x",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IfSpec:
+    """nginx `if (CONDITION) { ... }` in its common forms: `operand` is a template (a
+    variable, or a file name for the file tests), `operator` one of IF_OPERATORS and
+    `value` the string or regex compared with (empty for the others). `steps` run when
+    the condition holds; `break` among them, or a rewrite with `break`, ends the script."""
+
+    operand: str
+    operator: str = ""
+    value: str = ""
+    steps: tuple[ScriptStep, ...] = ()
+
+
 # The rewrite-module steps of a server or route, run in the order they are written, as
 # nginx runs them.
-ScriptStep = SetSpec | RewriteSpec | ReturnSpec
+ScriptStep = SetSpec | RewriteSpec | ReturnSpec | BreakSpec | IfSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +229,43 @@ class MapSpec:
     variable: str
     entries: tuple[tuple[str, str], ...] = ()
     default: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StaticSpec:
+    """Files served from disk (nginx `root`/`alias`, `index`, `try_files`, `expires`,
+    `etag`, `types`). Exactly one of `root` and `alias` is set: with `root` a file is
+    ROOT + $uri; with `alias` the part of $uri the location matched is replaced by ALIAS
+    (for a regex location ALIAS is a template with its captures, the whole path)."""
+
+    root: str | None = None
+    alias: str | None = None
+    # nginx `index`: tried in order for a URI ending in "/" (templates allowed).
+    index: tuple[str, ...] = ("index.html",)
+    # nginx `try_files FILE ... LAST`: empty for none; LAST is `=CODE`, `@named` or a URI.
+    try_files: tuple[str, ...] = ()
+    # nginx `expires`: None is off; seconds (negative: already expired, "no-cache"); or
+    # "epoch" / "max".
+    expires: float | str | None = None
+    etag: bool = True
+    # Extension (lower case) -> media type; None: Ferryman's built-in table (nginx's
+    # mime.types).
+    types: tuple[tuple[str, str], ...] | None = None
+    # nginx `default_type` for files with an unknown extension.
+    default_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorPageSpec:
+    """nginx `error_page CODE... [=[RESPONSE]] TARGET`: an answer with one of `codes`
+    (made here, or from an upstream with `intercept_errors`) is replaced by TARGET: an
+    internal redirect (GET) to a URI or `@named` location, or a 302 for a full URL.
+    `status` None keeps the code; 0 (a bare `=`) takes the status of TARGET's answer;
+    another value is sent instead."""
+
+    codes: tuple[int, ...]
+    target: str
+    status: int | None = None
 
 
 # ---- protection (filters/): access rules, auth, rate and connection limits ----
@@ -229,6 +318,9 @@ class LimitZoneSpec:
     kind: str  # req | conn
     rate: float = 0.0
     size: int = 10 * 1024 * 1024
+    # Cluster (cluster/): the zone's state lives in the `cluster` Redis, shared by every
+    # instance, with this zone as the fallback while Redis is unreachable.
+    shared: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +383,9 @@ class CacheZoneSpec:
     memory_size: int = 32 * 1024 * 1024
     # Entries not used for this long are removed whatever their freshness.
     inactive: float = 600.0
+    # Cluster (cluster/): entries up to ClusterSpec.cache_max_object are also kept in
+    # the `cluster` Redis, so one instance's fill is another's hit.
+    shared: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,8 +567,94 @@ class RouteSpec:
     cache: CacheSpec | None = None
     # TLS (tls/): set when the upstream is reached over https (nginx proxy_pass https://).
     upstream_tls: UpstreamTlsSpec | None = None
+    # Static files (proxy/static/): served when the route has no upstream.
+    static: StaticSpec | None = None
+    # nginx error_page, and proxy_intercept_errors (upstream answers >= 300 with a code
+    # listed there are replaced too).
+    error_pages: tuple[ErrorPageSpec, ...] = ()
+    intercept_errors: bool = False
+    # nginx proxy_redirect: (FROM, TO) rewrites of upstream Location/Refresh values.
+    # None: nginx's `default` (the proxy_pass URL -> the route's path); (): off.
+    # FROM may start with `~` / `~*` (a regex); TO is a template ($1.. from the regex).
+    redirects: tuple[tuple[str, str], ...] | None = None
     # Nested locations, searched within this one as nginx does.
     routes: tuple[RouteSpec, ...] = ()
+
+
+# ---- forward proxy (proxy/forward.py, filters/destination.py) ----
+
+FORWARD_ANONYMITY = ("transparent", "anonymous", "elite")
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationRule:
+    """Where a forward proxy may connect: `value` is a domain (`example.com`, or
+    `*.example.com` for it and its subdomains), an address or CIDR (checked on the
+    resolved address), `port:N` / `port:N-M`, or `all`. First match wins."""
+
+    action: str  # allow | deny
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyAuthSpec:
+    """Proxy authentication (RFC 9110 11.7.1): 407 + Proxy-Authenticate: Basic; users
+    from an htpasswd file (the format filters/auth.py reads)."""
+
+    realm: str
+    user_file: str
+
+
+@dataclass(frozen=True, slots=True)
+class PacSpec:
+    """A proxy auto-config file served by the forward listener at `path` (origin-form
+    GET); `file` None: generated from the forward rules (proxy/pac.py)."""
+
+    path: str = "/proxy.pac"
+    file: str | None = None
+    # (proxy/pac.py) Hosts the generated PAC may send DIRECT: a domain, `*.domain`, an
+    # address or a CIDR (matched on address literals only: the PAC does no DNS lookup for
+    # these). Loopback by default: a client's own machine is never the proxy's to reach.
+    # A host the destination rules deny still goes to the proxy (which answers 403).
+    direct: tuple[str, ...] = ("localhost", "*.localhost", "127.0.0.0/8", "::1")
+    # The public "host:port" the PAC names; None: the Host the PAC was fetched with.
+    proxy: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardSpec:
+    """A server in forward-proxy mode (ServerSpec.forward): absolute-form requests and
+    CONNECT tunnels to any origin the destination rules allow."""
+
+    # CONNECT only to these ports (squid's SSL_ports default is 443 alone).
+    connect_ports: tuple[int, ...] = (443,)
+    anonymity: str = "transparent"  # FORWARD_ANONYMITY
+    # Replaces the client's User-Agent ("" = passed as is).
+    user_agent: str = ""
+    auth: ProxyAuthSpec | None = None
+    destinations: tuple[DestinationRule, ...] = ()
+    # Loopback, private, link-local, CGNAT and cloud metadata addresses are refused
+    # unless this is set (SSRF); explicit `allow` rules for such addresses also let
+    # them through.
+    allow_private: bool = False
+    # Client-side protection, as on a route (filters/).
+    access: tuple[AccessRule, ...] = ()
+    deny_status: int = 403
+    limit_req: tuple[LimitReqSpec, ...] = ()
+    limit_req_status: int = 503
+    limit_conn: tuple[LimitConnSpec, ...] = ()
+    limit_conn_status: int = 503
+    # Plain-HTTP responses cached as on a route; the key defaults to the absolute URI.
+    cache: CacheSpec | None = None
+    resolve_timeout: float = 5.0
+    connect_timeout: float = 10.0
+    # Also a CONNECT tunnel's idle timeout (traffic either way renews it).
+    read_timeout: float = 60.0
+    send_timeout: float = 60.0
+    # Idle kept-alive connections per origin address, and how long they stay.
+    keepalive: int = 8
+    keepalive_timeout: float = 30.0
+    pac: PacSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,6 +686,67 @@ class ServerSpec:
     script: tuple[ScriptStep, ...] = ()
     add_headers: tuple[HeaderAdd, ...] = ()
     real_ip: RealIpSpec | None = None
+    # Admin/observability: explainable routing for this server's requests (overrides
+    # Config.trace); None: inherit the top-level setting.
+    trace: TraceSpec | None = None
+    # Forward-proxy mode (proxy/forward.py): such a server has no routes.
+    forward: ForwardSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    """Several Ferryman instances sharing state through one Redis (cluster/, see
+    docs/cluster.md). `url` names it: redis:// or rediss:// (TLS) for one server,
+    redis-sentinel:// (rediss-sentinel://) `host:port,host:port/SERVICE` for Sentinel,
+    redis-cluster:// (rediss-cluster://) `host:port,...` for Redis Cluster. Limit and
+    cache zones opt in with `shared: true`; peer health is shared when `health`."""
+
+    url: str
+    # Overrides a password in the URL. `password_file` (its first line) is read by each
+    # worker when it connects, so the secret stays out of dumps and the admin API.
+    password: str | None = None
+    password_file: str | None = None
+    username: str | None = None
+    # rediss: the CA bundle to verify the server with (None: the system's), and whether
+    # to verify at all (a self-signed test server).
+    tls_ca: str | None = None
+    tls_verify: bool = True
+    # Every Redis call on a request's path is bounded by this; past it the decision is
+    # taken locally (a 50 ms stall is the most Redis may ever add to a request).
+    timeout: float = 0.05
+    # Key and channel namespace: the instances of one cluster use the same prefix.
+    prefix: str = "ferryman"
+    health: bool = True
+    # Largest response body kept in Redis for a shared cache zone.
+    cache_max_object: int = 1024 * 1024
+    # limit_conn leases expire this long after their holder's last renewal (a dead
+    # instance's requests stop counting after at most this).
+    lease_ttl: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSpec:
+    """The admin API and dashboard listener (observability/admin.py). Loopback by
+    default; a non-loopback address must have a token (refused at load otherwise).
+    `token_file` is read by the master when it starts the admin process."""
+
+    host: str = "127.0.0.1"
+    port: int = 9901
+    token: str | None = None
+    token_file: str | None = None
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSpec:
+    """Explainable routing (observability/trace.py): a request carrying `header` (with
+    the admin token as its value when one is set) gets the routing decision back in a
+    response header of the same name."""
+
+    header: str = "X-Ferryman-Trace"
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,6 +795,11 @@ class Config:
     # Name -> address overrides applied before the system resolver (Docker's --add-host).
     hosts: tuple[tuple[str, str], ...] = ()
     maps: tuple[MapSpec, ...] = ()
+    # Reload/stop (workers.py): how long an old worker may spend finishing in-flight
+    # requests and tunnels before what is left is cut (nginx worker_shutdown_timeout;
+    # nginx waits forever by default, a bound keeps a stuck long-poll from pinning a
+    # generation).
+    worker_shutdown_timeout: float = 10.0
     # nginx `pid FILE` (written by the master once listening, removed on exit) and
     # `error_log FILE [LEVEL]`; None: no pid file / standard error.
     pid_file: str | None = None
@@ -561,8 +808,22 @@ class Config:
     resolve_interval: float = 30.0
     hosts_file: str | None = None
     error_log: tuple[str, str] | None = None
+    # nginx `daemon on|off` (nginx CLI work): detach once listening. None: not said, and
+    # each command keeps its default (`ferryman run` stays in the foreground,
+    # `ferryman nginx` detaches, as nginx does).
+    daemon: bool | None = None
     # Named access log formats (nginx log_format NAME TEMPLATE), templates of variables.
     log_formats: tuple[tuple[str, str], ...] = ()
+    # Admin API + dashboard listener (None: none) and the top-level routing trace.
+    admin: AdminSpec | None = None
+    trace: TraceSpec | None = None
+    # Cluster (cluster/): the Redis several instances share state through; None: alone.
+    cluster: ClusterSpec | None = None
+    # Close a client connection after this many requests (nginx keepalive_requests).
+    keepalive_requests: int = 1000
+    # nginx `keepalive_timeout T HEADER`: the `Keep-Alive: timeout=HEADER` field sent
+    # on kept-alive responses; 0: none.
+    keepalive_header: int = 0
     # Non-fatal findings of the front end (e.g. nginx.conf patterns that hurt), printed
     # by `check`.
     warnings: tuple[str, ...] = field(default=(), compare=False)

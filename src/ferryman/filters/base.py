@@ -4,15 +4,21 @@ verdict, and never does I/O itself: the exchange acts on the verdict.
 
 Phase order on a route (nginx's): limit_req, limit_conn (preaccess), then access rules
 and basic auth (access). The first verdict that is not None ends the walk, except a
-`Delay`, after which the walk resumes with the next filter.
+`Delay`, after which the walk resumes with the next filter, and a `Pending`, whose
+future's verdict is then taken as if `check` had returned it (a zone shared through
+the cluster's Redis needs a round trip: cluster/; local zones never return one).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["Delay", "Deny", "RequestFilter", "Verdict"]
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["Delay", "Deny", "Pending", "RequestFilter", "SharedZones", "Verdict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +44,16 @@ class Delay:
     seconds: float
 
 
-Verdict = Deny | Delay | None
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The decision is on its way (a shared zone's round trip to Redis). The exchange
+    waits for `future` and acts on its result; if the exchange ends first it cancels
+    the future, and whoever resolves it gives back what the verdict would have held."""
+
+    future: asyncio.Future[Deny | Delay | None]
+
+
+Verdict = Deny | Delay | Pending | None
 
 
 class RequestFilter(Protocol):
@@ -51,4 +66,41 @@ class RequestFilter(Protocol):
 
     def done(self, exchange: Any) -> None:
         """The exchange that passed `check` ended (only for filters that hold)."""
+        ...
+
+
+class SharedZones(Protocol):
+    """The cluster's side of limit zones marked `shared` (cluster/limiter.py): the round
+    trips only. The filters keep the walk and its meaning; Redis keeps the state."""
+
+    @property
+    def available(self) -> bool:
+        """Redis answers: False sends every decision to the local zones at once."""
+        ...
+
+    def pending(
+        self,
+        walk: Coroutine[Any, Any, Deny | Delay | None],
+        fallback: Callable[[], Verdict],
+        orphan: Callable[[], None] | None,
+    ) -> Verdict:
+        """Runs `walk` and returns a `Pending` on its verdict; if Redis fails during the
+        walk, the verdict is `fallback()` (the local zones'). `orphan` gives back what a
+        passing verdict holds when the exchange ended before it arrived."""
+        ...
+
+    async def limit_req(
+        self, zone: str, key: bytes, rate: int, burst: int, mode: str
+    ) -> tuple[bool, int]:
+        """One limit_req bucket change (`mode`: check, check_take, take), atomically in
+        Redis with Redis's clock: (over burst, excess), as rate_limit.lookup/take."""
+        ...
+
+    async def lease(self, zone: str, key: bytes, limit: int) -> str | None:
+        """A limit_conn slot for `key` if fewer than `limit` are held cluster-wide: its
+        lease id (renewed until `unlease`), or None."""
+        ...
+
+    def unlease(self, zone: str, key: bytes, lease: str) -> None:
+        """Give a slot back (in the background; a lost release expires by itself)."""
         ...

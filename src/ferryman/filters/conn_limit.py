@@ -8,6 +8,8 @@ refuses the request, as nginx does when its zone has no memory left.
 
 Dry run counts as usual and logs what it would refuse, but lets the request through
 (holding nothing, as nginx releases the counts of a request it would have refused).
+A zone marked `shared` counts in the cluster's Redis instead, as leases the holding
+instance renews (cluster/limiter.py): `check_shared` takes them, `done` gives them back.
 Knows nothing about sockets or timers.
 """
 
@@ -20,7 +22,7 @@ from functools import partial
 from typing import Any, Final
 
 from ferryman.config.schema import LimitConnSpec
-from ferryman.filters.base import Deny, Verdict
+from ferryman.filters.base import Deny, SharedZones, Verdict
 from ferryman.filters.rate_limit import describe, printable
 from ferryman.filters.zone import LimitZone, State, ZoneFull, ZoneTable
 from ferryman.proxy.variables import Template
@@ -54,6 +56,7 @@ class _Limit:
     limit: int
     table: ZoneTable
     key: Template
+    shared: bool = False  # counted in the cluster's Redis (the table: fallback)
 
 
 class LimitConnFilter:
@@ -66,21 +69,83 @@ class LimitConnFilter:
         limits: Sequence[tuple[LimitConnSpec, LimitZone, Template]],
         status: int,
         dry_run: bool,
+        remote: SharedZones | None = None,
     ) -> None:
         self._limits = tuple(
-            _Limit(spec.zone, spec.limit, zone.table, key) for spec, zone, key in limits
+            _Limit(spec.zone, spec.limit, zone.table, key, zone.spec.shared)
+            for spec, zone, key in limits
         )
         self.status = status
         self.dry_run = dry_run
         # exchange -> the (table, key hash) entries it counts in, until `done`.
         self._held: dict[Any, list[tuple[ZoneTable, int]]] = {}
+        # Set only when some zone is shared: the cluster's Redis, and the leases each
+        # exchange holds there, (zone, key, lease id), until `done`.
+        self.remote = remote if any(limit.shared for limit in self._limits) else None
+        self._leases: dict[Any, list[tuple[str, bytes, str]]] = {}
 
     @property
     def in_flight(self) -> int:
         """Exchanges this filter holds counts for (tests, admin)."""
-        return len(self._held)
+        return len(self._held.keys() | self._leases.keys())
 
     def check(self, exchange: Any, now: float) -> Verdict:
+        remote = self.remote
+        if remote is not None and remote.available:
+            walk = self.check_shared(exchange, now, remote)
+            fallback = partial(self.check_local, exchange, now)
+            return remote.pending(walk, fallback, partial(self.done, exchange))
+        return self.check_local(exchange, now)
+
+    async def check_shared(self, exchange: Any, now: float, remote: SharedZones) -> Deny | None:
+        """`check_local` with a lease in Redis for each shared zone (local zones count in
+        their tables). On an error everything taken is given back and it propagates."""
+        now_ms = int(now * 1000)
+        counted: list[tuple[ZoneTable, int]] = []
+        leases: list[tuple[str, bytes, str]] = []
+        try:
+            for limit in self._limits:
+                key = limit.key if isinstance(limit.key, bytes) else limit.key(exchange)
+                if not key:
+                    continue  # nginx: an empty key is not limited
+                if len(key) > MAX_KEY:
+                    _log.error("the limit_conn key is more than %d bytes, not limited", MAX_KEY)
+                    continue
+                if not limit.shared:
+                    h = limit.table.hash(key)
+                    if limit.table.update(h, now_ms, partial(acquire, limit.limit)):
+                        counted.append((limit.table, h))
+                        continue
+                else:
+                    lease = await remote.lease(limit.zone, key, limit.limit)
+                    if lease is not None:
+                        leases.append((limit.zone, key, lease))
+                        continue
+                self._log_limited(limit.zone, key, exchange)
+                _give_back_leases(remote, leases)
+                return self._refuse(counted, limit.zone)
+        except BaseException:  # ZoneFull, Redis gone, cancelled: nothing stays taken
+            _give_back(counted)
+            _give_back_leases(remote, leases)
+            raise
+        if counted:
+            self._held[exchange] = counted
+        if leases:
+            self._leases[exchange] = leases
+        return None
+
+    def _log_limited(self, zone: str, key: bytes, exchange: Any) -> None:
+        _log.error(
+            'limiting connections%s by zone "%s", key: "%s", %s',
+            ", dry run," if self.dry_run else "",
+            zone,
+            printable(key),
+            describe(exchange),
+        )
+
+    def check_local(self, exchange: Any, now: float) -> Verdict:
+        """The decision with every zone's local table (shared zones too, while the
+        cluster's Redis is unreachable)."""
         now_ms = int(now * 1000)
         counted: list[tuple[ZoneTable, int]] = []
         for limit in self._limits:
@@ -112,7 +177,7 @@ class LimitConnFilter:
             self._held[exchange] = counted
         return None
 
-    def _refuse(self, counted: list[tuple[ZoneTable, int]], zone: str = "") -> Verdict:
+    def _refuse(self, counted: list[tuple[ZoneTable, int]], zone: str = "") -> Deny | None:
         _give_back(counted)
         if self.dry_run:
             return None
@@ -123,6 +188,10 @@ class LimitConnFilter:
         counted = self._held.pop(exchange, None)
         if counted is not None:
             _give_back(counted)
+        if self.remote is not None:
+            leases = self._leases.pop(exchange, None)
+            if leases is not None:
+                _give_back_leases(self.remote, leases)
 
     def __repr__(self) -> str:
         zones = ", ".join(f"{limit.zone}={limit.limit}" for limit in self._limits)
@@ -133,3 +202,8 @@ class LimitConnFilter:
 def _give_back(counted: list[tuple[ZoneTable, int]]) -> None:
     for table, h in counted:
         table.update(h, 0, release)
+
+
+def _give_back_leases(remote: SharedZones, leases: list[tuple[str, bytes, str]]) -> None:
+    for zone, key, lease in leases:
+        remote.unlease(zone, key, lease)

@@ -15,6 +15,9 @@ nginx's rules, kept here:
   - several limits on one route all apply: each is looked up in order without taking the
     request, the first over its burst rejects (no bucket changes), otherwise the last is
     taken at lookup and the others after; the longest wait decides.
+A zone marked `shared` keeps its buckets in the cluster's Redis (cluster/limiter.py runs
+the same arithmetic there, in one script per bucket change): a route with one walks its
+limits in `check_shared`, the same walk with a round trip per shared bucket.
 Knows nothing about sockets or the exchange beyond the variables its key reads.
 """
 
@@ -28,7 +31,7 @@ from functools import partial
 from typing import Any, Final, NamedTuple
 
 from ferryman.config.schema import LimitReqSpec
-from ferryman.filters.base import Delay, Deny, Verdict
+from ferryman.filters.base import Delay, Deny, SharedZones, Verdict
 from ferryman.filters.zone import LimitZone, State, ZoneTable
 from ferryman.proxy.variables import Template
 
@@ -160,6 +163,7 @@ class _Limit:
     rule: Rule
     table: ZoneTable
     key: Template
+    shared: bool = False  # its buckets live in the cluster's Redis (the table: fallback)
 
 
 class LimitReqFilter:
@@ -172,15 +176,27 @@ class LimitReqFilter:
         limits: Sequence[tuple[LimitReqSpec, LimitZone, Template]],
         status: int,
         dry_run: bool,
+        remote: SharedZones | None = None,
     ) -> None:
         self._limits = tuple(
-            _Limit(Rule.from_spec(spec, zone.spec.rate), zone.table, key)
+            _Limit(Rule.from_spec(spec, zone.spec.rate), zone.table, key, zone.spec.shared)
             for spec, zone, key in limits
         )
         self.status = status
         self.dry_run = dry_run
+        # Set only when some zone is shared: the cluster's Redis (cluster/limiter.py).
+        self.remote = remote if any(limit.shared for limit in self._limits) else None
 
     def check(self, exchange: Any, now: float) -> Verdict:
+        remote = self.remote
+        if remote is not None and remote.available:
+            walk = self.check_shared(exchange, now, remote)
+            return remote.pending(walk, partial(self.check_local, exchange, now), None)
+        return self.check_local(exchange, now)
+
+    def check_local(self, exchange: Any, now: float) -> Verdict:
+        """The decision with every zone's local table (shared zones too, while the
+        cluster's Redis is unreachable)."""
         now_ms = int(now * 1000)
         taken: list[tuple[_Limit, int, bytes]] = []  # looked up, to take after
         chosen: tuple[Rule, int, bytes] | None = None  # the last limit's, if it had a key
@@ -217,6 +233,57 @@ class LimitReqFilter:
             ms = delay_ms(limit.rule, excess)
             if ms > wait:
                 wait, chosen = ms, (limit.rule, excess, key)
+        return self._delay(exchange, wait, chosen)
+
+    async def check_shared(
+        self, exchange: Any, now: float, remote: SharedZones
+    ) -> Deny | Delay | None:
+        """`check_local`'s walk, with each shared zone's bucket changed in Redis (its
+        own clock; one atomic script per change) and the others in their tables.
+        Raises what `remote` raises (the caller then decides locally)."""
+        now_ms = int(now * 1000)
+        taken: list[tuple[_Limit, bytes]] = []
+        chosen: tuple[Rule, int, bytes] | None = None
+        last = len(self._limits) - 1
+        for i, limit in enumerate(self._limits):
+            key = limit.key if isinstance(limit.key, bytes) else limit.key(exchange)
+            if not key:
+                continue  # nginx: an empty key is not limited
+            if len(key) > MAX_KEY:
+                _log.error("the limit_req key is more than %d bytes, not limited", MAX_KEY)
+                continue
+            mode = "check_take" if i == last else "check"
+            busy, excess = await self._change(limit, key, mode, now_ms, remote)
+            if busy:
+                return self._reject(exchange, limit.rule, excess, key)
+            if i == last:
+                chosen = (limit.rule, excess, key)
+            else:
+                taken.append((limit, key))
+        wait = delay_ms(chosen[0], chosen[1]) if chosen is not None else 0
+        for limit, key in reversed(taken):
+            _, excess = await self._change(limit, key, "take", now_ms, remote)
+            ms = delay_ms(limit.rule, excess)
+            if ms > wait:
+                wait, chosen = ms, (limit.rule, excess, key)
+        return self._delay(exchange, wait, chosen)
+
+    @staticmethod
+    async def _change(
+        limit: _Limit, key: bytes, mode: str, now_ms: int, remote: SharedZones
+    ) -> tuple[bool, int]:
+        rule = limit.rule
+        if limit.shared:
+            return await remote.limit_req(rule.zone, key, rule.rate, rule.burst, mode)
+        h = limit.table.hash(key)
+        if mode == "take":
+            return False, limit.table.update(h, now_ms, partial(_take, rule, now_ms))
+        change = _check_and_take if mode == "check_take" else _check_only
+        return limit.table.update(h, now_ms, partial(change, rule, now_ms))
+
+    def _delay(
+        self, exchange: Any, wait: int, chosen: tuple[Rule, int, bytes] | None
+    ) -> Delay | None:
         if wait == 0 or chosen is None:
             return None
         rule, excess, key = chosen
@@ -232,7 +299,7 @@ class LimitReqFilter:
         )
         return None if self.dry_run else Delay(wait / 1000)
 
-    def _reject(self, exchange: Any, rule: Rule, excess: int, key: bytes) -> Verdict:
+    def _reject(self, exchange: Any, rule: Rule, excess: int, key: bytes) -> Deny | None:
         _log.error(
             'limiting requests%s, excess: %d.%03d by zone "%s", key: "%s", %s',
             ", dry run" if self.dry_run else "",

@@ -10,7 +10,7 @@ from ferryman.config.schema import LimitConnSpec, LimitReqSpec, RouteSpec
 from ferryman.errors import ConfigError
 from ferryman.filters.access import AccessFilter, compile_rules
 from ferryman.filters.auth import build_auth_filter
-from ferryman.filters.base import RequestFilter
+from ferryman.filters.base import RequestFilter, SharedZones
 from ferryman.filters.conn_limit import LimitConnFilter
 from ferryman.filters.rate_limit import LimitReqFilter
 from ferryman.filters.zone import LimitZone
@@ -26,6 +26,9 @@ class FilterState:
 
     def __init__(self, zones: dict[str, Any] | None = None) -> None:
         self.zones: dict[str, Any] = zones or {}
+        # Zones marked `shared` keep their state here (cluster/limiter.py), set per
+        # worker by app.build_worker when the configuration has a `cluster`.
+        self.shared: SharedZones | None = None
 
     def __repr__(self) -> str:
         return f"FilterState(zones={sorted(self.zones)})"
@@ -56,10 +59,10 @@ def _limit_filters(
     out: list[RequestFilter] = []
     if spec.limit_req:
         reqs = [_zone_of(s, "req", state, where, user_vars) for s in spec.limit_req]
-        out.append(LimitReqFilter(reqs, spec.limit_req_status, spec.limit_dry_run))
+        out.append(LimitReqFilter(reqs, spec.limit_req_status, spec.limit_dry_run, state.shared))
     if spec.limit_conn:
         conns = [_zone_of(s, "conn", state, where, user_vars) for s in spec.limit_conn]
-        out.append(LimitConnFilter(conns, spec.limit_conn_status, spec.limit_dry_run))
+        out.append(LimitConnFilter(conns, spec.limit_conn_status, spec.limit_dry_run, state.shared))
     return out
 
 

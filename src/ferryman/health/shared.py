@@ -9,6 +9,10 @@ all upstreams in configuration order):
                                     take the later of this and their own
     offset 8: uint8    probe_down   active health: 1 while the peer fails its checks
 
+A reload makes a new table (the peer numbering may change); `carry_over` copies the
+slots of peers the new configuration keeps unchanged, so what the old generation learned
+(a peer that failed, a peer failing its checks) is not forgotten.
+
 Writes are single aligned stores and readers tolerate a stale value for one sweeper
 tick, so no lock is needed. Times are CLOCK_MONOTONIC seconds, the clock every process
 of the machine shares (the event loops' `time()`).
@@ -47,6 +51,13 @@ class SharedHealth:
 
     def set_probe_down(self, slot: int, down: bool) -> None:
         self._map[slot * _SLOT + 8] = 1 if down else 0
+
+    def carry_over(self, previous: SharedHealth, moves: list[tuple[int, int]]) -> None:
+        """Copy (old slot, new slot) pairs from the previous generation's table."""
+        for old, new in moves:
+            if 0 <= old < previous.slots and 0 <= new < self.slots:
+                start = old * _SLOT
+                self._map[new * _SLOT : (new + 1) * _SLOT] = previous._map[start : start + _SLOT]
 
     def close(self) -> None:
         self._map.close()

@@ -90,7 +90,7 @@ class AccessLog:
     """`custom`, when given, renders a whole line from the request context (a compiled
     nginx log_format); the built-in formats are rendered later, from `Entry` tuples."""
 
-    __slots__ = ("_buf", "_fd", "_fmt", "_lines", "_owns_fd", "custom", "enabled")
+    __slots__ = ("_buf", "_fd", "_fmt", "_lines", "_owns_fd", "_path", "custom", "enabled")
 
     def __init__(
         self, path: str | None, fmt: str = "combined", custom: Callable[[Any], bytes] | None = None
@@ -102,6 +102,7 @@ class AccessLog:
         self._lines: list[bytes] = []
         self._buf: list[Entry] = []
         self._owns_fd = False
+        self._path = path
         if path is None:
             self._fd = -1
         elif path == "-":
@@ -146,6 +147,20 @@ class AccessLog:
             pass  # a stalled log reader must not stall the proxy
         except OSError:
             pass
+
+    def reopen(self) -> None:
+        """nginx's USR1 (logrotate): what is buffered goes to the file as it was, then
+        the path is opened anew, so a moved file gets no new lines. If the path cannot
+        be opened, the old file stays in use (nginx keeps the old one too)."""
+        self.flush()
+        if not self._owns_fd or self._path is None:
+            return
+        try:
+            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError:
+            return
+        old, self._fd = self._fd, fd
+        os.close(old)
 
     def close(self) -> None:
         self.flush()

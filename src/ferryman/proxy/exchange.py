@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Final, cast
 
 from ferryman.balancing.base import Outcome
@@ -33,7 +35,7 @@ from ferryman.errors import (
     UpstreamResetError,
     UpstreamTimeoutError,
 )
-from ferryman.filters.base import Delay, Deny
+from ferryman.filters.base import Delay, Deny, Pending
 from ferryman.http.messages import Framing, RequestHead, ResponseHead
 from ferryman.http.serialize import (
     CHUNKED_END,
@@ -46,6 +48,7 @@ from ferryman.http.serialize import (
 )
 from ferryman.http.uri import encode_path, normalize_path
 from ferryman.observability.access_log import Entry
+from ferryman.observability.error_log import context as error_context
 from ferryman.proxy.route import parse_proxy_url, render_add_headers
 from ferryman.proxy.script import MAX_REWRITE_CYCLES, CompiledScript, ScriptOutcome, run_script
 
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
     from ferryman.filters.base import RequestFilter
     from ferryman.filters.real_ip import RealIp
     from ferryman.proxy.route import Route
+    from ferryman.proxy.static.serve import FileResponse as _FileSender
     from ferryman.proxy.variables import Template
     from ferryman.routing.table import VirtualServer
     from ferryman.server.connection import ClientConnection
@@ -78,6 +82,34 @@ _CHUNKED: Final = Framing.CHUNKED
 _UNTIL_CLOSE: Final = Framing.UNTIL_CLOSE
 _IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+# nginx's error-log words (ngx_http_upstream.c), for the nginx format
+# (observability/error_log.py); alerts written for nginx grep for them.
+_NGINX_READ_TIMEOUT: Final = (
+    "upstream timed out (110: Connection timed out) while reading response header from upstream"
+)
+_NGINX_PREMATURE: Final = (
+    "upstream prematurely closed connection while reading response header from upstream"
+)
+_NGINX_TRUNCATED: Final = {
+    "upstream closed the connection mid-response": (
+        "upstream prematurely closed connection while reading upstream"
+    ),
+    "upstream timed out mid-response": (
+        "upstream timed out (110: Connection timed out) while reading upstream"
+    ),
+}
+
+
+def _nginx_words(exc: Exception) -> str:
+    if isinstance(exc, UpstreamProtocolError):
+        return "upstream sent invalid header while reading response header from upstream"
+    if isinstance(exc, UpstreamResetError) and "while" not in exc.reason:
+        return _NGINX_PREMATURE
+    if isinstance(exc, UpstreamError):
+        return exc.reason  # connect and timeout errors are raised in nginx's words
+    return f"{exc} while connecting to upstream"
+
+
 # An upstream error's kind -> the proxy_next_upstream condition that covers it.
 _CONDITION: Final = {
     "connect": "error",
@@ -100,6 +132,28 @@ _MESSAGES: Final = {
     502: "Bad Gateway",
     504: "Gateway Timeout",
 }
+
+
+def _why_out(peer: PeerState, now: float) -> str:
+    if peer.spec.down:
+        return "down"
+    if peer.drained:
+        return "draining"
+    if peer.probe_down:
+        return "failing checks"
+    return f"failed, {peer.health.unavailable_until - now:.0f}s left"
+
+
+def _file_test(operator: str, path: str) -> bool:
+    """`if (-f ...)` and friends (nginx follows symbolic links for them too)."""
+    name = path.encode("latin-1")
+    if operator == "-f":
+        return os.path.isfile(name)
+    if operator == "-d":
+        return os.path.isdir(name)
+    if operator == "-e":
+        return os.path.exists(name)
+    return os.path.isfile(name) and os.access(name, os.X_OK)
 
 
 def _without(fields: bytes, hide: frozenset[bytes]) -> bytes:
@@ -140,6 +194,8 @@ class Exchange:
         "client",
         "conn",
         "ended",
+        "error_paged",
+        "error_status",
         "filter_timer",
         "finished",
         "first_dispatch",
@@ -150,6 +206,7 @@ class Exchange:
         "held",
         "keep_alive",
         "max_tries",
+        "method_override",
         "out",
         "peer",
         "pending",
@@ -160,6 +217,7 @@ class Exchange:
         "real_addr",
         "real_port",
         "received",
+        "redirects",
         "replay",
         "replay_size",
         "request_bytes",
@@ -169,10 +227,12 @@ class Exchange:
         "reused",
         "rewritten",
         "route",
+        "sender",
         "server",
         "started",
         "status",
         "tried",
+        "tried_files",
         "tries",
         "tunnel",
         "upstream_keep",
@@ -219,7 +279,12 @@ class Exchange:
         # failure (an invalid response, data after it) can still be a clean 502.
         self.flushed = False
         # Timing is only for the access log; a clock call per request is not free.
-        self.started = time.monotonic() if client.worker.access_log.enabled else 0.0
+        worker = client.worker
+        self.started = (
+            time.monotonic()
+            if worker.access_log.enabled or worker.recent is not None or worker.metrics is not None
+            else 0.0
+        )
         self.upstream_start = 0.0
         self.header_time = 0.0
         self.first_dispatch = 0.0
@@ -238,13 +303,24 @@ class Exchange:
         # Filters that passed and must hear when this exchange ends (limit_conn), and
         # the timer of a delayed request (limit_req).
         self.held: list[RequestFilter] | None = None
-        self.filter_timer: asyncio.TimerHandle | None = None
+        # (Or the future of a shared zone's verdict, cluster/: cancelled the same way.)
+        self.filter_timer: asyncio.TimerHandle | asyncio.Future[Deny | Delay | None] | None = None
         # The cache's part of this request (cache/handler.py), on routes with a cache.
         self.cache_op: CacheOp | None = None
         # The client's address when a trusted proxy named it (nginx realip); None: the
         # connection's peer is the client.
         self.real_addr: bytes | None = None
         self.real_port: bytes | None = None
+        # Static files (proxy/static/): the file being sent, and whether try_files ran.
+        self.sender: _FileSender | None = None
+        self.tried_files = False
+        # error_page (proxy/error_pages.py): applied once per request (nginx without
+        # recursive_error_pages); the status the replacement answer goes out with (0:
+        # its own); internal redirects so far; GET for a redirected error page.
+        self.error_paged = False
+        self.error_status = 0
+        self.redirects = 0
+        self.method_override: bytes | None = None
 
     # ---- variables for header templates ----
 
@@ -305,6 +381,12 @@ class Exchange:
     def upstream_addr(self) -> bytes:
         return self.peer.name.encode() if self.peer is not None else b""
 
+    @property
+    def method(self) -> bytes:
+        """The method the content phase sees: GET after an error_page redirect."""
+        override = self.method_override
+        return self.head.method if override is None else override
+
     def capture(self, n: int) -> bytes:
         """$1..$9: groups of the last regex that matched (location, rewrite or map)."""
         return self.captures[n - 1] if 0 < n <= len(self.captures) else b""
@@ -333,7 +415,9 @@ class Exchange:
 
     def start(self) -> None:
         head = self.head
-        if head.method == b"CONNECT":
+        if head.method == b"CONNECT" and self.client.listener.forward is None:
+            # A reverse proxy tunnels nowhere; a forward listener's CONNECT goes through
+            # its route's filters to proxy/forward.py like any request.
             self.respond_local(405)
             return
         table = self.client.listener.table
@@ -377,9 +461,16 @@ class Exchange:
 
     def _proceed(self, route: Route) -> None:
         """nginx's content phase: the route proxies (or, without proxy_pass, 404)."""
+        forward = self.client.listener.forward
+        if forward is not None:
+            forward.proceed(self)  # forward-proxy mode: the target names the origin
+            return
         if not route.proxies:
-            # A location with neither proxy_pass nor return: nginx would serve files.
-            self.respond_local(404)
+            # A location with neither proxy_pass nor return: files, if it has a root.
+            if route.static is not None:
+                route.static.serve(self)
+            else:
+                self.respond_error(404)
             return
         if route.url is None:
             self.group, self.pool, self.max_tries = route.group, route.pool, route.max_tries
@@ -448,10 +539,41 @@ class Exchange:
                     verdict.seconds, self._run_filters, route, i + 1
                 )
                 return
+            elif isinstance(verdict, Pending):
+                # A shared zone's round trip to Redis (cluster/): go on when it answers.
+                self.filter_timer = verdict.future
+                verdict.future.add_done_callback(partial(self._filter_settled, route, i))
+                return
             else:
                 self.respond_deny(verdict)
                 return
         self._proceed(route)
+
+    def _filter_settled(
+        self, route: Route, i: int, future: asyncio.Future[Deny | Delay | None]
+    ) -> None:
+        """A `Pending` verdict arrived: acted on as `_run_filters` acts on a verdict."""
+        if self.filter_timer is future:
+            self.filter_timer = None
+        if future.cancelled():
+            return  # the exchange ended first; the filter gave back what it took
+        verdict = future.result()
+        f = route.filters[i]
+        if self.finished:
+            if verdict is None and f.holds:
+                f.done(self)  # it passed just as the client left
+            return
+        if verdict is None:
+            if f.holds:
+                if self.held is None:
+                    self.held = []
+                self.held.append(f)
+            self._run_filters(route, i + 1)
+        elif isinstance(verdict, Delay):
+            loop = self.client.worker.loop
+            self.filter_timer = loop.call_later(verdict.seconds, self._run_filters, route, i + 1)
+        else:
+            self.respond_deny(verdict)
 
     def _release_filters(self) -> None:
         timer = self.filter_timer
@@ -474,6 +596,11 @@ class Exchange:
             _log.info("bad request path from %s: %s", self.remote_addr.decode(), exc.reason)
             self.respond_local(400)
             return None
+        return self._search_route(server)
+
+    def _search_route(self, server: VirtualServer[Route]) -> Route | None:
+        """nginx's server-rewrite, find-config and rewrite phases on the current $uri
+        (after normalisation, and again after each internal redirect)."""
         if server.script is not None:
             script = cast(CompiledScript, server.script)
             templates = cast("dict[str, Template]", server.extra)
@@ -512,6 +639,89 @@ class Exchange:
         self.respond_local(500)
         return None
 
+    # ---- internal redirects: try_files, index, error_page (nginx's internal redirect) ----
+
+    def internal_redirect(self, uri: bytes, args: bytes) -> None:
+        """Go through the server's rewrites and the location search again with a new
+        $uri (nginx's ngx_http_internal_redirect), then the new route's phases."""
+        server = self.server
+        if not self._count_redirect() or server is None:
+            return
+        self.uri, self.args, self.rewritten = uri, args, True
+        self.captures = ()
+        route = self._search_route(server)
+        if route is not None:
+            self._enter(route)
+
+    def named_redirect(self, name: bytes) -> None:
+        """nginx's ngx_http_named_location: the route runs from its rewrite phase."""
+        server = self.server
+        if not self._count_redirect() or server is None:
+            return
+        tree = server.locations
+        route = tree.named(name.decode("latin-1")) if tree is not None else None
+        if route is None:
+            _log.error("could not find named location %r", name)
+            self.respond_local(500)
+            return
+        self.route = route
+        if route.script is not None:
+            outcome = self._run_script(route.script, route.templates)
+            if outcome is None:
+                return
+            if outcome.needs_location_search:
+                self.internal_redirect(self.uri, self.args)
+                return
+        self._enter(route)
+
+    def _count_redirect(self) -> bool:
+        self.redirects += 1
+        self.tried_files = False
+        if self.redirects <= MAX_REWRITE_CYCLES:
+            return True
+        _log.error("rewrite or internal redirection cycle while processing %r", self.head)
+        self.respond_local(500)
+        return False
+
+    def _enter(self, route: Route) -> None:
+        """The phases after the location search, for a route reached by a redirect.
+        Filters that hold state (limit_conn) ran once for this request: not again."""
+        self.route = route
+        if route.filters and self.held is None:
+            self._run_filters(route, 0)
+        else:
+            self._proceed(route)
+
+    def respond_error(self, status: int, headers: bytes = b"") -> None:
+        """An error made here (a missing file, a denial, an upstream failure): the
+        route's error_page for it if it has one (once per request), else the
+        standard page."""
+        route = self.route
+        pages = route.error_pages if route is not None else None
+        page = pages.page_for(status) if pages and not self.error_paged else None
+        if page is None:
+            self.respond_local(status, headers)
+            return
+        self.error_paged = True
+        if page.kind == "url":
+            self.respond_return(page.status, page.target)
+            return
+        # ngx_http_send_error_page: the replacement answer goes out with this status
+        # (0: its own), and is fetched with GET (a HEAD stays a HEAD).
+        self.error_status = page.status
+        if self.head.method != b"HEAD":
+            self.method_override = b"GET"
+        if page.kind == "named":
+            self.named_redirect(page.target)
+        else:
+            self.internal_redirect(page.target, page.args or b"")
+
+    def end_local(self, keep_alive: bool) -> None:
+        """An answer made here has been written whole (a static file)."""
+        self.finished = True
+        self._log_access()
+        self.client.exchange_done(self, keep_alive)
+
     def _run_script(
         self, script: CompiledScript, templates: dict[str, Template]
     ) -> ScriptOutcome | None:
@@ -535,6 +745,7 @@ class Exchange:
             captures=tuple(c.decode("latin-1") for c in self.captures),
             escape_captures=b"%" in self.head.path or b"+" in self.head.path,
             on_change=self._script_changed,
+            file_test=_file_test,
         )
         if outcome.uri_changed:
             self.uri = outcome.uri.encode("latin-1")
@@ -549,7 +760,7 @@ class Exchange:
         elif outcome.body is not None or outcome.status == 444:
             self.respond_return(outcome.status, (outcome.body or "").encode("latin-1"))
         else:
-            self.respond_local(outcome.status)
+            self.respond_error(outcome.status)
         return None
 
     def _upstream_target(self, route: Route) -> bytes:
@@ -622,7 +833,14 @@ class Exchange:
         if peer is None and self._queue(group, now):
             return
         if peer is None:
-            _log.error("no live upstreams in %r while serving %r", group.name, self.head)
+            _log.error(
+                "no live upstreams in %r while serving %r",
+                group.name,
+                self.head,
+                extra=self._error_context(
+                    "no live upstreams while connecting to upstream", upstream_name=group.name
+                ),
+            )
             self.fail(502)
             return
         self.peer = peer
@@ -760,9 +978,17 @@ class Exchange:
             self.retry_status = status
             self.response = head
             return
+        if self._intercepts(head):
+            # proxy_intercept_errors: swallow this answer; flush_response redirects to
+            # the error page. A negative retry_status tells it from a retry.
+            self.retry_status = -status
+            self.response = head
+            return
         op = self.cache_op
         if op is not None and op.on_response_head(self, head):
             return  # the cache answers instead (a 304 merged, an error met with stale)
+        if self.error_status:
+            head.status = self.error_status  # an error page's answer (error_page)
         self.response = head
         self.status = head.status
         if self.upstream_start and self.group is not None and self.group.measure:
@@ -782,6 +1008,10 @@ class Exchange:
         assert route is not None
         if route.hide:
             head.fields = _without(head.fields, route.hide)
+        if route.redirects and status >= 300:
+            head.fields = route.redirects.rewrite_fields(
+                head.fields, self._render_redirect, self._absolute
+            )
         date = head.date
         extra = (
             b"Date: %s\r\n" % date
@@ -792,11 +1022,59 @@ class Exchange:
             extra += render_add_headers(route.add_headers, head.status, self)
         if route.debug:
             extra += self._debug_line()
+        trace = self.client.worker.trace
+        if trace is not None:
+            # observability/trace.py: b"" unless the request asked for a trace.
+            extra += trace.field(self)
         if op is not None:
             extra += op.field
         self.out.append(
             serialize_response_head(head, framing, self.keep_alive, client_http11, extra)
         )
+
+    def _intercepts(self, head: ResponseHead) -> bool:
+        route = self.route
+        return (
+            route is not None
+            and route.intercept_errors
+            and head.status >= 300
+            and not self.error_paged
+            and route.error_pages.covers(head.status)
+        )
+
+    def _render_redirect(self, template: str, captures: tuple[bytes, ...]) -> bytes:
+        route = self.route
+        assert route is not None
+        tpl = route.redirect_templates[template]
+        if isinstance(tpl, bytes):
+            return tpl
+        saved = self.captures
+        self.captures = captures
+        try:
+            return tpl(self)
+        finally:
+            self.captures = saved
+
+    def _intercepted(self) -> None:
+        """The upstream's answer goes to no client: its peer and connection go back (as
+        after a retry), and the error page for its status answers instead."""
+        status = -self.retry_status
+        self.retry_status = 0
+        peer, conn, pool, group = self.peer, self.conn, self.pool, self.group
+        if self.ended and conn is not None and group is not None and pool is not None:
+            self.conn = None
+            if peer is not None:
+                group.release(peer, Outcome.SUCCESS, self.client.worker.sweeper.now)
+            pool.release(conn, self.upstream_keep)
+            if group.waiters:
+                self._wake_next(group)
+        else:
+            self._let_go(Outcome.SUCCESS)
+        self.peer = self.response = None
+        self.status = self.body_bytes = self.tried = self.tries = 0
+        self.ended = False
+        self.out.clear()
+        self.respond_error(status)
 
     def _client_keep_alive(self) -> bool:
         head = self.head
@@ -836,6 +1114,18 @@ class Exchange:
         if skipped:
             parts.append("skipped=" + ", ".join(skipped))
         return b"X-Ferryman-Upstream: %s\r\n" % "; ".join(parts).encode()
+
+    def skipped_peers(self) -> list[str]:
+        """The peers of this request's group left out now, and why (the routing trace)."""
+        group = self.group
+        if group is None:
+            return []
+        now = self.client.worker.sweeper.now
+        return [
+            f"{p.name} ({_why_out(p, now)})"
+            for p in group.peers
+            if p.spec.down or p.probe_down or p.drained or now < p.health.unavailable_until
+        ]
 
     def _honour_retry_after(self, head: ResponseHead) -> None:
         """A 503 or 429 with Retry-After (delay-seconds, RFC 9110 10.2.3) takes the peer
@@ -877,7 +1167,10 @@ class Exchange:
     def flush_response(self) -> None:
         if self.retry_status:
             # Whether or not its body came whole, that answer is not for the client.
-            self._retry_after_status()
+            if self.retry_status < 0:
+                self._intercepted()
+            else:
+                self._retry_after_status()
             return
         op = self.cache_op
         if op is not None and op.swallowed:
@@ -962,7 +1255,8 @@ class Exchange:
         if response is None or response.framing is not _UNTIL_CLOSE:
             self.conn = None  # it is gone; nothing to detach or close
         if response is None:
-            reason = f"upstream {self.peer.name if self.peer else '?'} closed the connection"
+            # nginx's words (and "closed", which native log alerts look for).
+            reason = _NGINX_PREMATURE
             # A kept-alive connection the peer closed just as we reused it is the
             # classic keep-alive race, not a sign that the peer is unhealthy.
             outcome = Outcome.NEUTRAL if self.reused else Outcome.FAILURE
@@ -981,7 +1275,7 @@ class Exchange:
             self.finish_tunnel()
             return
         if self.response is None:
-            self.attempt_failed(UpstreamTimeoutError("upstream timed out"), Outcome.FAILURE)
+            self.attempt_failed(UpstreamTimeoutError(_NGINX_READ_TIMEOUT), Outcome.FAILURE)
         else:
             self.truncated("upstream timed out mid-response")
 
@@ -1004,7 +1298,7 @@ class Exchange:
     def attempt_failed(self, exc: Exception, outcome: Outcome) -> None:
         peer = self.peer
         assert self.route is not None and peer is not None
-        if self.route.debug:
+        if self.route.debug or self.client.worker.trace is not None:
             self._note_attempt(f"{peer.name} ({getattr(exc, 'kind', 'error')})")
         self._let_go(outcome)
         self.peer = None
@@ -1016,6 +1310,7 @@ class Exchange:
             self.head,
             self.remote_addr.decode(),
             exc,
+            extra=self._error_context(_nginx_words(exc), peer),
         )
         if self._may_retry(exc):
             if not isinstance(exc, UpstreamConnectError):
@@ -1024,6 +1319,30 @@ class Exchange:
             self.dispatch()
         else:
             self.fail(status)
+
+    def _error_context(
+        self, nginx: str, peer: PeerState | None = None, upstream_name: str | None = None
+    ) -> dict[str, object]:
+        """What nginx appends to a request's error-log line (observability/error_log.py):
+        client, server, request, upstream (scheme, the peer or else the upstream's name,
+        the URI sent), host."""
+        head, route = self.head, self.route
+        upstream = None
+        name = peer.name if peer is not None else upstream_name
+        if name is not None and route is not None:
+            scheme = "https" if route.spec.upstream_tls is not None else "http"
+            target = self._upstream_target(route).decode("latin-1")
+            upstream = f"{scheme}://{name}{target}"
+        return error_context(
+            cid=getattr(self.client, "number", 0),
+            client=self.remote_addr.decode("latin-1"),
+            server=self.server_name.decode("latin-1"),
+            request=f"{head.method.decode('latin-1')} {head.target.decode('latin-1')}"
+            f" HTTP/{head.version.decode('latin-1')}",
+            upstream=upstream,
+            host=head.host.decode("latin-1") if head.host is not None else None,
+            nginx=nginx,
+        )
 
     def _may_retry(self, exc: Exception) -> bool:
         route = self.route
@@ -1081,7 +1400,7 @@ class Exchange:
         )
         # nginx counts 500/502/503/504 as failures of the peer, 403/404/429 not.
         outcome = Outcome.FAILURE if status in (500, 502, 503, 504) else Outcome.NEUTRAL
-        if self.route is not None and self.route.debug:
+        if self.route is not None and (self.route.debug or self.client.worker.trace is not None):
             self._note_attempt(f"{peer.name} (http_{status})")
         if self.ended and conn is not None:
             # The unwanted answer was read whole: its connection is still good.
@@ -1110,14 +1429,20 @@ class Exchange:
             # after its head parsed, a 101 nobody asked for): its buffered part is
             # discarded and the client gets a clean error.
             self.out.clear()
-            self.respond_local(status)
+            self.respond_error(status)
         else:
             self.truncated("failure after the response started")
 
     def truncated(self, reason: str) -> None:
         """Bytes already reached the client: it must not mistake a partial body for a
         whole one, so no final chunk is written and the connection is closed."""
-        _log.error("%s: %r from %s", reason, self.head, self.remote_addr.decode())
+        _log.error(
+            "%s: %r from %s",
+            reason,
+            self.head,
+            self.remote_addr.decode(),
+            extra=self._error_context(_NGINX_TRUNCATED.get(reason, reason), self.peer),
+        )
         self.finished = True
         self._let_go(Outcome.FAILURE)
         if self.out:
@@ -1128,6 +1453,8 @@ class Exchange:
 
     def respond_deny(self, deny: Deny) -> None:
         """A filter refused the request: logged with what decided, answered locally."""
+        if self.client.worker.metrics is not None:
+            self.client.worker.metrics.record_deny(deny.reason)
         if not deny.logged:
             _log.warning(
                 "%s: %r from %s (status %d)",
@@ -1177,6 +1504,8 @@ class Exchange:
     def respond_return(self, status: int, text: bytes) -> None:
         """nginx `return`: a redirect (text is the Location), 444 (close, no answer), or
         a local answer whose body is `text`."""
+        if self.error_status and status != 444:
+            status = self.error_status  # nginx's err_status: an error page's answer
         self.finished = True
         self.status = status
         if status == 444:
@@ -1234,6 +1563,10 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
+        sender = self.sender
+        if sender is not None:
+            self.sender = None
+            sender.close()
         self._let_go(Outcome.NEUTRAL)
         if self.status == 0:
             self.status = 499  # nginx's "client closed request"
@@ -1242,6 +1575,11 @@ class Exchange:
     # ---- backpressure ----
 
     def client_paused(self, paused: bool) -> None:
+        sender = self.sender
+        if sender is not None:
+            if not paused:
+                sender.pump()
+            return
         op = self.cache_op
         if op is not None:
             op.client_paused(paused)
@@ -1323,7 +1661,12 @@ class Exchange:
             self._release_filters()
         if self.cache_op is not None:
             self.cache_op.finish()
-        log = self.client.worker.access_log
+        worker = self.client.worker
+        if worker.recent is not None:
+            worker.recent.record(self)  # observability/recent.py: the dashboard's tail
+        if worker.metrics is not None:
+            worker.metrics.record(self, time.monotonic())  # observability/metrics.py
+        log = worker.access_log
         if not log.enabled:
             return
         if log.custom is not None:

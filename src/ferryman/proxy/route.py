@@ -5,14 +5,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from ferryman.config.schema import HeaderAdd, RewriteSpec, RouteSpec, ScriptStep, SetSpec
+from ferryman.config.schema import (
+    BreakSpec,
+    HeaderAdd,
+    IfSpec,
+    RewriteSpec,
+    RouteSpec,
+    ScriptStep,
+    SetSpec,
+)
 from ferryman.filters.base import RequestFilter
+from ferryman.proxy.error_pages import ErrorPages
+from ferryman.proxy.redirects import Redirects, default_rule
 from ferryman.proxy.variables import Template, compile_template
 from ferryman.upstream.group import UpstreamGroup
 from ferryman.upstream.pool import ConnectionPool
 
 if TYPE_CHECKING:
     from ferryman.cache.handler import RouteCache
+    from ferryman.proxy.static.serve import StaticFiles
 
 __all__ = [
     "AddHeaders",
@@ -37,12 +48,14 @@ class Route:
         "default_type",
         "drop",
         "dynamic_headers",
+        "error_pages",
         "filters",
         "forwarded",
         "group",
         "hide",
         "host",
         "http10",
+        "intercept_errors",
         "max_body",
         "max_tries",
         "pass_date",
@@ -52,6 +65,8 @@ class Route:
         "proxies",
         "proxy_host",
         "read_timeout",
+        "redirect_templates",
+        "redirects",
         "retry_deadline",
         "retry_key",
         "retry_non_idempotent",
@@ -61,6 +76,7 @@ class Route:
         "script",
         "send_timeout",
         "spec",
+        "static",
         "static_headers",
         "templates",
         "upstream_uri",
@@ -146,6 +162,35 @@ class Route:
         # The proxy cache (cache/handler.py RouteCache), set by the route builder: it
         # needs the worker's cache zones.
         self.cache: RouteCache | None = None
+        self._build_content(spec, where, user_vars)
+
+    def _build_content(self, spec: RouteSpec, where: str, user_vars: frozenset[str]) -> None:
+        """Static files, error_page and proxy_redirect (proxy/static/, error_pages.py,
+        redirects.py)."""
+        # Imported here: serve.py renders add_header lines with this module's helper.
+        from ferryman.proxy.static.serve import StaticFiles
+
+        regex = spec.match in ("regex", "regex_icase")
+        self.static: StaticFiles | None = (
+            StaticFiles(spec.static, self.prefix, regex, where, user_vars)
+            if spec.static is not None
+            else None
+        )
+        self.error_pages = ErrorPages(spec.error_pages)
+        self.intercept_errors = spec.intercept_errors
+        rules = spec.redirects
+        if rules is None:
+            rules = ()
+            if spec.upstream is not None and spec.upstream_url is None:
+                url = f"{'https' if spec.upstream_tls is not None else 'http'}://{spec.upstream}"
+                if spec.upstream_uri is not None:
+                    url += spec.upstream_uri
+                location = "" if spec.match in ("regex", "regex_icase", "named") else spec.path
+                rules = (default_rule(url, spec.upstream_uri, location),)
+        self.redirects = Redirects(rules)
+        self.redirect_templates = {
+            to: compile_template(to, f"{where}.redirects", user_vars) for _, to in rules
+        }
 
     def render_host(self, ctx: Any) -> bytes:
         host = self.host
@@ -201,7 +246,15 @@ def script_templates(
     into path and arguments (proxy.script renders those parts separately)."""
     out: dict[str, Template] = {}
     for i, step in enumerate(steps):
-        if isinstance(step, SetSpec):
+        if isinstance(step, BreakSpec):
+            continue
+        if isinstance(step, IfSpec):
+            # The condition's texts, then those of the steps it guards.
+            texts = [step.operand, step.value]
+            inner = script_templates(step.steps, f"{where}.script[{i}]", user_vars)
+            for text, tpl in inner.items():
+                out.setdefault(text, tpl)
+        elif isinstance(step, SetSpec):
             texts = [step.value]
         elif isinstance(step, RewriteSpec):
             whole = step.replacement

@@ -14,7 +14,14 @@ and the parts of ngx_http_script.c they drive:
   dropped; a replacement with no `?` keeps the arguments (or clears them if it ends
   with `?`). `last` and `break` stop the script; with no flag it goes on;
 - `return` answers: a 301/302/303/307/308 with its text as Location, any other code
-  with its text as the body (a code >= 400 with no text: the caller's error page).
+  with its text as the body (a code >= 400 with no text: the caller's error page);
+- `break` ends the script where it stands (and, like a `break` rewrite, asks for no
+  new location search: ngx_http_script_break_code clears r->uri_changed);
+- `if (CONDITION) { ... }` runs its steps when the condition holds
+  (ngx_http_script_if_code): a variable that is neither empty nor "0"; `=`/`!=` with a
+  rendered string; `~`/`~*` (whose groups become the captures and named groups
+  variables, as any nginx regex) and `!~`/`!~*`; the file tests `-f -d -e -x` and
+  their negations, asked of the caller's `file_test`.
 
 Pure: no I/O, no clock, no variables of its own. Rendering templates (variables and
 `$1`..`$9`) and storing variables are the caller's, through `render` and `set_var`. The
@@ -27,7 +34,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ferryman.config.schema import ReturnSpec, RewriteSpec, ScriptStep, SetSpec
+from ferryman.config.schema import (
+    BreakSpec,
+    IfSpec,
+    ReturnSpec,
+    RewriteSpec,
+    ScriptStep,
+    SetSpec,
+)
 from ferryman.http.uri import encode_args
 from ferryman.routing.locations import compile_regex
 
@@ -35,6 +49,7 @@ __all__ = [
     "MAX_REWRITE_CYCLES",
     "REDIRECT_STATUSES",
     "CompiledScript",
+    "FileTest",
     "Render",
     "ScriptOutcome",
     "SetVar",
@@ -52,10 +67,13 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # render(template, captures) expands variables and `$N` (captures[N-1]).
 Render = Callable[[str, tuple[str, ...]], str]
 SetVar = Callable[[str, str], None]
+# file_test(operator, path) for `-f`, `-d`, `-e`, `-x` (without the `!`).
+FileTest = Callable[[str, str], bool]
 
 _REDIRECT_PREFIXES = ("http://", "https://", "$scheme")
 _FLAG_STATUS = {"": 0, "last": 0, "break": 0, "redirect": 302, "permanent": 301}
 _HEX = {c: int(c, 16) for c in "0123456789abcdefABCDEF"}
+_FILE_TESTS_ALL = ("-f", "!-f", "-d", "!-d", "-e", "!-e", "-x", "!-x")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +106,16 @@ class ScriptOutcome:
 class _State:
     """The mutable state of one run: the current URI, arguments and captures."""
 
-    __slots__ = ("args", "args_changed", "captures", "flag", "on_change", "uri", "uri_changed")
+    __slots__ = (
+        "args",
+        "args_changed",
+        "captures",
+        "file_test",
+        "flag",
+        "on_change",
+        "uri",
+        "uri_changed",
+    )
 
     def __init__(
         self,
@@ -104,6 +131,7 @@ class _State:
         self.args_changed = False
         self.uri_changed = False
         self.flag: str | None = None
+        self.file_test: FileTest | None = None
 
     def set_args(self, args: str) -> None:
         self.args = args
@@ -236,6 +264,69 @@ class _Rewrite(_Step):
         return state.outcome(self.status, location=location)
 
 
+class _Break(_Step):
+    __slots__ = ()
+
+    def run(
+        self, state: _State, render: Render, set_var: SetVar, escape: bool
+    ) -> ScriptOutcome | None:
+        state.flag = "break"
+        return state.outcome()
+
+
+class _If(_Step):
+    __slots__ = ("negate", "operand", "operator", "pattern", "steps", "value")
+
+    def __init__(self, spec: IfSpec) -> None:
+        operator = spec.operator
+        if operator not in _IF_TESTS:
+            raise ValueError(f'unsupported "if" operator "{operator}"')
+        self.operand = spec.operand
+        self.negate = operator.startswith("!")
+        self.operator = operator.lstrip("!")
+        self.value = spec.value
+        self.pattern = (
+            compile_regex(spec.value, caseless=self.operator == "~*")
+            if self.operator in ("~", "~*")
+            else None
+        )
+        self.steps = tuple(_compile_step(step) for step in spec.steps)
+
+    def run(
+        self, state: _State, render: Render, set_var: SetVar, escape: bool
+    ) -> ScriptOutcome | None:
+        if not self.holds(state, render, set_var):
+            return None
+        for step in self.steps:
+            outcome = step.run(state, render, set_var, escape)
+            if outcome is not None:
+                return outcome
+        return None
+
+    def holds(self, state: _State, render: Render, set_var: SetVar) -> bool:
+        value = render(self.operand, state.captures)
+        op = self.operator
+        if op == "":
+            return value not in ("", "0")
+        if op == "=":
+            result = value == render(self.value, state.captures)
+        elif self.pattern is not None:
+            match = self.pattern.search(value)
+            result = match is not None
+            if match is not None and not self.negate:
+                state.captures = tuple(g or "" for g in match.groups())
+                for name, group in match.groupdict().items():
+                    set_var(name, group or "")
+        else:  # a file test
+            test = state.file_test
+            result = test is not None and test(op, value)
+        return result != self.negate
+
+
+# Operators after the `!` is taken off, and which take one.
+_IF_TESTS = frozenset({"", "=", "!=", "~", "~*", "!~", "!~*", *_FILE_TESTS_ALL})
+
+
 class CompiledScript:
     __slots__ = ("steps",)
 
@@ -248,15 +339,19 @@ class CompiledScript:
 
 def compile_script(steps: Sequence[ScriptStep]) -> CompiledScript:
     """Compile once at load; raises ValueError with nginx's wording on a bad step."""
-    compiled: list[_Step] = []
-    for step in steps:
-        if isinstance(step, SetSpec):
-            compiled.append(_Set(step))
-        elif isinstance(step, RewriteSpec):
-            compiled.append(_Rewrite(step))
-        else:
-            compiled.append(_Return(step))
-    return CompiledScript(tuple(compiled))
+    return CompiledScript(tuple(_compile_step(step) for step in steps))
+
+
+def _compile_step(step: ScriptStep) -> _Step:
+    if isinstance(step, SetSpec):
+        return _Set(step)
+    if isinstance(step, RewriteSpec):
+        return _Rewrite(step)
+    if isinstance(step, BreakSpec):
+        return _Break()
+    if isinstance(step, IfSpec):
+        return _If(step)
+    return _Return(step)
 
 
 def run_script(
@@ -269,12 +364,14 @@ def run_script(
     captures: tuple[str, ...] = (),
     escape_captures: bool = False,
     on_change: Callable[[str, str], None] | None = None,
+    file_test: FileTest | None = None,
 ) -> ScriptOutcome:
     """Run the steps on `uri` (nginx's `$uri`) and `args` (`$args`). `captures` are
     those in force before the script (a regex location's). `escape_captures` is nginx's
     `r->quoted_uri || r->plus_in_uri` (the client's path had `%` or `+`): captures
     placed in arguments or in a redirect are then escaped with NGX_ESCAPE_ARGS."""
     state = _State(uri, args, captures, on_change)
+    state.file_test = file_test
     for step in script.steps:
         outcome = step.run(state, render, set_var, escape_captures)
         if outcome is not None:

@@ -58,7 +58,9 @@ class ClientConnection:
         "closed",
         "current",
         "deadline",
+        "heads",
         "listener",
+        "number",
         "parser",
         "pending",
         "phase",
@@ -92,11 +94,15 @@ class ClientConnection:
         self.deadline = 0.0
         self.phase = _IDLE
         self.requests = 0
+        self.heads = 0
         self.closed = False
         self._paused = 0
         self._write_paused = False
         self.remote_addr = b"-"
         self.remote_port = b""
+        # nginx's connection number (`*N` in error-log lines; $connection).
+        self.worker.connections_accepted += 1
+        self.number = self.worker.connections_accepted
         # nginx $proxy_protocol_addr / $proxy_protocol_port ("" without a header, or
         # with one that carried no addresses); the parser until the header is read.
         self.proxy_addr = b""
@@ -110,7 +116,10 @@ class ClientConnection:
         self.transport = transport  # type: ignore[assignment]
         assert self.transport is not None
         worker = self.worker
-        if len(worker.connections) >= worker.max_connections or worker.draining:
+        # Not refused while draining: a connection accepted just before the listener
+        # closed (its connection_made still queued) is served once, with
+        # Connection: close; aborting it would reset a client during a reload.
+        if len(worker.connections) >= worker.max_connections:
             # nginx logs "worker_connections are not enough" and drops the connection.
             worker.rejected_connections += 1
             if worker.rejected_connections % 1000 == 1:
@@ -222,6 +231,10 @@ class ClientConnection:
             # An answer with `Connection: close` went out while the rest of the read was
             # still being parsed: RFC 9112 9.6, nothing after it is processed.
             return
+        self.heads += 1
+        if self.heads >= self.worker.keepalive_requests:
+            # nginx keepalive_requests: this answer says close, as nginx's does.
+            head.keep_alive = False
         ex = Exchange(self, head)
         self.receiving = ex
         if head.framing is not Framing.NONE:
@@ -276,7 +289,9 @@ class ClientConnection:
         if not keep_alive or self.closed or self.worker.draining:
             self.close()
             return
-        if ex.head.upgrade is not None and not ex.tunnel:
+        if (ex.head.upgrade is not None or ex.head.method == b"CONNECT") and not ex.tunnel:
+            # llhttp stops at CONNECT as at an Upgrade: a refused one (405, 403, 407)
+            # leaves the connection HTTP (RFC 9110 9.3.6).
             self._after_refused_upgrade()
             return
         if self.rejected is not None and not self.pending:

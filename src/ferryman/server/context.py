@@ -13,6 +13,7 @@ from ferryman.config.schema import ClientLimits, ClientTimeouts
 if TYPE_CHECKING:
     from ferryman.filters.real_ip import RealIp
     from ferryman.observability.access_log import AccessLog
+    from ferryman.proxy.forward import ForwardProxy
     from ferryman.proxy.route import Route
     from ferryman.routing.table import RouteTable, VirtualServer
     from ferryman.server.conn_cap import ConnectionCap
@@ -33,16 +34,21 @@ class WorkerContext:
         "client_limits",
         "conn_cap",
         "connections",
+        "connections_accepted",
         "date_line",
         "draining",
         "dynamic",
+        "keepalive_requests",
         "loop",
         "make_upstream",
         "maps",
         "max_connections",
+        "metrics",
+        "recent",
         "rejected_connections",
         "sweeper",
         "timeouts",
+        "trace",
         "upstreams",
     )
 
@@ -61,11 +67,22 @@ class WorkerContext:
         self.max_connections = max_connections
         self.connections: set[ClientConnection | H2Connection] = set()
         self.rejected_connections = 0
+        # Connections accepted so far: each one's number, nginx's `*N` in error-log lines.
+        self.connections_accepted = 0
         # Config.max_connections across all workers (None: off); set by app.py.
         self.conn_cap: ConnectionCap | None = None
         # Config.client_limits (request line, head size, field count); set by app.py.
         self.client_limits = ClientLimits()
+        # Config.keepalive_requests: the answer to a connection's Nth request closes it.
+        self.keepalive_requests = 1000
         self.draining = False
+        # Prometheus counters of this worker (observability/metrics.py WorkerMetrics);
+        # None (tests, `check`): nothing counted.
+        self.metrics: Any = None
+        # Admin API (observability/): where finished requests are published for the
+        # dashboard, and the routing trace; None (the default) costs one check each.
+        self.recent: Any = None
+        self.trace: Any = None
         # `map` variables by name (proxy.maps evaluators bound to their templates);
         # filled by app.py when the configuration has any.
         self.maps: dict[str, Any] = {}
@@ -114,6 +131,7 @@ class WorkerContext:
 
 class ListenerContext:
     __slots__ = (
+        "forward",
         "port_bytes",
         "proxy_protocol",
         "real_ip",
@@ -142,6 +160,9 @@ class ListenerContext:
         self.proxy_protocol = proxy_protocol
         # The real-client-address policy of the servers that have one (None: none has).
         self.real_ip = real_ip or None
+        # Forward-proxy mode (proxy/forward.py ForwardProxy), set by app.py for the
+        # address of a server with `forward`; None: a reverse-proxy listener.
+        self.forward: ForwardProxy | None = None
 
     def __repr__(self) -> str:
         return (

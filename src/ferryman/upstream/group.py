@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Final
 
 from ferryman.balancing.base import Balancer, Outcome
@@ -59,7 +60,7 @@ class UpstreamGroup:
         # Fast path: while no primary is configured down and no failure can still be
         # keeping a peer out (`now >= _clear_after`), a first attempt may use the whole
         # primary tier as is, with no filtering and no list built.
-        self._has_down = any(p.spec.down for p in self._primary)
+        self._has_down = _any_out(self._primary)
         # Set by app.py for keyed strategies: request context -> hash key (hash: the
         # compiled `hash_key` template; ip_hash: the client address).
         self.key_fn: Callable[[Any], bytes] | None = None
@@ -163,6 +164,7 @@ class UpstreamGroup:
                 if (
                     not p.spec.down
                     and not p.probe_down
+                    and not p.drained
                     and not (tried >> p.index) & 1
                     and (single or now >= p.health.unavailable_until)
                     and p.spec.max_conns
@@ -185,7 +187,7 @@ class UpstreamGroup:
             was_down, p.probe_down = p.probe_down, probe_down(p.slot)
             if was_down and not p.probe_down and p.spec.slow_start:
                 self._will_recover(p, now)
-        self._has_down = any(p.spec.down or p.probe_down for p in self._primary)
+        self._has_down = _any_out(self._primary)
 
     def replace_peers(self, peers: Sequence[PeerState], balancer: Balancer) -> None:
         """A `resolve` server's addresses changed: a new peer list (indexes reassigned;
@@ -200,8 +202,25 @@ class UpstreamGroup:
         self._primary = tuple(p for p in self._peers if not p.spec.backup)
         self._backup = tuple(p for p in self._peers if p.spec.backup)
         self._single = len(self._primary) == 1
-        self._has_down = any(p.spec.down or p.probe_down for p in self._primary)
+        self._has_down = _any_out(self._primary)
         self._has_limits = any(p.spec.max_conns for p in self._peers)
+
+    def set_drained(self, peer: PeerState, drained: bool) -> None:
+        """Admin drain: `peer` gets no new request; those in flight finish."""
+        peer.drained = drained
+        self._has_down = _any_out(self._primary)
+
+    def set_weight(self, peer: PeerState, weight: int, balancer: Callable[[], Balancer]) -> None:
+        """Admin weight change: the peer's weight becomes `weight` (the spec is replaced,
+        as balancers read `spec.weight`), and the balancer is rebuilt by `balancer` for
+        strategies that precompute weight tables (hash, ip_hash)."""
+        if weight == peer.spec.weight:
+            return
+        peer.spec = replace(peer.spec, weight=weight)
+        peer.weight_now = weight
+        peer.effective_weight = weight
+        peer.current_weight = 0
+        self._balancer = balancer()
 
     def _will_recover(self, peer: PeerState, at: float) -> None:
         """slow_start: from `at`, `peer`'s weight ramps back up over spec.slow_start."""
@@ -231,6 +250,7 @@ class UpstreamGroup:
                 if (
                     not p.spec.down
                     and not p.probe_down
+                    and not p.drained
                     and not (tried >> p.index) & 1
                     and (single or now >= p.health.unavailable_until)
                 ):
@@ -260,6 +280,7 @@ class UpstreamGroup:
             for p in tier
             if not p.spec.down
             and not p.probe_down
+            and not p.drained
             and not (tried >> p.index) & 1
             and (ignore_health or now >= p.health.unavailable_until)
             and (not p.spec.max_conns or p.active < p.spec.max_conns)
@@ -275,6 +296,12 @@ class UpstreamGroup:
             for p in self._peers
         )
         return f"UpstreamGroup({self._spec.name!r} {self._balancer!r} [{peers}])"
+
+
+def _any_out(tier: tuple[PeerState, ...]) -> bool:
+    # Configured down, failing active checks, or drained through the admin API: the
+    # fast path of `select` is off while any primary is out.
+    return any(p.spec.down or p.probe_down or p.drained for p in tier)
 
 
 def _check_indexes(name: str, peers: Sequence[PeerState]) -> None:

@@ -18,6 +18,7 @@ class PeerState:
         "active",
         "connect_host",
         "current_weight",
+        "drained",
         "effective_weight",
         "health",
         "index",
@@ -58,6 +59,8 @@ class PeerState:
         # Active health (set from the shared table each tick) and this peer's slot in it.
         self.probe_down = False
         self.slot = -1
+        # Admin API drain (upstream/overrides.py): selected by no new request.
+        self.drained = False
         # slow_start: when the peer became usable again, and the weight it has now
         # (spec.weight except while ramping back up).
         self.recovered_at = float("-inf")

@@ -34,11 +34,16 @@ def tcp_connect(loop: asyncio.AbstractEventLoop) -> ConnectFn:
                     peer.connect_host,
                     peer.spec.port,
                 )
+        # nginx's words (ngx_event_connect_peer, ngx_http_upstream): log alerts written
+        # for nginx look for them.
         except TimeoutError:
-            raise UpstreamConnectError(f"connect to {peer.name} timed out") from None
-        except OSError as exc:
             raise UpstreamConnectError(
-                f"connect to {peer.name} failed: {exc.strerror or exc}"
+                "upstream timed out (110: Connection timed out) while connecting to upstream"
+            ) from None
+        except OSError as exc:
+            why = f"{exc.errno}: {exc.strerror}" if exc.errno else str(exc)
+            raise UpstreamConnectError(
+                f"connect() failed ({why}) while connecting to upstream"
             ) from None
         # No TCP_NODELAY here: uvloop and asyncio both set it on every TCP transport.
         return conn

@@ -50,7 +50,7 @@ def proxy_cache_path(scope: Scope, stmt: Stmt) -> None:
     """`proxy_cache_path PATH keys_zone=NAME:SIZE [levels=] [inactive=] [max_size=]
     [use_temp_path=]`. nginx's keys_zone SIZE sizes its shared key index; Ferryman's
     index is the directory itself, so it is checked and not used."""
-    directory = values.path(stmt, scope.config.base_dir, stmt.args[0])
+    directory = values.path(stmt, scope.config.runtime_dir, stmt.args[0])
     name = None
     inactive, max_size = _DEFAULT_ZONE.inactive, _DEFAULT_ZONE.max_size
     for arg in stmt.args[1:]:

@@ -29,10 +29,12 @@ __all__ = [
     "events",
     "http",
     "include",
+    "keepalive_requests",
     "listen",
     "location",
     "log_format",
     "no_op",
+    "no_op_buffers",
     "no_op_flag",
     "no_op_number",
     "no_op_size",
@@ -45,6 +47,7 @@ __all__ = [
     "user",
     "worker_connections",
     "worker_processes",
+    "worker_shutdown_timeout",
 ]
 
 _MAX_WORKERS = 1024
@@ -71,21 +74,41 @@ def worker_connections(scope: Scope, stmt: Stmt) -> None:
 
 
 def pid(scope: Scope, stmt: Stmt) -> None:
-    scope.config.pid_file = values.path(stmt, scope.config.base_dir, stmt.args[0])
+    scope.config.pid_file = values.path(stmt, scope.config.runtime_dir, stmt.args[0])
+
+
+def worker_shutdown_timeout(scope: Scope, stmt: Stmt) -> None:
+    """How long old workers finish in-flight requests on reload or stop; nginx waits
+    forever without it, Ferryman uses its own bound (Config.worker_shutdown_timeout)."""
+    scope.config.shutdown_timeout = values.time(stmt, stmt.args[0], positive=True)
 
 
 def user(scope: Scope, stmt: Stmt) -> None:
+    # Naming the user Ferryman already runs as changes nothing, so it says nothing (nginx
+    # started as root with `user root` is silent too); any other user is not switched to.
+    if stmt.args[0] == _running_user():
+        return
     scope.config.warn(
         stmt, '"user" is ignored: Ferryman does not switch users, it runs as the user it starts as'
     )
 
 
+def _running_user() -> str | None:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return None
+
+
 def process_mode(scope: Scope, stmt: Stmt) -> None:
-    """`daemon off` and `master_process on` say what Ferryman always does (it stays in the
-    foreground with a master and workers); the opposite is not supported."""
-    wanted = "off" if stmt.name == "daemon" else "on"
-    if values.flag(stmt, stmt.args[0]) != (wanted == "on"):
-        raise unsupported(stmt, f'"{stmt.name} {stmt.args[0]}" is not supported')
+    """`daemon on|off` is kept (workers.py detaches on `on`). `master_process` is accepted
+    either way: Ferryman always runs a master with workers (`off` is nginx's debugging
+    mode, which changes nothing a client sees)."""
+    on = values.flag(stmt, stmt.args[0])
+    if stmt.name == "daemon":
+        scope.config.daemon = on
 
 
 def events(scope: Scope, stmt: Stmt) -> None:
@@ -340,7 +363,7 @@ def error_log(scope: Scope, stmt: Stmt) -> None:
         raise stmt.error(f'"{file.split(":")[0]}:" in "error_log" is not supported yet')
     if level not in _ERROR_LOG_LEVELS:
         raise stmt.error(f'invalid log level "{level}"')
-    spec = (file if file == "stderr" else values.path(stmt, scope.config.base_dir, file), level)
+    spec = (file if file == "stderr" else values.path(stmt, scope.config.runtime_dir, file), level)
     current = scope.config.error_log
     if current is None and scope.context in (Context.MAIN, Context.HTTP):
         scope.config.error_log = (spec, stmt)
@@ -399,7 +422,7 @@ def access_log(scope: Scope, stmt: Stmt) -> None:
     for param in rest[1:]:
         if not param.startswith(_ACCESS_LOG_NO_OPS):
             raise stmt.error(f'the "{param}" parameter of "access_log" is not supported yet')
-    config.access_log = AccessLogSpec(path=values.path(stmt, config.base_dir, file), format=fmt)
+    config.access_log = AccessLogSpec(path=values.path(stmt, config.runtime_dir, file), format=fmt)
 
 
 # --- accepted as no-ops -------------------------------------------------------------
@@ -419,6 +442,20 @@ def no_op_number(scope: Scope, stmt: Stmt) -> None:
 
 def no_op_size(scope: Scope, stmt: Stmt) -> None:
     values.size(stmt, stmt.args[0])
+
+
+def no_op_buffers(scope: Scope, stmt: Stmt) -> None:
+    """`proxy_buffers NUMBER SIZE` and the like: checked, changes nothing here."""
+    values.number(stmt, stmt.args[0], 1)
+    values.size(stmt, stmt.args[1])
+
+
+def keepalive_requests(scope: Scope, stmt: Stmt) -> None:
+    """Client connections close after this many requests (http context only)."""
+    count = values.number(stmt, stmt.args[0], 0)
+    if scope.context is not Context.HTTP:
+        raise unsupported(stmt, '"keepalive_requests" is only supported in the http context')
+    scope.config.keepalive_requests = count
 
 
 def no_op_time(scope: Scope, stmt: Stmt) -> None:

@@ -22,6 +22,7 @@ from ferryman.config.nginx import (
     proxy,
     realip,
     rewrite,
+    static,
     tls,
     upstream,
 )
@@ -79,6 +80,7 @@ DIRECTIVES: dict[str, tuple[Directive, ...]] = {
     # --- main and events
     "worker_processes": (_d(MAIN, ONE, core.worker_processes),),
     "pid": (_d(MAIN, ONE, core.pid),),
+    "worker_shutdown_timeout": (_d(MAIN, ONE, core.worker_shutdown_timeout),),
     "user": (_d(MAIN, (1, 2), core.user),),
     "daemon": (_d(MAIN, ONE, core.process_mode),),
     "master_process": (_d(MAIN, ONE, core.process_mode),),
@@ -111,7 +113,7 @@ DIRECTIVES: dict[str, tuple[Directive, ...]] = {
         _d(UPSTREAM, ONE, upstream.keepalive_timeout),
     ),
     "keepalive_requests": (
-        _d(HTTP_ANY, ONE, core.no_op_number),
+        _d(HTTP_ANY, ONE, core.keepalive_requests),
         _d(UPSTREAM, ONE, upstream.keepalive_requests),
     ),
     "client_max_body_size": (_d(HTTP_ANY, ONE, proxy.client_max_body_size),),
@@ -144,7 +146,31 @@ DIRECTIVES: dict[str, tuple[Directive, ...]] = {
     "proxy_next_upstream_timeout": (_d(HTTP_ANY, ONE, proxy.proxy_next_upstream_timeout),),
     "proxy_buffering": (_d(HTTP_ANY, ONE, core.no_op_flag),),
     "proxy_request_buffering": (_d(HTTP_ANY, ONE, core.no_op_flag),),
-    "proxy_redirect": (_d(HTTP_ANY, (1, 2), proxy.proxy_redirect, once=False),),
+    "proxy_redirect": (_d(HTTP_ANY, (1, 2), static.proxy_redirect, once=False),),
+    "proxy_intercept_errors": (_d(HTTP_ANY, ONE, static.proxy_intercept_errors),),
+    # --- files (static.py): root/alias, index, try_files, validators, types
+    "root": (_d(HTTP_ANY, ONE, static.root),),
+    "alias": (_d(LOCATION, ONE, static.alias),),
+    "index": (_d(HTTP_ANY, ONE_OR_MORE, static.index, once=False),),
+    "try_files": (_d(SERVER_LOCATION, (2, None), static.try_files),),
+    "autoindex": (_d(HTTP_ANY, ONE, static.autoindex),),
+    "expires": (_d(HTTP_ANY, (1, 2), static.expires),),
+    "etag": (_d(HTTP_ANY, ONE, static.etag),),
+    "error_page": (_d(HTTP_ANY, (2, None), static.error_page, once=False),),
+    # Buffer sizes: Ferryman streams, so there is nothing to size; accepted.
+    **{
+        name: (_d(HTTP_ANY, ONE, core.no_op_size),)
+        for name in (
+            "client_body_buffer_size",
+            "proxy_buffer_size",
+            "proxy_busy_buffers_size",
+            "proxy_temp_file_write_size",
+            "proxy_max_temp_file_size",
+        )
+    },
+    "client_header_buffer_size": (_d(HTTP_SERVER, ONE, core.no_op_size),),
+    "proxy_buffers": (_d(HTTP_ANY, TWO, core.no_op_buffers),),
+    "output_buffers": (_d(HTTP_ANY, TWO, core.no_op_buffers),),
     # --- proxy cache (cache.py)
     "proxy_cache_path": (_d(HTTP, (2, None), cache.proxy_cache_path, once=False),),
     "proxy_cache": (_d(HTTP_ANY, ONE, cache.proxy_cache),),
@@ -202,12 +228,15 @@ DIRECTIVES: dict[str, tuple[Directive, ...]] = {
     "set": (_d(SERVER_LOCATION, TWO, rewrite.set_, once=False),),
     "rewrite": (_d(SERVER_LOCATION, (2, 3), rewrite.rewrite, once=False),),
     "return": (_d(SERVER_LOCATION, (1, 2), rewrite.return_, once=False),),
+    "if": (_d(SERVER_LOCATION, ONE_OR_MORE, static.if_, block=True, once=False),),
+    "break": (_d(SERVER_LOCATION, NONE, static.break_, once=False),),
     # --- accepted as no-ops: they change nothing a client or an upstream sees here
     "sendfile": (_d(HTTP_ANY, ONE, core.no_op_flag),),
     "tcp_nopush": (_d(HTTP_ANY, ONE, core.no_op_flag),),
     "tcp_nodelay": (_d(HTTP_ANY, ONE, core.no_op_flag),),
+    # Ferryman sends no Server field at all, whatever this says.
     "server_tokens": (_d(HTTP_ANY, ONE, core.no_op),),
-    "types": (_d(HTTP_ANY, NONE, core.skip_block, block=True),),
+    "types": (_d(HTTP_ANY, NONE, static.types, block=True),),
     "charset": (_d(HTTP_ANY, ONE, core.charset),),
     "resolver": (_d(HTTP_ANY, ONE_OR_MORE, core.no_op),),
     "resolver_timeout": (_d(HTTP_ANY, ONE, core.no_op_time),),
@@ -238,6 +267,4 @@ def planned_reason(name: str) -> str:
     for prefix, issue in _PLANNED:
         if name == prefix or name.startswith(prefix + "_"):
             return f'"{name}" directive is not supported yet (it comes with {issue})'
-    if name == "if":
-        return '"if" directive is not supported yet'
     return f'"{name}" directive is not supported'

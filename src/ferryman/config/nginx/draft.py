@@ -138,18 +138,29 @@ class ConfigDraft:
     # Relative paths (include, logs, pid) are taken relative to this directory.
     base_dir: str
     lenient: bool
+    # `ferryman nginx -p PREFIX`: nginx's rule, where runtime files (pid, error_log,
+    # access_log, proxy_cache_path) resolve against the prefix and configuration files
+    # (include, certificates, user files) against the main file's directory. None
+    # (`ferryman run`): everything resolves against `base_dir`.
+    prefix: str | None = None
+    # `daemon on|off`; None: not said (each command picks its default, nginx's is on).
+    daemon: bool | None = None
     workers: int = 1
     # nginx's default worker_connections is 512 (ngx_event_core_init_conf).
     worker_connections: int = 512
     events: Stmt | None = None
     error_log: tuple[tuple[str, str], Stmt] | None = None
     pid_file: str | None = None
+    # worker_shutdown_timeout (None: the schema's default; nginx's own is unlimited).
+    shutdown_timeout: float | None = None
     servers: list[ServerDraft] = field(default_factory=list)
     upstreams: list[UpstreamDraft] = field(default_factory=list)
     maps: list[tuple[MapSpec, Stmt]] = field(default_factory=list)
     log_formats: list[tuple[str, str]] = field(default_factory=list)
     access_log: AccessLogSpec | None = None
     client_timeouts: dict[str, float] = field(default_factory=dict)
+    # keepalive_requests (client side; nginx's default 1000).
+    keepalive_requests: int = 1000
     # large_client_header_buffers (None: the schema's defaults).
     client_limits: ClientLimits | None = None
     # proxy_cache_path zones, with the statement that defined each.
@@ -161,6 +172,11 @@ class ConfigDraft:
     # the chain of includes being translated, to refuse a cycle.
     parsed: dict[str, tuple[Stmt, ...]] = field(default_factory=dict)
     including: list[str] = field(default_factory=list)
+
+    @property
+    def runtime_dir(self) -> str:
+        """Where relative paths of files the server writes (pid, logs, cache) resolve."""
+        return self.prefix if self.prefix is not None else self.base_dir
 
     def warn(self, stmt: Stmt, message: str) -> None:
         self.warnings.append(f"{stmt.where}: {message}")

@@ -17,6 +17,7 @@ from ferryman.config.nginx.cache import cache_spec, check_cache_conditions
 from ferryman.config.nginx.draft import ConfigDraft, Level, LocationDraft, ServerDraft
 from ferryman.config.nginx.limits import limit_zones, route_limits
 from ferryman.config.nginx.realip import real_ip_spec
+from ferryman.config.nginx.static import redirect_rules, static_fields
 from ferryman.config.nginx.syntax import Stmt
 from ferryman.config.nginx.tls import listen_tls, upstream_tls_spec, with_tls
 from ferryman.config.nginx.values import ProxyTarget, ProxyTemplate
@@ -79,11 +80,18 @@ def freeze(draft: ConfigDraft) -> Config:
         workers=draft.workers,
         worker_connections=draft.worker_connections,
         client_timeouts=ClientTimeouts(**draft.client_timeouts),
+        keepalive_requests=draft.keepalive_requests,
         client_limits=draft.client_limits or ClientLimits(),
         access_log=draft.access_log or AccessLogSpec(),
         maps=tuple(spec for spec, _ in draft.maps),
         pid_file=draft.pid_file,
+        worker_shutdown_timeout=(
+            Config((), ()).worker_shutdown_timeout
+            if draft.shutdown_timeout is None
+            else draft.shutdown_timeout
+        ),
         error_log=draft.error_log[0] if draft.error_log is not None else None,
+        daemon=draft.daemon,
         log_formats=tuple(draft.log_formats),
         cache_zones=tuple(zone for zone, _ in draft.cache_zones),
         limit_zones=limit_zones(draft),
@@ -184,22 +192,30 @@ def _server(
 
 
 _NO_HANDLER = (
-    'this {what} has neither "proxy_pass" nor "return": Ferryman serves no files, so it'
-    " answers what has no other route with 404"
+    'this {what} has neither "proxy_pass", "return" nor "root": nginx would serve files'
+    ' from its default "html" root; Ferryman answers what has no other route with 404'
 )
 
 
 def _route(location: LocationDraft, upstreams: _Upstreams, draft: ConfigDraft) -> RouteSpec:
     level = location.level
     upstream = uri = url = upstream_tls = None
+    redirects: tuple[tuple[str, str], ...] | None = None
     if location.proxy is not None:
         target, stmt = location.proxy
         if isinstance(target, ProxyTemplate):
             url = upstreams.url_for(target, stmt)
+            redirects = redirect_rules(level, location, None, None)
         else:
             upstream, uri = upstreams.name_for(target, stmt), target.uri
             upstream_tls = upstream_tls_spec(level, target.https, stmt, draft)
-    elif not location.script and not location.locations:
+            redirects = redirect_rules(level, location, stmt.args[0], uri)
+    elif (
+        not location.script
+        and not location.locations
+        and level.value("root", None) is None
+        and "alias" not in level.values
+    ):
         draft.warn(location.stmt, _NO_HANDLER.format(what="location"))
     proxying = location.proxy is not None
     headers = level.array("proxy_set_header")
@@ -236,6 +252,8 @@ def _route(location: LocationDraft, upstreams: _Upstreams, draft: ConfigDraft) -
         auth_basic=auth_basic_spec(level),
         cache=cache,
         upstream_tls=upstream_tls,
+        redirects=redirects,
+        **static_fields(level, proxying),
         routes=tuple(_route(inner, upstreams, draft) for inner in location.locations),
     )
 

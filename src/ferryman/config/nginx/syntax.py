@@ -17,7 +17,10 @@ import crossplane
 
 from ferryman.errors import ConfigError
 
-__all__ = ["Stmt", "parse_file"]
+__all__ = ["COMMAND_LINE", "Stmt", "parse_file", "parse_param"]
+
+# Where nginx says a `-g` directive stands.
+COMMAND_LINE = "command line"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +36,8 @@ class Stmt:
 
     @property
     def where(self) -> str:
-        return f"{self.file}:{self.line}"
+        # Line 0: a statement from `nginx -g`, which nginx places "in command line".
+        return f"{self.file}:{self.line}" if self.line else self.file
 
     def error(self, reason: str) -> ConfigError:
         return ConfigError(self.where, reason)
@@ -56,6 +60,29 @@ def parse_file(path: str) -> tuple[Stmt, ...]:
     if payload["errors"]:
         raise _error(path, payload["errors"][0])
     return _statements(payload["config"][0]["parsed"], path)
+
+
+def parse_param(text: str) -> tuple[Stmt, ...]:
+    """The statements of `nginx -g TEXT`, placed "in command line" (line 0)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".conf", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
+        try:
+            statements = parse_file(file.name)
+        except ConfigError as exc:
+            reason = exc.reason.replace("unexpected end of file", "unexpected end of parameter")
+            raise ConfigError(COMMAND_LINE, reason) from None
+    if any(stmt.block is not None for stmt in statements):
+        # ngx_conf_param's own refusal.
+        raise ConfigError(COMMAND_LINE, "block directives are not supported in -g option")
+    return tuple(_relocate(stmt) for stmt in statements)
+
+
+def _relocate(stmt: Stmt) -> Stmt:
+    block = None if stmt.block is None else tuple(_relocate(s) for s in stmt.block)
+    return Stmt(stmt.name, stmt.args, COMMAND_LINE, 0, block)
 
 
 # nginx's escapes, applied to every word quoted or not (ngx_conf_read_token); any other

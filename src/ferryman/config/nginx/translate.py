@@ -19,7 +19,7 @@ from crossplane.errors import NgxParserDirectiveError
 from ferryman.config.nginx.directives import DIRECTIVES, Directive, planned_reason
 from ferryman.config.nginx.draft import ConfigDraft, Context, Scope
 from ferryman.config.nginx.freeze import freeze
-from ferryman.config.nginx.syntax import Stmt, parse_file
+from ferryman.config.nginx.syntax import Stmt, parse_file, parse_param
 from ferryman.config.nginx.values import Unsupported, unsupported
 from ferryman.config.schema import Config
 from ferryman.errors import ConfigError
@@ -38,18 +38,36 @@ _CROSSPLANE_CONTEXT: dict[Context, tuple[str, ...]] = {
 }
 
 
-def load_nginx(path: str, *, lenient: bool = False) -> Config:
+def load_nginx(
+    path: str,
+    *,
+    lenient: bool = False,
+    prefix: str | None = None,
+    directives: str = "",
+    files: list[str] | None = None,
+) -> Config:
     """Translate the nginx.conf at `path` (and what it includes) into a `Config`.
 
     Every error is a ConfigError at `file:line`. An nginx directive Ferryman does not
     support is an error too, unless `lenient`: then it is ignored with an entry in
     `Config.warnings`. Warnings about working but harmful patterns are given either way.
+
+    `nginx -p PREFIX` and `-g DIRECTIVES` (`ferryman nginx`): with a prefix, runtime
+    files resolve against it (`ConfigDraft.prefix`); `directives` are main-context
+    statements read before the file, as nginx does (so a `pid` in both is "duplicate"
+    in the file), with errors "in command line". `files`, when given, receives every
+    file read, the main one first (`nginx -T` dumps them).
     """
     base_dir = os.path.dirname(os.path.abspath(path))
-    draft = ConfigDraft(source=path, base_dir=base_dir, lenient=lenient)
+    draft = ConfigDraft(source=path, base_dir=base_dir, lenient=lenient, prefix=prefix)
+    from_command_line = parse_param(directives) if directives else ()
     statements = parse_file(path)
     draft.including.append(os.path.abspath(path))
-    _walk(statements, Scope(Context.MAIN, draft, _walk))
+    try:
+        _walk((*from_command_line, *statements), Scope(Context.MAIN, draft, _walk))
+    finally:
+        if files is not None:
+            files.extend([path, *(f for f in draft.parsed if f != path)])
     return freeze(draft)
 
 
@@ -75,11 +93,16 @@ def _translate(stmt: Stmt, scope: Scope) -> None:
         reason = exc.reason
         if exc.where == stmt.where and f'"{stmt.name}' not in reason:
             reason = f'{reason} in "{stmt.name}" directive'
-        raise _Attributed(exc.where, reason) from None
+        raise _Attributed(exc.where, reason, exc.reason) from None
 
 
 class _Attributed(ConfigError):
-    """A ConfigError that already names the directive it is about."""
+    """A ConfigError that already names the directive it is about; `nginx_reason` is
+    the reason as nginx words it, without the name (`ferryman nginx` prints that)."""
+
+    def __init__(self, where: str, reason: str, nginx_reason: str | None = None) -> None:
+        super().__init__(where, reason)
+        self.nginx_reason = reason if nginx_reason is None else nginx_reason
 
 
 def _dispatch(stmt: Stmt, scope: Scope) -> None:

@@ -1,0 +1,169 @@
+"""Bounded rings of short records in shared memory: the last requests of every worker
+(`RecentLog` writes them, `read_recent` merges them), routing traces, and the admin
+process's cache purge orders.
+
+Owns the layout and the lock-free single-writer protocol, and the recent-request record
+format. One ring per writer (a worker slot), so writers never contend; any process of
+the generation may read any ring. Knows nothing of HTTP beyond the few attributes of an
+exchange that a record copies.
+
+An anonymous MAP_SHARED map, made by the master before it forks (like
+health/shared.py). Layout per ring:
+
+    offset 0: uint64  count      records ever written to this ring
+    then `capacity` records of `record_size` bytes:
+        uint64 seq      count after this record was written (0 while being written)
+        uint16 length   payload bytes
+        payload         truncated to record_size - 10
+
+A writer zeroes `seq`, writes the payload, then stores `seq` and `count`. A reader
+copies a record and keeps it only if `seq` is the expected one both before and after
+the copy: a record overwritten meanwhile is skipped, never shown torn. Readers see a
+record one store late at worst; nothing here takes a lock.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import time
+from typing import Any, Final
+
+__all__ = ["RecentLog", "SharedRing", "parse_record", "read_recent"]
+
+_COUNT: Final = struct.Struct("=Q")
+_HEAD: Final = struct.Struct("=QH")
+
+
+class SharedRing:
+    __slots__ = ("_map", "_payload_max", "_ring_size", "capacity", "record_size", "rings")
+
+    def __init__(self, rings: int, capacity: int = 256, record_size: int = 320) -> None:
+        if rings < 1 or capacity < 1 or record_size <= _HEAD.size:
+            raise ValueError("a shared ring needs rings >= 1, capacity >= 1, room for a payload")
+        self.rings = rings
+        self.capacity = capacity
+        self.record_size = record_size
+        self._payload_max = record_size - _HEAD.size
+        self._ring_size = _COUNT.size + capacity * record_size
+        # MAP_SHARED | MAP_ANONYMOUS: inherited across fork, invisible to anyone else.
+        self._map = mmap.mmap(-1, rings * self._ring_size)
+
+    def count(self, ring: int) -> int:
+        value: int = _COUNT.unpack_from(self._map, ring * self._ring_size)[0]
+        return value
+
+    def push(self, ring: int, payload: bytes) -> None:
+        """Append `payload` (truncated to fit) to `ring`. Only one process writes a ring."""
+        base = ring * self._ring_size
+        count = self.count(ring) + 1
+        at = base + _COUNT.size + ((count - 1) % self.capacity) * self.record_size
+        data = payload[: self._payload_max]
+        m = self._map
+        _HEAD.pack_into(m, at, 0, len(data))
+        m[at + _HEAD.size : at + _HEAD.size + len(data)] = data
+        _COUNT.pack_into(m, at, count)
+        _COUNT.pack_into(m, base, count)
+
+    def read(self, ring: int, after: int = 0, limit: int | None = None) -> list[tuple[int, bytes]]:
+        """(seq, payload) of the records of `ring` with seq > `after`, oldest first; at
+        most `limit` (the newest ones) and never more than the ring holds."""
+        base = ring * self._ring_size
+        count = self.count(ring)
+        first = max(after + 1, count - self.capacity + 1, 1)
+        if limit is not None:
+            first = max(first, count - limit + 1)
+        out = []
+        m = self._map
+        for seq in range(first, count + 1):
+            at = base + _COUNT.size + ((seq - 1) % self.capacity) * self.record_size
+            before, length = _HEAD.unpack_from(m, at)
+            if before != seq or length > self._payload_max:
+                continue
+            data = bytes(m[at + _HEAD.size : at + _HEAD.size + length])
+            if _COUNT.unpack_from(m, at)[0] == seq:
+                out.append((seq, data))
+        return out
+
+    def close(self) -> None:
+        self._map.close()
+
+    def __repr__(self) -> str:
+        counts = [self.count(i) for i in range(self.rings)]
+        return f"SharedRing({self.rings} x {self.capacity} x {self.record_size}B, counts={counts})"
+
+
+# Fields of a recent-request record, in order: tab-separated, tabs/newlines in values
+# replaced (they come from the client), and the target cut to keep records short.
+RECENT_FIELDS: Final = (
+    "time",
+    "client",
+    "method",
+    "target",
+    "status",
+    "peer",
+    "duration",
+    "upstream",
+    "worker",
+)
+_TARGET_MAX: Final = 160
+_CLEAN: Final = bytes.maketrans(b"\t\r\n", b"   ")
+
+
+class RecentLog:
+    """A worker's writer of finished requests into its ring (`WorkerContext.recent`)."""
+
+    __slots__ = ("ring", "slot")
+
+    def __init__(self, ring: SharedRing, slot: int) -> None:
+        self.ring = ring
+        self.slot = slot
+
+    def record(self, ex: Any) -> None:
+        # One formatted line per request: cheap next to parsing and relaying it.
+        head = ex.head
+        peer = ex.peer
+        group = ex.group
+        duration = time.monotonic() - ex.started if ex.started else -1.0
+        line = b"\t".join(
+            (
+                b"%.3f" % time.time(),
+                ex.remote_addr,
+                head.method.translate(_CLEAN),
+                head.target[:_TARGET_MAX].translate(_CLEAN),
+                b"%d" % ex.status,
+                peer.name.encode() if peer is not None else b"-",
+                b"%.4f" % duration,
+                group.name.encode() if group is not None else b"-",
+                b"%d" % self.slot,
+            )
+        )
+        self.ring.push(self.slot, line)
+
+
+def read_recent(ring: SharedRing, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` requests across every worker's ring, oldest first."""
+    rows: list[dict[str, Any]] = []
+    for r in range(ring.rings):
+        for _seq, data in ring.read(r, limit=limit):
+            row = parse_record(data)
+            if row is not None:
+                rows.append(row)
+    rows.sort(key=lambda row: row["time"])
+    return rows[-limit:] if limit > 0 else []
+
+
+def parse_record(data: bytes) -> dict[str, Any] | None:
+    parts = data.decode("utf-8", "replace").split("\t")
+    if len(parts) != len(RECENT_FIELDS):
+        return None
+    row: dict[str, Any] = dict(zip(RECENT_FIELDS, parts, strict=True))
+    # Our own numbers, written by `record` above (not untrusted input).
+    try:
+        row["time"] = float(row["time"])
+        row["status"] = int(row["status"])
+        row["duration"] = float(row["duration"])
+        row["worker"] = int(row["worker"])
+    except ValueError:
+        return None
+    return row

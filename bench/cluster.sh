@@ -166,6 +166,8 @@ try:
     rounds = int(os.environ.get("ROUNDS", "5"))
     per = max(1, n // rounds)
     for r in range(rounds):
+        print(f"bench/cluster.sh: round {r + 1}/{rounds}: {len(cases)} cases x {per}",
+              file=sys.stderr, flush=True)
         for label, make in cases.items():
             targets = [make(r * per + i) for i in range(per)]
             samples[label] += measure(b_port, targets, expect.get(label, ""))

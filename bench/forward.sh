@@ -199,6 +199,7 @@ printf 'round\ttarget\thttp_rps\tnon2xx\tsock_errors\tcloses\ttunnel_MBps\n' | t
 for round in $(seq "$ROUNDS"); do
     for name in "${active[@]}"; do  # interleaved, so drift hits all alike
         port=$(port_of "$name")
+        echo "$BENCH: round $round/$ROUNDS: $name (HTTP, then the CONNECT tunnel)" >&2
         report="$OUT/logs/wrk-$name-$round.txt"
         DURATION=1 http_run "$port" "$report.warmup"  # warm-up (and the upstream pools)
         http_run "$port" "$report"

@@ -58,7 +58,7 @@ CONF
 cat >"$OUT/ferryman.yaml" <<CONF
 workers: 1
 access_log: {path: null}
-keepalive_requests: 10000000
+keepalive_requests: 1000000  # the schema's maximum (nginx beside it: 10000000)
 upstreams:
   backend: {servers: ["127.0.0.1:$BACKEND_PORT"], keepalive: 128, keepalive_requests: 1000000}
 servers:
@@ -89,6 +89,7 @@ printf 'round\ttarget\th2_rps\terrors\n' | tee "$OUT/results.tsv"
 for round in $(seq "$ROUNDS"); do
     for target in nginx ferryman; do  # interleaved, so drift hits both alike
         port=$NGINX_PORT; [ "$target" = ferryman ] && port=$FERRYMAN_PORT
+        echo "bench/h2.sh: round $round/$ROUNDS: $target (2 s warm-up + ${DURATION} s)" >&2
         DURATION=2 h2_rps "$port" >/dev/null  # warm-up (and the upstream pool)
         read -r rps errs < <(h2_rps "$port")
         printf '%s\t%s\t%s\t%s\n' "$round" "$target" "${rps:-0}" "${errs:-0}" | tee -a "$OUT/results.tsv"

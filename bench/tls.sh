@@ -53,7 +53,7 @@ CONF
 cat >"$OUT/ferryman.yaml" <<CONF
 workers: 1
 access_log: {path: null}
-keepalive_requests: 10000000
+keepalive_requests: 1000000  # the schema's maximum (nginx beside it: 10000000)
 upstreams:
   backend: {servers: ["127.0.0.1:$BACKEND_PORT"], keepalive_requests: 1000000}
 servers:
@@ -85,6 +85,7 @@ printf 'round\ttarget\thandshakes_per_s\thttps_keepalive_rps\n' | tee "$OUT/resu
 for round in $(seq "$ROUNDS"); do
     for target in nginx ferryman; do  # interleaved, so drift hits both alike
         port=$NGINX_PORT; [ "$target" = ferryman ] && port=$FERRYMAN_PORT
+        echo "bench/tls.sh: round $round/$ROUNDS: $target (warm-up, handshakes, keep-alive)" >&2
         keepalive_rps "$port" >/dev/null  # warm-up (and the upstream pool)
         hs=$(handshakes "$port"); rps=$(keepalive_rps "$port")
         printf '%s\t%s\t%s\t%s\n' "$round" "$target" "${hs:-0}" "${rps:-0}" | tee -a "$OUT/results.tsv"

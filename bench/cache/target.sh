@@ -67,7 +67,7 @@ ferryman)
         echo "workers: $workers"
         echo "worker_connections: 65536"
         echo "access_log: \"off\""
-        echo "keepalive_requests: 10000000  # client side, as the nginx beside it"
+        echo "keepalive_requests: 1000000  # client side: the schema's maximum"
         echo "cache_zones:"
         if [ "${MEMORY_ONLY:-0}" = 1 ]; then  # no disk tier: what the store's disk checks cost
             echo "  - {name: bench, memory_size: 64m, inactive: 10m}"

@@ -124,6 +124,11 @@ def _parser() -> argparse.ArgumentParser:
         default="127.0.0.1:9901",
         help="where the dashboard and admin API listen (default 127.0.0.1:9901)",
     )
+    demo.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no live progress line (requests/s and what each backend served)",
+    )
 
     cert = sub.add_parser("cert", help="certificates: `cert dev NAME...` for development")
     cert_sub = cert.add_subparsers(dest="cert_command", required=True)
@@ -319,7 +324,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             return 1
         admin = (host.strip("[]") or "127.0.0.1", int(port))
     return run_demo(
-        use_uvloop=not args.no_uvloop, tls_dir=cert_dir if args.tls else None, admin=admin
+        use_uvloop=not args.no_uvloop,
+        tls_dir=cert_dir if args.tls else None,
+        admin=admin,
+        quiet=args.quiet,
     )
 
 

@@ -6,11 +6,19 @@ running the reference nginx.conf unmodified (`data/nginx.conf`: least_conn,
 weight=10 max_fails=3 fail_timeout=30s, 4 workers, 1024 connections each). As with
 docker compose, the names server1 ... server6 resolve through --add-host style
 overrides, and the file's `listen 80` is published on 127.0.0.1:8080 (docker -p).
+
+Progress: a small child process (`python -m ferryman.demo progress HOST:PORT`) reads the
+admin API's `/api/upstreams` every second and shows requests/s and what each backend
+served: one line rewritten in place on a terminal, a plain line every PLAIN_EVERY seconds
+(when something changed) otherwise; `--quiet` turns it off. A child, not a thread: the
+demo's own process is the master, which forks workers (a thread there would be forked
+mid-flight). It never touches the data plane: with `--admin off` there is no progress.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -18,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from importlib import resources
 from pathlib import Path
 
@@ -27,7 +36,7 @@ from ferryman.config.schema import AdminSpec, Config, ListenSpec, TlsCertificate
 from ferryman.tls.devcert import issue
 from ferryman.workers import serve
 
-__all__ = ["BACKENDS", "demo_config", "run_demo"]
+__all__ = ["BACKENDS", "PLAIN_EVERY", "demo_config", "progress_line", "run_demo"]
 
 _log = logging.getLogger(__name__)
 
@@ -35,6 +44,10 @@ BACKENDS = tuple((f"server{i}", f"127.0.0.{10 + i}", 3000) for i in range(1, 7))
 
 
 PUBLISH = ("127.0.0.1", 8080, 80)
+
+
+# Seconds between progress lines when stdout is not a terminal (a log file, a pipe).
+PLAIN_EVERY = 5.0
 
 
 # `ferryman demo --tls`: https://localhost:8443 beside the plain listener.
@@ -103,10 +116,14 @@ def run_demo(
     use_uvloop: bool = True,
     tls_dir: Path | None = None,
     admin: tuple[str, int] | None = ("127.0.0.1", 9901),
+    quiet: bool = False,
 ) -> int:
     config = demo_config(tls_dir, admin)
     listen = config.servers[0].listen[0]
     procs = start_backends()
+    if config.admin is not None and not quiet:
+        progress = [sys.executable, "-m", "ferryman.demo", "progress", config.admin.address]
+        procs.append(subprocess.Popen(progress))
     try:
         url = f"http://{listen.address}/"
         print(
@@ -128,3 +145,71 @@ def run_demo(
     finally:
         stop_backends(procs)
         _log.debug("demo stopped (pid %d)", os.getpid())
+
+
+# ---------------------------------------------------------------- progress
+
+
+def _served(upstreams: object) -> dict[str, int]:
+    """Peer -> requests served, from /api/upstreams (`server1:3000` shows as server1)."""
+    out: dict[str, int] = {}
+    if not isinstance(upstreams, list):
+        return out
+    for up in upstreams:
+        for peer in up.get("peers", ()):
+            name = str(peer.get("address", "?")).removesuffix(":3000")
+            out[name] = out.get(name, 0) + int(peer.get("requests", 0))
+    return out
+
+
+def progress_line(before: dict[str, int], now: dict[str, int], seconds: float) -> str:
+    """`ferryman demo: 12.5 req/s, 480 served | server1 80  server2 81 ...`."""
+    total = sum(now.values())
+    # A reload restarts the per-generation counts: never show a negative rate.
+    rate = max(0, total - sum(before.values())) / seconds if seconds > 0 else 0.0
+    peers = "  ".join(f"{name} {n}" for name, n in sorted(now.items()))
+    return f"ferryman demo: {rate:.1f} req/s, {total} served | {peers}"
+
+
+def _fetch(address: str) -> dict[str, int] | None:
+    try:
+        with urllib.request.urlopen(f"http://{address}/api/upstreams", timeout=2) as resp:
+            return _served(json.load(resp).get("upstreams"))
+    except (OSError, ValueError):
+        return None  # not up yet, or reloading: try again next second
+
+
+def _progress(address: str) -> int:
+    tty = sys.stdout.isatty()
+    parent = os.getppid()
+    last: dict[str, int] = {}
+    last_at = time.monotonic()
+    shown = ""
+    while os.getppid() == parent:  # the demo went away: so do we
+        time.sleep(1.0 if tty else PLAIN_EVERY)
+        now = _fetch(address)
+        if now is None:
+            continue
+        at = time.monotonic()
+        line = progress_line(last, now, at - last_at)
+        last, last_at = now, at
+        if tty:
+            # One line rewritten in place; the cursor goes back to its start so a log
+            # line printed meanwhile overwrites it instead of running on after it.
+            sys.stdout.write("\r" + line + "\x1b[K\r")
+        elif line.split("|", 1)[1] != shown.split("|", 1)[-1]:
+            print(line)  # plain lines, only when something was served
+        shown = line
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "progress":
+        try:
+            sys.exit(_progress(sys.argv[2]))
+        except KeyboardInterrupt:  # Ctrl-C reaches the whole foreground group
+            if sys.stdout.isatty():
+                print()
+            sys.exit(0)
+    sys.exit("usage: python -m ferryman.demo progress HOST:PORT")

@@ -52,7 +52,7 @@ from ferryman.health.shared import SharedHealth
 from ferryman.health.thresholds import ProbeState
 from ferryman.observability.admin import AdminTables, Routes, bind_admin, load_token, make_tables
 from ferryman.observability.error_log import LEVELS, install, reopen_all
-from ferryman.observability.metrics import WorkerMetrics
+from ferryman.observability.metrics import WorkerMetrics, cluster_status
 from ferryman.observability.metrics import retire as retire_metrics
 from ferryman.observability.metrics import route_entry as metrics_route
 from ferryman.server.conn_cap import ConnectionCap, SharedConnectionCount
@@ -766,6 +766,7 @@ def _worker_metrics(
     counters = WorkerMetrics(metrics[0], metrics[1])
     counters.connections = lambda: len(ctx.connections)
     counters.groups = dict(runtime.groups)
+    counters.cluster = runtime.cluster  # Redis up/down and fallbacks (cluster/)
     ctx.metrics = counters
     ctx.sweeper.every_tick(counters.flush)
     counters.flush(force=True)
@@ -814,6 +815,9 @@ def run_admin_process(gen: _Generation, sock: socket.socket, master: int, use_uv
     asyncio.set_event_loop(loop)
     try:
         api = AdminApi(gen.config, gen.admin, gen.admin.token, master)
+        if gen.config.cluster is not None and gen.metrics_dir is not None:
+            metrics_dir = gen.metrics_dir
+            api.cluster = lambda: cluster_status(metrics_dir)  # as the workers see it
         return run_admin(api, sock, _admin_extra_routes(gen), loop)
     finally:
         loop.close()

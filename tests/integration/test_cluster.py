@@ -14,8 +14,10 @@ test-slow`; the default is a bounded few seconds.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import random
+import socket
 import threading
 import time
 from collections import Counter
@@ -37,9 +39,10 @@ RATE = 50  # r/s, shared by both instances
 BURST = 10
 
 
-def _config(port: int, redis_url: str, echo: str, dead: str) -> str:
+def _config(port: int, redis_url: str, echo: str, dead: str, echo2: str, admin: int) -> str:
     return f"""
 workers: 1
+admin: {{listen: "127.0.0.1:{admin}"}}
 cluster: {{url: "{redis_url}", timeout: 50ms}}
 limit_zones:
   - {{name: total, kind: req, key: "all", rate: {RATE}r/s, shared: true}}
@@ -56,6 +59,10 @@ upstreams:
     servers:
       - {{address: "{dead}", max_fails: 1, fail_timeout: 30s}}
       - {{address: "{echo}", max_fails: 1, fail_timeout: 30s}}
+  pair:
+    servers:
+      - {{address: "{echo}"}}
+      - {{address: "{echo2}"}}
 servers:
   - listen: "127.0.0.1:{port}"
     routes:
@@ -76,6 +83,9 @@ servers:
       - path: /echo/flaky
         upstream: flaky
         debug_header: true
+      - path: /echo/pair
+        upstream: pair
+        debug_header: true
 """
 
 
@@ -86,6 +96,9 @@ class Cluster:
     a: ProxyProcess
     b: ProxyProcess
     dead: str
+    backend2: EchoBackend
+    admin_a: int
+    admin_b: int
 
     def backend_count(self) -> int:
         return int(http_get_json(self.backend.port, "/count")["requests"])
@@ -97,20 +110,26 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     server = start_redis(workdir / "redis")
     try:
         backend = start_echo(workdir / "logs")
+        backend2 = start_echo(workdir / "logs2")
         try:
             dead = f"127.0.0.1:{free_port()}"  # nothing listens there
             procs: list[ProxyProcess] = []
+            admins: list[int] = []
             try:
                 for name in ("a", "b"):
-                    port = free_port()
-                    text = _config(port, server.url, backend.address, dead)
+                    port, admin = free_port(), free_port()
+                    text = _config(port, server.url, backend.address, dead, backend2.address, admin)
                     procs.append(start_proxy(workdir / name, text, port))
+                    admins.append(admin)
                     _wait_for(lambda p=procs[-1]: "reachable: sharing" in p.output(), 10)
-                yield Cluster(server, backend, procs[0], procs[1], dead)
+                yield Cluster(
+                    server, backend, procs[0], procs[1], dead, backend2, admins[0], admins[1]
+                )
             finally:
                 for proc in procs:
                     proc.stop()
         finally:
+            backend2.stop()
             backend.stop()
     finally:
         server.stop()
@@ -137,6 +156,44 @@ def _wait_for(check: object, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
+
+
+def _admin(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request(method, path, body=body or None)
+        resp = c.getresponse()
+        return resp.status, resp.read()
+    finally:
+        c.close()
+
+
+def _metrics(port: int) -> dict[str, float]:
+    """`name{labels}` -> value from the admin listener's /metrics."""
+    status, body = _admin(port, "GET", "/metrics")
+    assert status == 200
+    out: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def _cluster_view(port: int) -> dict[str, object]:
+    status, body = _admin(port, "GET", "/api/cluster")
+    assert status == 200
+    view = json.loads(body)["cluster"]
+    assert isinstance(view, dict)
+    return view
+
+
+def _fallbacks(port: int) -> dict[str, float]:
+    m = _metrics(port)
+    return {
+        f: m.get(f'ferryman_cluster_local_fallbacks_total{{feature="{f}"}}', -1.0)
+        for f in ("limit_req", "limit_conn", "cache", "health")
+    }
 
 
 # ---- the script is the filter's arithmetic ----
@@ -279,6 +336,40 @@ def test_cached_object_fetched_through_one_is_a_hit_on_the_other(cluster: Cluste
 # ---- Redis down: nothing fails; back: sharing again ----
 
 
+def _served_by_b(cluster: Cluster, n: int) -> Counter[str]:
+    """Which `pair` peer instance B sent each of `n` requests to (its debug header)."""
+    seen: Counter[str] = Counter()
+    for _ in range(n):
+        status, headers, _ = _get(cluster.b.port, "/echo/pair")
+        assert status == 200
+        peer = headers["x-ferryman-upstream"].split("peer=", 1)[1]
+        seen[peer.split(";", 1)[0].strip()] += 1
+    return seen
+
+
+def test_admin_drain_on_one_instance_applies_on_the_other(cluster: Cluster) -> None:
+    drained = cluster.backend2.address
+    assert _served_by_b(cluster, 10)[drained] > 0  # round robin: both peers serve
+    path = f"/api/upstreams/pair/peers/{drained}"
+    status, body = _admin(cluster.admin_a, "POST", path + "/drain")
+    assert status == 200 and json.loads(body)["draining"] is True
+    started = time.monotonic()
+    _wait_for(lambda: drained not in _served_by_b(cluster, 4), 5)
+    took = time.monotonic() - started
+    # A's lead worker sees the change within 0.5 s and publishes it; B's lead writes it
+    # into B's table and B's workers apply it on their next tick (docs/cluster.md).
+    assert took < 2.5, took
+    assert _served_by_b(cluster, 20)[drained] == 0  # and it stays drained on B
+    status, body = _admin(cluster.admin_b, "GET", "/api/upstreams")
+    pair = next(u for u in json.loads(body)["upstreams"] if u["name"] == "pair")
+    assert [p["draining"] for p in pair["peers"] if p["address"] == drained] == [True]
+    status, body = _admin(cluster.admin_a, "POST", path + "/undrain")
+    assert status == 200 and json.loads(body)["draining"] is False
+    started = time.monotonic()
+    _wait_for(lambda: _served_by_b(cluster, 4)[drained] > 0, 5)
+    assert time.monotonic() - started < 2.5
+
+
 def test_redis_killed_mid_run_loses_no_request_and_restart_restores_sharing(
     cluster: Cluster,
 ) -> None:
@@ -324,3 +415,60 @@ def test_redis_killed_mid_run_loses_no_request_and_restart_restores_sharing(
         lambda: cluster.redis.command("EXISTS", f"ferryman:c:shared:httpapp{target}") == ":1", 3
     )
     assert "hit" in _get(cluster.a.port, target)[1]["cache-status"]
+
+
+def _snapshot_cluster(port: int, timeout: float = 5.0) -> dict[str, object]:
+    """The `cluster` part of the first `snapshot` event on /api/events."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            for block in data.split(b"\n\n")[:-1]:
+                if block.startswith(b"event: snapshot\n"):
+                    snap = json.loads(block.split(b"data: ", 1)[1])
+                    assert isinstance(snap["cluster"], dict)
+                    return snap["cluster"]
+    raise AssertionError(f"no snapshot event: {data[:300]!r}")
+
+
+def test_redis_outage_shows_in_metrics_and_the_admin_view(cluster: Cluster) -> None:
+    """Runs last: stops Redis and starts it again."""
+    ports = (cluster.admin_a, cluster.admin_b)
+    for port in ports:
+        _wait_for(lambda p=port: _metrics(p).get("ferryman_cluster_redis_up") == 1.0, 10)
+    _wait_for(lambda: _cluster_view(cluster.admin_a)["instances"] == 2, 5)
+    view = _cluster_view(cluster.admin_a)
+    assert view["up"] is True and view["redis"] == f"127.0.0.1:{cluster.redis.port}"
+    assert _snapshot_cluster(cluster.admin_a)["up"] is True
+    before = _fallbacks(cluster.admin_a)
+    assert min(before.values()) >= 0  # every feature is exported, from 0
+    failed = _metrics(cluster.admin_a)["ferryman_cluster_redis_failed_calls_total"]
+
+    cluster.redis.kill()
+    for port in ports:
+        _wait_for(lambda p=port: _metrics(p).get("ferryman_cluster_redis_up") == 0.0, 5)
+    # Requests keep being answered, each shared decision taken locally and counted.
+    for i in range(10):
+        assert _get(cluster.a.port, "/echo/busy")[0] == 200  # limit_req + limit_conn
+        assert _get(cluster.a.port, f"/echo/cached?outage={i}")[0] == 200  # a local miss
+
+    def moved() -> bool:
+        now = _fallbacks(cluster.admin_a)
+        return all(now[f] >= before[f] + 10 for f in ("limit_req", "limit_conn", "cache"))
+
+    _wait_for(moved, 3)
+    assert _metrics(cluster.admin_a)["ferryman_cluster_redis_failed_calls_total"] > failed
+    view = _cluster_view(cluster.admin_a)
+    assert view["up"] is False and view["workers_up"] == 0
+    assert _snapshot_cluster(cluster.admin_b)["up"] is False  # what the banner shows
+
+    cluster.redis.start()  # empty, same port
+    for port in ports:
+        _wait_for(lambda p=port: _metrics(p).get("ferryman_cluster_redis_up") == 1.0, 8)
+    assert _cluster_view(cluster.admin_b)["up"] is True
+    assert _snapshot_cluster(cluster.admin_a)["up"] is True

@@ -125,10 +125,13 @@ class _Unlimited(_Client):
 class H2Client:
     """A blocking HTTP/2 client over TLS: send frames, read until a condition holds."""
 
-    def __init__(self, stack: Stack, *, unlimited: bool = False) -> None:
+    def __init__(
+        self, stack: Stack, *, unlimited: bool = False, raw: socket.socket | None = None
+    ) -> None:
         ctx = ssl.create_default_context(cafile=str(stack.ca))
         ctx.set_alpn_protocols(["h2"])
-        raw = socket.create_connection(("127.0.0.1", stack.port), timeout=10)
+        # `raw`: a TCP connection opened earlier (the TLS handshake starts now).
+        raw = raw or socket.create_connection(("127.0.0.1", stack.port), timeout=10)
         self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
         assert self.sock.selected_alpn_protocol() == "h2"
         # Sends what it is told, malformed or not.
@@ -619,6 +622,47 @@ def test_graceful_shutdown_sends_goaway_and_finishes_streams(stack: Stack, tmp_p
             assert client.closed  # closed once its last stream was done
         finally:
             client.close()
+    finally:
+        proxy.stop()
+
+
+def test_connection_whose_handshake_ends_during_a_reload_is_served(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A connection the old worker accepted before a reload, whose TLS handshake (and so
+    its HTTP/2 connection) only starts once that worker drains: its request is answered,
+    then GOAWAY sends the client elsewhere (it used to be aborted unanswered)."""
+    proxy, port, _ = _start(tmp_path / "proxy", stack.cert, stack.backend)
+    try:
+        own = Stack(stack.ca, stack.cert, proxy, port, 0, stack.backend)
+        keeper = H2Client(own)  # a slow stream keeps the old worker alive while it drains
+        late = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            slow = keeper.request("/slow?ms=3000")
+            time.sleep(0.3)  # both accepted by the old worker; no TLS on `late` yet
+            os.kill(proxy.pid, signal.SIGHUP)
+            keeper.read_until(lambda: keeper.goaway is not None, 10)  # the old one drains
+            assert keeper.goaway is not None and keeper.goaway.last_stream_id == slow
+            client = H2Client(own, raw=late)
+            try:
+                sid = client.request("/")
+                (answer,) = client.wait(sid, timeout=10)
+                assert answer.status == 200 and answer.ended, answer
+                assert answer.body.strip() == stack.backend.uuid.encode()
+                client.read_until(lambda: client.goaway is not None, 5)
+                assert client.goaway is not None
+                assert client.goaway.error_code == ErrorCodes.NO_ERROR
+                assert client.goaway.last_stream_id == sid
+                client.read_until(lambda: False, 5)
+                assert client.closed  # closed once its stream was done
+            finally:
+                client.close()
+            (kept,) = keeper.wait(slow)
+            assert kept.status == 200 and kept.ended
+            assert _good(own).status == 200  # the new worker serves
+        finally:
+            late.close()
+            keeper.close()
     finally:
         proxy.stop()
 

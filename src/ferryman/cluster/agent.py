@@ -142,10 +142,14 @@ class ClusterAgent:
         """For logs, metrics and the admin API: is Redis in use, and the counters."""
         return {
             "redis": repr(self.client.target),
+            "address": _address(self.client),
             "available": self.client.available,
+            "checked": self.client.checked,
             "failed_calls": self.client.failures,
             "outages": self.client.outages,
             "local_fallbacks": self.limiter.fallbacks,
+            "fallbacks": dict(self.client.fallbacks),
+            "instances": self.bus.instances,
             "leases": len(self.limiter.leases),
             "bus_sent": self.bus.sent,
             "bus_received": self.bus.received,
@@ -153,3 +157,12 @@ class ClusterAgent:
 
     def __repr__(self) -> str:
         return f"ClusterAgent({self.instance}, {self.client!r})"
+
+
+def _address(client: ClusterClient) -> str:
+    """Where Redis is, for people (no credentials): `host:port`, or the mode and nodes."""
+    target = client.target
+    nodes = ",".join(f"{h}:{p}" for h, p in target.nodes)
+    if target.mode == "single":
+        return nodes
+    return f"{target.mode} {nodes}" + (f"/{target.service}" if target.service else "")

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from ferryman.health.shared import SharedHealth
     from ferryman.upstream.overrides import SharedOverrides
 
-__all__ = ["PROBE_HOLD", "WATCH_INTERVAL", "ClusterBus"]
+__all__ = ["MEMBERS", "MEMBER_TTL_MS", "PROBE_HOLD", "WATCH_INTERVAL", "ClusterBus"]
 
 _log: Final = logging.getLogger(__name__)
 
@@ -49,6 +50,18 @@ WATCH_INTERVAL: Final = 0.5
 # again (we repeat it every WATCH_INTERVAL while it fails): it comes back at most this
 # long after our checks pass again.
 PROBE_HOLD: Final = 3.0
+# Instances alive: a sorted set of members scored by expiry (Redis ms), refreshed by
+# each instance's lead worker every 2 x WATCH_INTERVAL. ARGV: member, ttl (ms).
+MEMBERS: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return redis.call('ZCARD', KEYS[1])
+"""
+# An instance that stops refreshing drops out of the count after this.
+MEMBER_TTL_MS: Final = 3000
 # Announcing is off the request path.
 _PUBLISH_TIMEOUT: Final = 1.0
 # At most this many seconds of avoidance are accepted from a message.
@@ -79,6 +92,8 @@ class ClusterBus:
         self._stores: dict[str, SharedStore] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.received = self.sent = 0
+        self.instances = 0  # instances alive in Redis (lead worker, while Redis is up)
+        self._members: Any = None  # the MEMBERS script, registered on first use
 
     # ---- what is shared ----
 
@@ -103,6 +118,9 @@ class ClusterBus:
     def announce_down(self, slot: int, seconds: float) -> None:
         name = self._names.get(slot)
         if name is not None and seconds > 0:
+            if not self._client.available:
+                self._client.fell_back("health")  # learned here, kept here
+                return
             self._send({"t": "down", "p": name, "s": round(seconds, 3)})
 
     def announce_purge(self, zone: str, key: str, prefix: bool) -> None:
@@ -212,10 +230,27 @@ class ClusterBus:
     # ---- the lead worker's watch ----
 
     async def watch(self) -> None:
+        beat = 0
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
             if self._client.available:
                 self.check_tables()
+                beat += 1
+                if beat % 2 == 1:
+                    await self.heartbeat()
+
+    async def heartbeat(self) -> None:
+        """Say this instance is alive and count those that are (the admin view's
+        "cluster: N instances"). The member is the master's pid: one per instance."""
+        key = f"{self._client.spec.prefix}:instances"
+        member = f"{self._instance.split(':', 1)[0]}:{os.getppid()}"
+        if self._members is None:
+            self._members = self._client.redis.register_script(MEMBERS)
+        with contextlib.suppress(Unavailable, RedisError):
+            n = await self._client.run(
+                self._members(keys=[key], args=[member, MEMBER_TTL_MS]), _PUBLISH_TIMEOUT
+            )
+            self.instances = int(n)
 
     def check_tables(self) -> None:
         """Announce peers failing our active checks, and override changes made here."""

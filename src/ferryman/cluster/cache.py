@@ -117,6 +117,7 @@ class SharedStore:
 
     def fetch(self, key: str, done: Callable[[], None]) -> bool:
         if not self._client.available:
+            self._client.fell_back("cache")  # a local miss not asked of Redis
             return False
         waiting = self._fetching.get(key)
         if waiting is not None:
@@ -131,7 +132,8 @@ class SharedStore:
             fields = await self._client.run(self._client.redis.hgetall(self._rkey(key)))
             self._take_in(key, fields)
         except Unavailable:
-            pass  # a miss; Redis is marked down and the next requests do not wait
+            # A miss; Redis is marked down and the next requests do not wait.
+            self._client.fell_back("cache")
         except Exception:
             _log.exception("cache zone %s: reading %r from Redis failed", self.zone, key)
         finally:

@@ -60,6 +60,10 @@ class ClusterClient:
         # Counters for metrics and the admin view: calls that failed, times it went down.
         self.failures = 0
         self.outages = 0
+        # Decisions taken with local state because Redis was unreachable, by feature
+        # (limit_req, limit_conn, cache, health): metrics and the dashboard say so.
+        self.fallbacks: dict[str, int] = {}
+        self.checked = False  # the watcher has tried Redis once (up/down is known)
         self._slow = 0  # consecutive timed-out calls
         self._watcher: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[bool], None]] = []
@@ -108,6 +112,10 @@ class ClusterClient:
         self._slow = 0
         return result
 
+    def fell_back(self, feature: str) -> None:
+        """One decision of `feature` was taken locally because Redis failed."""
+        self.fallbacks[feature] = self.fallbacks.get(feature, 0) + 1
+
     def mark_down(self, exc: BaseException) -> None:
         if not self.available:
             return
@@ -142,10 +150,11 @@ class ClusterClient:
                 async with asyncio.timeout(_CONNECT_TIMEOUT):
                     await self.redis.ping()
             except (RedisError, OSError, TimeoutError) as exc:
+                first = self.outages == 0 and self.failures == 0
+                self.failures += 1  # a failed call too: the counter moves while down
                 if self.available:
                     self.mark_down(exc)
-                elif self.outages == 0 and self.failures == 0:
-                    self.failures += 1  # never reached yet: say so once
+                elif first:  # never reached yet: say so once
                     _log.error(
                         "cluster: Redis %r unreachable at start (%s): serving with "
                         "local-only state, retrying every %.0fs",
@@ -155,6 +164,7 @@ class ClusterClient:
                     )
             else:
                 self._mark_up()
+            self.checked = True
             await asyncio.sleep(RECONNECT_INTERVAL)
 
     def __repr__(self) -> str:

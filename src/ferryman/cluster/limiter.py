@@ -27,7 +27,7 @@ from typing import Any, Final
 from redis.exceptions import RedisError
 
 from ferryman.cluster.client import ClusterClient, Unavailable
-from ferryman.filters.base import Delay, Deny, Pending, Verdict
+from ferryman.filters.base import Delay, Deny, Pending, SharedZones, Verdict
 
 __all__ = ["LEASE_ACQUIRE", "LEASE_RENEW", "LIMIT_REQ", "SharedLimiter", "redis_key"]
 
@@ -124,6 +124,11 @@ class SharedLimiter:
     def available(self) -> bool:
         return self._client.available
 
+    def for_filter(self, kind: str) -> SharedZones:
+        """This limiter as filter kind `kind` (limit_req, limit_conn) sees it: the
+        decisions it takes locally are counted under its name (metrics)."""
+        return _FilterView(self, kind)
+
     # ---- the decision ----
 
     def pending(
@@ -131,10 +136,11 @@ class SharedLimiter:
         walk: Coroutine[Any, Any, Deny | Delay | None],
         fallback: Callable[[], Verdict],
         orphan: Callable[[], None] | None,
+        kind: str = "limit_req",
     ) -> Verdict:
         loop = asyncio.get_running_loop()
         out: asyncio.Future[Deny | Delay | None] = loop.create_future()
-        self._spawn(self._settle(walk, fallback, orphan, out))
+        self._spawn(self._settle(walk, fallback, orphan, out, kind))
         return Pending(out)
 
     async def _settle(
@@ -143,15 +149,16 @@ class SharedLimiter:
         fallback: Callable[[], Verdict],
         orphan: Callable[[], None] | None,
         out: asyncio.Future[Deny | Delay | None],
+        kind: str,
     ) -> None:
         try:
             verdict = await walk
         except Unavailable:
-            verdict = self._local(fallback)
+            verdict = self._local(fallback, kind)
         except Exception:
             # A script error is our bug, not the client's: decide as if alone.
             _log.exception("cluster: shared limit failed, deciding with the local zone")
-            verdict = self._local(fallback)
+            verdict = self._local(fallback, kind)
         if out.cancelled():
             # The exchange ended while waiting: nothing may stay held for it.
             if verdict is None and orphan is not None:
@@ -159,8 +166,9 @@ class SharedLimiter:
             return
         out.set_result(verdict)
 
-    def _local(self, fallback: Callable[[], Verdict]) -> Deny | Delay | None:
+    def _local(self, fallback: Callable[[], Verdict], kind: str) -> Deny | Delay | None:
         self.fallbacks += 1
+        self._client.fell_back(kind)
         verdict = fallback()
         assert not isinstance(verdict, Pending)  # the local path never waits
         return verdict
@@ -228,3 +236,48 @@ class SharedLimiter:
             f"SharedLimiter({len(self.leases)} leases held, {self.fallbacks} local fallbacks, "
             f"{self._client!r})"
         )
+
+
+class _FilterView:
+    """One filter kind's handle on the worker's SharedLimiter: every call goes to it;
+    a decision sent to the local zones because Redis is down counts under `kind`."""
+
+    __slots__ = ("_client", "_kind", "_limiter")
+
+    def __init__(self, limiter: SharedLimiter, kind: str) -> None:
+        self._limiter = limiter
+        self._client = limiter._client
+        self._kind = kind
+
+    @property
+    def available(self) -> bool:
+        if self._client.available:
+            return True
+        self._client.fell_back(self._kind)  # the filter now decides with its local zone
+        return False
+
+    def pending(
+        self,
+        walk: Coroutine[Any, Any, Deny | Delay | None],
+        fallback: Callable[[], Verdict],
+        orphan: Callable[[], None] | None,
+        kind: str = "",
+    ) -> Verdict:
+        return self._limiter.pending(walk, fallback, orphan, kind or self._kind)
+
+    async def limit_req(
+        self, zone: str, key: bytes, rate: int, burst: int, mode: str
+    ) -> tuple[bool, int]:
+        return await self._limiter.limit_req(zone, key, rate, burst, mode)
+
+    async def lease(self, zone: str, key: bytes, limit: int) -> str | None:
+        return await self._limiter.lease(zone, key, limit)
+
+    def unlease(self, zone: str, key: bytes, lease: str) -> None:
+        self._limiter.unlease(zone, key, lease)
+
+    def for_filter(self, kind: str) -> SharedZones:
+        return self._limiter.for_filter(kind)
+
+    def __repr__(self) -> str:
+        return f"SharedLimiter.for_filter({self._kind!r}) of {self._limiter!r}"

@@ -78,6 +78,11 @@ class SharedZones(Protocol):
         """Redis answers: False sends every decision to the local zones at once."""
         ...
 
+    def for_filter(self, kind: str) -> SharedZones:
+        """The same zones as filter kind `kind` (limit_req, limit_conn) uses them: its
+        local fallbacks are counted under that name (metrics)."""
+        ...
+
     def pending(
         self,
         walk: Coroutine[Any, Any, Deny | Delay | None],

@@ -30,6 +30,11 @@ class FilterState:
         # worker by app.build_worker when the configuration has a `cluster`.
         self.shared: SharedZones | None = None
 
+    def shared_for(self, kind: str) -> SharedZones | None:
+        """`shared` as filter kind `kind` uses it (the cluster counts local fallbacks
+        per kind)."""
+        return None if self.shared is None else self.shared.for_filter(kind)
+
     def __repr__(self) -> str:
         return f"FilterState(zones={sorted(self.zones)})"
 
@@ -59,10 +64,12 @@ def _limit_filters(
     out: list[RequestFilter] = []
     if spec.limit_req:
         reqs = [_zone_of(s, "req", state, where, user_vars) for s in spec.limit_req]
-        out.append(LimitReqFilter(reqs, spec.limit_req_status, spec.limit_dry_run, state.shared))
+        remote = state.shared_for("limit_req")
+        out.append(LimitReqFilter(reqs, spec.limit_req_status, spec.limit_dry_run, remote))
     if spec.limit_conn:
         conns = [_zone_of(s, "conn", state, where, user_vars) for s in spec.limit_conn]
-        out.append(LimitConnFilter(conns, spec.limit_conn_status, spec.limit_dry_run, state.shared))
+        remote = state.shared_for("limit_conn")
+        out.append(LimitConnFilter(conns, spec.limit_conn_status, spec.limit_dry_run, remote))
     return out
 
 

@@ -192,7 +192,11 @@ class AdminApi:
             ("GET", "/api/requests/recent"): self.recent,
             ("GET", "/api/events"): self.events,
             ("GET", "/api/trace"): self.trace,
+            ("GET", "/api/cluster"): self.get_cluster,
         }
+        # Set by workers.py when the config has `cluster`: the instance's view of Redis
+        # (observability/metrics.py cluster_status: up, instances, fallbacks).
+        self.cluster: Callable[[], dict[str, Any] | None] | None = None
         # The dashboard page holds no data (it asks for the token itself).
         self.open_paths = {"/"}
 
@@ -239,6 +243,13 @@ class AdminApi:
 
     def get_upstreams(self, req: AdminRequest) -> AdminResponse:
         return _json(200, {"upstreams": self.snapshot()})
+
+    def get_cluster(self, req: AdminRequest) -> AdminResponse:
+        return _json(200, {"cluster": self.cluster_state()})
+
+    def cluster_state(self) -> dict[str, Any] | None:
+        """None without a `cluster` section."""
+        return self.cluster() if self.cluster is not None else None
 
     def snapshot(self) -> list[dict[str, Any]]:
         now = self.clock()
@@ -358,7 +369,9 @@ class AdminApi:
         seen = [self.tables.recent.count(r) for r in range(self.tables.recent.rings)]
         yield b"retry: 1000\n\n"
         while True:
-            yield _sse("snapshot", {"time": time.time(), "upstreams": self.snapshot()})
+            snap = {"time": time.time(), "upstreams": self.snapshot()}
+            snap["cluster"] = self.cluster_state()
+            yield _sse("snapshot", snap)
             fresh = []
             for r in range(self.tables.recent.rings):
                 for seq, data in self.tables.recent.read(r, after=seen[r]):

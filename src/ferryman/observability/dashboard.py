@@ -3,9 +3,9 @@
 Owns the page only: inline CSS and JavaScript, no external assets (it must work offline
 and leak nothing). It reads the admin API: a Server-Sent Event stream (/api/events,
 read with fetch so that the bearer token travels in a header, never in a URL) for
-per-second snapshots and the live tail, and the POST endpoints for drain / undrain /
-weight. The token, if any, is typed once and kept in sessionStorage. Knows nothing of
-the server side beyond those endpoints' JSON.
+per-second snapshots, the cluster banner (Redis up or unreachable) and the live tail,
+and the POST endpoints for drain / undrain / weight. The token, if any, is typed once
+and kept in sessionStorage. Knows nothing of the server side beyond those endpoints' JSON.
 """
 
 from __future__ import annotations
@@ -39,11 +39,14 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}.w{width:4.5em}
 #tail{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:.6em .8em}
 #tail tbody{font-family:ui-monospace,monospace;font-size:.85em}.st-5{color:var(--down)}
 .st-4{color:var(--drain)}#error{color:var(--down)}
+#cluster{padding:.4em 1em;border-bottom:1px solid var(--line);color:var(--dim)}
+#cluster.down{background:var(--down);color:#fff;font-weight:bold}
 </style></head>
 <body>
 <header><h1>Ferryman</h1><span id="status">connecting&hellip;</span><span id="error"></span>
 <form id="auth"><input id="token" type="password" placeholder="admin token"
 autocomplete="off"><button type="submit">Use token</button></form></header>
+<div id="cluster" hidden></div>
 <main><section id="cards"></section>
 <section id="tail"><h2 style="font-size:1em;margin:.1em 0 .5em">Recent requests</h2>
 <table><thead><tr><th>time</th><th>client</th><th>method</th><th>target</th><th>status</th>
@@ -118,8 +121,24 @@ function addRequests(rows) {
   }
   while (body.children.length > TAIL) body.removeChild(body.lastChild);
 }
+function renderCluster(c) {
+  // The cluster's Redis as this instance's workers see it (GET /api/cluster).
+  const el = $("cluster");
+  el.hidden = !c;
+  if (!c) return;
+  const fb = Object.entries(c.fallbacks).filter(([, n]) => n > 0)
+    .map(([f, n]) => f + " " + n).join(", ");
+  el.className = c.up === false ? "down" : "";
+  el.textContent = c.up === false
+    ? "Redis unreachable: local-only state (" + c.redis + ")" +
+      (fb ? "; local decisions: " + fb : "")
+    : c.up === null ? "cluster: connecting to Redis " + c.redis
+    : "cluster: " + c.instances + " instance" + (c.instances === 1 ? "" : "s") +
+      " / Redis up (" + c.redis + ")";
+}
 function handle(event, data) {
-  if (event === "snapshot") { renderCards(data); $("status").textContent =
+  if (event === "snapshot") { renderCards(data); renderCluster(data.cluster);
+    $("status").textContent =
     "live, " + new Date(data.time * 1000).toLocaleTimeString(); }
   else if (event === "requests") addRequests(data);
 }

@@ -36,7 +36,9 @@ from typing import Any, Final
 __all__ = [
     "BUCKETS",
     "CONTENT_TYPE",
+    "FALLBACK_FEATURES",
     "WorkerMetrics",
+    "cluster_status",
     "render",
     "retire",
     "route_entry",
@@ -49,6 +51,9 @@ CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 _FLUSH_EVERY: Final = 1.0
 _RETIRED: Final = "retired.bin"
 _NB: Final = len(BUCKETS) + 1
+# What may decide locally while the cluster's Redis is unreachable (cluster/client.py
+# `fell_back`): always exported, at 0 until it happens, so rate() works from the start.
+FALLBACK_FEATURES: Final = ("limit_req", "limit_conn", "cache", "health")
 
 
 class _RouteStats:
@@ -120,6 +125,7 @@ class WorkerMetrics:
         "_last_flush",
         "_path",
         "cache",
+        "cluster",
         "connections",
         "generation",
         "groups",
@@ -140,6 +146,9 @@ class WorkerMetrics:
         # upstream groups (for in-flight and up/down per peer at flush time).
         self.connections: Any = None
         self.groups: dict[str, Any] = {}
+        # The worker's ClusterAgent (cluster/agent.py) when the config has `cluster`:
+        # its `status()` is read at flush time.
+        self.cluster: Any = None
 
     # ---- the hot path: once per request ----
 
@@ -217,8 +226,19 @@ class WorkerMetrics:
             for p in group.peers:
                 down = p.spec.down or p.probe_down or p.health.unavailable_until > now
                 peers.append((name, p.name, p.active, 0 if down else 1))
+        cluster = None
+        failed, fallbacks = 0, {}
+        if self.cluster is not None:
+            st = self.cluster.status()
+            # Redis up/down is unknown (None) until the worker's watcher has tried once.
+            up = bool(st["available"]) if st["checked"] else None
+            cluster = (str(st["address"]), up, int(st["instances"]))
+            failed, fallbacks = int(st["failed_calls"]), dict(st["fallbacks"])
         return {
             "generation": self.generation,
+            "cluster": cluster,
+            "cluster_failed": failed,
+            "cluster_fallbacks": fallbacks,
             "routes": routes,
             "retries": dict(self.retries),
             "cache": list(self.cache.items()),
@@ -229,6 +249,11 @@ class WorkerMetrics:
 
     def __repr__(self) -> str:
         return f"WorkerMetrics({len(self.routes)} routes, file={self._path})"
+
+
+def cluster_status(directory: str) -> dict[str, Any] | None:
+    """The cluster's state as every live worker publishes it (Totals.cluster_status)."""
+    return aggregate(directory).cluster_status()
 
 
 def route_entry(directory: str) -> tuple[tuple[str, str], Any]:
@@ -256,6 +281,15 @@ class _Totals:
         self.in_flight: dict[tuple[str, str], int] = {}
         self.up: dict[tuple[str, str], int] = {}
         self.up_generation = -1
+        # Cluster (cluster/): counters summed like the others; Redis up is the minimum
+        # over live workers that know (one worker cut off is "down" for the instance).
+        self.cluster_failed = 0
+        self.cluster_fallbacks: dict[str, int] = {}
+        self.cluster_redis: str | None = None
+        self.cluster_up: int | None = None
+        self.cluster_workers = 0
+        self.cluster_workers_up = 0
+        self.cluster_instances = 0
 
     def add_counters(self, snap: dict[str, Any]) -> None:
         for s, loc, up, codes, b_in, b_out, total, t_sum, ups, u_sum in snap["routes"]:
@@ -276,6 +310,9 @@ class _Totals:
             self.cache[key] = self.cache.get(key, 0) + n
         for key, n in snap["rejects"]:
             self.rejects[key] = self.rejects.get(key, 0) + n
+        self.cluster_failed += snap.get("cluster_failed", 0)
+        for feature, n in snap.get("cluster_fallbacks", {}).items():
+            self.cluster_fallbacks[feature] = self.cluster_fallbacks.get(feature, 0) + n
 
     def add_gauges(self, snap: dict[str, Any]) -> None:
         self.workers += 1
@@ -288,6 +325,30 @@ class _Totals:
             self.in_flight[key] = self.in_flight.get(key, 0) + active
             if gen == self.up_generation:
                 self.up[key] = min(self.up.get(key, 1), up)
+        cluster = snap.get("cluster")
+        if cluster is not None:
+            redis, up, instances = cluster
+            self.cluster_redis = redis
+            self.cluster_workers += 1
+            self.cluster_instances = max(self.cluster_instances, instances)
+            if up is not None:
+                self.cluster_workers_up += int(up)
+                self.cluster_up = min(1 if self.cluster_up is None else self.cluster_up, int(up))
+
+    def cluster_status(self) -> dict[str, Any] | None:
+        """The admin view (GET /api/cluster, the dashboard's banner): None without a
+        cluster; `up` None while no worker has tried Redis yet."""
+        if self.cluster_redis is None:
+            return None
+        return {
+            "redis": self.cluster_redis,
+            "up": None if self.cluster_up is None else bool(self.cluster_up),
+            "workers": self.cluster_workers,
+            "workers_up": self.cluster_workers_up,
+            "instances": self.cluster_instances,
+            "failed_calls": self.cluster_failed,
+            "fallbacks": {f: self.cluster_fallbacks.get(f, 0) for f in FALLBACK_FEATURES},
+        }
 
     def as_snapshot(self) -> dict[str, Any]:
         return {
@@ -296,6 +357,8 @@ class _Totals:
             "retries": self.retries,
             "cache": list(self.cache.items()),
             "rejects": list(self.rejects.items()),
+            "cluster_failed": self.cluster_failed,
+            "cluster_fallbacks": self.cluster_fallbacks,
             "connections": 0,
             "peers": [],
         }
@@ -434,6 +497,37 @@ class _Collector:
         for key, value in sorted(t.in_flight.items()):
             flight.add_metric(list(key), value)
         yield from (up, flight)
+        yield from _cluster_families(t)
+
+
+def _cluster_families(t: _Totals) -> Iterator[Any]:
+    """Only with a `cluster` section: Redis reachability and what it cost."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    if t.cluster_redis is None:
+        return
+    if t.cluster_up is not None:
+        yield GaugeMetricFamily(
+            "ferryman_cluster_redis_up",
+            "1 if every worker of this instance reaches the cluster's Redis, else 0",
+            t.cluster_up,
+        )
+    yield GaugeMetricFamily(
+        "ferryman_cluster_instances",
+        "Instances alive in the cluster's Redis, as last seen while it was reachable",
+        t.cluster_instances,
+    )
+    yield CounterMetricFamily(
+        "ferryman_cluster_redis_failed_calls",
+        "Redis calls that failed or timed out",
+        value=t.cluster_failed,
+    )
+    yield _counter(
+        "ferryman_cluster_local_fallbacks",
+        "Decisions taken with local-only state because Redis was unreachable",
+        ["feature"],
+        {f: t.cluster_fallbacks.get(f, 0) for f in FALLBACK_FEATURES},
+    )
 
 
 def _counter(name: str, doc: str, labels: list[str], values: dict[Any, int]) -> Any:

@@ -29,7 +29,8 @@ Limits (nginx's, in its terms, and why):
   idle                    keepalive_timeout with no stream open; send_timeout while the
                           client reads nothing; the preface within client_header_timeout
   draining                GOAWAY(NO_ERROR) naming the last stream taken: those finish,
-                          later ones are refused, and the connection closes when idle
+                          later ones are refused, and the connection closes when idle;
+                          one that arrives while draining has its first streams served
 """
 
 from __future__ import annotations
@@ -190,11 +191,15 @@ class H2Connection:
         self._flush()
 
     def _admit(self) -> bool:
-        """worker_connections, max_connections and draining, as ClientConnection."""
+        """worker_connections and max_connections, as ClientConnection. Not refused
+        while draining: a connection whose TLS handshake ended after the listener closed
+        (a reload) was accepted by this worker; aborting it would reset a client that did
+        nothing wrong. Its first round of streams is served, then GOAWAY
+        (`data_received`), as ClientConnection answers one request with Connection: close."""
         worker = self.worker
         transport = self.transport
         assert transport is not None
-        if len(worker.connections) >= worker.max_connections or worker.draining:
+        if len(worker.connections) >= worker.max_connections:
             worker.rejected_connections += 1
             self.closed = True
             transport.abort()
@@ -230,6 +235,7 @@ class H2Connection:
             self._flush()
             self.close()
             return
+        taken = self.requests
         try:
             for event in events:
                 self._dispatch(event)
@@ -240,6 +246,10 @@ class H2Connection:
             _log.exception("HTTP/2 connection from %s failed", self.remote_addr.decode())
             self.abort()
             return
+        if self.worker.draining and self.requests != taken and not self.goaway_sent:
+            # Draining: the streams just taken are answered; GOAWAY names the last of
+            # them, so the client sends later requests to the new workers (RFC 9113 6.8).
+            self.close_if_idle()
         self._flush()
 
     def eof_received(self) -> bool | None:

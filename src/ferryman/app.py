@@ -155,6 +155,8 @@ def build_worker(
     worker.conn_cap = conn_cap  # Config.max_connections, counted across workers
     worker.client_limits = config.client_limits
     worker.keepalive_requests = config.keepalive_requests
+    if config.keepalive_header:
+        worker.keepalive_line = b"Keep-Alive: timeout=%d\r\n" % config.keepalive_header
     sweeper.every_tick(access.flush)
     sweeper.every_tick(worker.refresh_date)
     connect_fn = connect or tcp_connect(loop)

@@ -321,8 +321,9 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
 def pairs(backends: Backends, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PairRunner]:
     # Static scenarios name validators (ETag, Last-Modified) in their requests: the
     # document root's files get a fixed modification time (a checkout sets its own).
+    # Directories too: autoindex listings show their times.
     for item in (CORPUS / "www").rglob("*"):
-        if item.is_file():
+        if item.is_file() or item.is_dir():
             os.utime(item, (WWW_MTIME, WWW_MTIME))
     runner = PairRunner(backends, tmp_path_factory.mktemp("differential"))
     try:

@@ -158,6 +158,18 @@ def _holds(templates: tuple[Template, ...], ex: Exchange) -> bool:
     return False
 
 
+def _ignored(ex: Exchange) -> frozenset[bytes]:
+    """The upstream fields the route's cache decisions leave out (nginx
+    proxy_ignore_headers; X-Accel-Redirect and the other X-Accel-* ones change nothing
+    here, Ferryman acts on none of them)."""
+    route = ex.route
+    names = route.spec.ignore_headers if route is not None else ()
+    return frozenset(n.encode() for n in names) if names else _NOTHING
+
+
+_NOTHING: Final = frozenset[bytes]()
+
+
 class RouteCache:
     """A route's CacheSpec compiled for one worker, bound to its zone."""
 
@@ -455,7 +467,12 @@ class CacheOp:
         if stale is not None:
             if status == 304 and policy.not_modified_matches(stale, head.headers):
                 fresh = policy.refresh_meta(
-                    stale, head.headers, self.request_time, now, valid=rc.spec.valid
+                    stale,
+                    head.headers,
+                    self.request_time,
+                    now,
+                    valid=rc.spec.valid,
+                    ignore=_ignored(ex),
                 )
                 self._update(fresh)
                 self.fwd_status = 304
@@ -495,10 +512,11 @@ class CacheOp:
             ex.head.method,
             head.status,
             ex.head.headers,
-            head.headers,
+            policy.without_fields(head.headers, _ignored(ex)),
             store_set_cookie=rc.spec.store_set_cookie,
             valid=rc.spec.valid,
             methods=rc.spec.methods,
+            now=self.rc.zone.clock(),
         )
         if reason is not None:
             return reason
@@ -526,6 +544,7 @@ class CacheOp:
             now,
             body_size=head.content_length if head.framing is Framing.LENGTH else 0,
             valid=self.rc.spec.valid,
+            ignore=_ignored(ex),
         )
         try:
             self.writer = self.rc.zone.store.begin(meta)
@@ -660,8 +679,10 @@ class CacheOp:
             lines.append(b"Content-Length: %d\r\n" % meta.body_size)
         if not keep:
             lines.append(b"Connection: close\r\n")
-        elif ex.head.version != b"1.1":
-            lines.append(b"Connection: keep-alive\r\n")
+        else:
+            lines.append(ex.client.worker.keepalive_line)  # keepalive_timeout T HEADER_T
+            if ex.head.version != b"1.1":
+                lines.append(b"Connection: keep-alive\r\n")
         lines.append(b"\r\n")
         return b"".join(lines)
 

@@ -52,6 +52,8 @@ __all__ = [
     "storable",
     "variant_key",
     "vary_fields",
+    "without_fields",
+    "x_accel_expires",
 ]
 
 Headers = Sequence[tuple[bytes, bytes]]
@@ -379,21 +381,28 @@ def storable(
     store_set_cookie: bool = False,
     valid: Valid = (),
     methods: Collection[str] = ("GET",),
+    now: float | None = None,
 ) -> str | None:
     """None if a shared cache may store this response (RFC 9111 3, 3.5), else the reason:
-    method, status, no-store, private, vary-star, authorization, set-cookie, no-freshness.
-    `methods`: request methods whose responses are stored (nginx proxy_cache_methods);
-    HEAD never is (no body) but is answered from GET, see lookup_method."""
+    method, status, no-store, private, vary-star, authorization, set-cookie, no-freshness,
+    x-accel-expires. `methods`: request methods whose responses are stored (nginx
+    proxy_cache_methods); HEAD never is (no body) but is answered from GET, see
+    lookup_method. `now` stands in for a missing Date (X-Accel-Expires `@T`)."""
     m = _method(method)
     if m == "HEAD" or m not in methods:
         return "method"
     if status < 200 or status > 599 or status in _NEVER_STORED:
         return "status"
     cc = parse_cache_control(resp_headers)
-    if cc.no_store or parse_cache_control(req_headers).no_store:
+    # nginx: X-Accel-Expires, the upstream speaking to its own proxy cache, overrides
+    # the response's Cache-Control and Expires (0: never cache).
+    accel = x_accel_expires(resp_headers, _date(resp_headers, now))
+    if accel is not None and accel <= 0:
+        return "x-accel-expires"
+    if parse_cache_control(req_headers).no_store or (cc.no_store and accel is None):
         return "no-store"
     # 5.2.2.7: the qualified form is handled as unqualified (allowed by 5.2.3).
-    if cc.private:
+    if cc.private and accel is None:
         return "private"
     if vary_fields(resp_headers) is None:
         return "vary-star"
@@ -404,6 +413,8 @@ def storable(
     # Set-Cookie is personal: nginx does not cache such responses unless told to.
     if not store_set_cookie and _has(resp_headers, b"set-cookie"):
         return "set-cookie"
+    if accel is not None:
+        return None
     return _freshness_reason(status, cc, resp_headers, valid)
 
 
@@ -440,7 +451,10 @@ def freshness_lifetime(
     """RFC 9111 4.2.1: s-maxage > max-age > Expires - Date > proxy_cache_valid (nginx:
     only without Cache-Control/Expires) > heuristic (4.2.2) > 0. A response with
     `no-cache` has no freshness: every use needs validation (5.2.2.4). `response_time`
-    stands in for a missing or invalid Date."""
+    stands in for a missing or invalid Date. nginx's X-Accel-Expires comes first."""
+    accel = x_accel_expires(resp_headers, _date(resp_headers, response_time))
+    if accel is not None:
+        return accel
     cc = parse_cache_control(resp_headers)
     if cc.no_cache:
         return 0.0
@@ -460,6 +474,32 @@ def freshness_lifetime(
     if configured is not None:
         return max(0.0, configured)
     return _heuristic(status, cc, resp_headers, date, heuristic_fraction)
+
+
+def x_accel_expires(headers: Headers, date: float | None) -> float | None:
+    """nginx X-Accel-Expires (ngx_http_upstream_process_accel_expires): the lifetime
+    in seconds it gives, `N` from the response, `@T` until Unix time T (measured from
+    `date`, the response's Date; 0 if unknown or past). 0 means "do not cache". None
+    when absent or not digits: nginx then ignores it."""
+    raw = _first(headers, b"x-accel-expires")
+    if raw is None:
+        return None
+    value = trim_ows(raw)
+    if value[:1] == b"@":
+        when = parse_delta_seconds(value[1:])
+        if when is None:
+            return None
+        return max(0.0, when - date) if date is not None else 0.0
+    seconds = parse_delta_seconds(value)
+    return None if seconds is None else float(seconds)
+
+
+def without_fields(headers: Headers, names: Collection[bytes]) -> Headers:
+    """`headers` less the fields named (lower case): what the cache decides on when a
+    route ignores some (nginx proxy_ignore_headers)."""
+    if not names:
+        return headers
+    return [(n, v) for n, v in headers if n.lower() not in names]
 
 
 def _date(headers: Headers, fallback: float | None) -> float | None:
@@ -507,11 +547,15 @@ def new_meta(
     body_size: int = 0,
     valid: Valid = (),
     heuristic_fraction: float = 0.1,
+    ignore: Collection[bytes] = (),
 ) -> EntryMeta:
-    """The EntryMeta for a response that `storable` accepted."""
-    cc = parse_cache_control(resp_headers)
-    vary = vary_fields(resp_headers) or ()
+    """The EntryMeta for a response that `storable` accepted. `ignore`: fields (lower
+    case) kept but not decided on (nginx proxy_ignore_headers)."""
+    decide = without_fields(resp_headers, ignore)
+    cc = parse_cache_control(decide)
+    vary = vary_fields(decide) or ()
     headers = list(resp_headers)
+    accel = _first(decide, b"x-accel-expires") is not None
     return EntryMeta(
         key=key,
         variant=variant_key(vary, req_headers),
@@ -522,7 +566,7 @@ def new_meta(
         stored_at=response_time,
         lifetime=freshness_lifetime(
             status,
-            headers,
+            list(decide),
             valid=valid,
             heuristic_fraction=heuristic_fraction,
             response_time=response_time,
@@ -533,8 +577,11 @@ def new_meta(
         swr=cc.stale_while_revalidate,
         sie=cc.stale_if_error,
         # 5.2.2.10: s-maxage carries proxy-revalidate; no-cache forbids stale use (4.2.4).
+        # nginx serves an X-Accel-Expires lifetime without revalidating.
         must_revalidate=(
-            cc.must_revalidate or cc.proxy_revalidate or cc.s_maxage is not None or cc.no_cache
+            cc.must_revalidate
+            or cc.proxy_revalidate
+            or ((cc.s_maxage is not None or cc.no_cache) and not accel)
         ),
         body_size=body_size,
         vary=vary,
@@ -656,6 +703,7 @@ def refresh_meta(
     *,
     valid: Valid = (),
     heuristic_fraction: float = 0.1,
+    ignore: Collection[bytes] = (),
 ) -> EntryMeta:
     """The stored response freshened by a 304: merged fields, then freshness and age
     computed anew from the 304's exchange times (4.3.4). Body and variant unchanged."""
@@ -670,6 +718,7 @@ def refresh_meta(
         body_size=meta.body_size,
         valid=valid,
         heuristic_fraction=heuristic_fraction,
+        ignore=ignore,
     )
     # The Age of the 304 describes the 304, not the merged fields: recompute from it.
     fresh_age = initial_age(not_modified_headers, request_time, response_time)

@@ -555,6 +555,13 @@ def _content(out: dict[str, Any], r: RouteSpec) -> None:
     if r.error_pages:
         out["error_pages"] = [_error_page(p) for p in r.error_pages]
     _put(out, "intercept_errors", r.intercept_errors, _ROUTE.intercept_errors)
+    # What goes upstream (proxy/body.py) and the upstream fields ignored.
+    _put(out, "upstream_method", r.upstream_method, None)
+    _put(out, "upstream_body", r.upstream_body, None)
+    _put(out, "pass_request_headers", r.pass_request_headers, _ROUTE.pass_request_headers)
+    _put(out, "pass_request_body", r.pass_request_body, _ROUTE.pass_request_body)
+    if r.ignore_headers:
+        out["ignore_headers"] = _FlowList(r.ignore_headers)
     if r.redirects == ():
         out["redirects"] = "off"
     elif r.redirects is not None:
@@ -575,6 +582,10 @@ def _static(spec: StaticSpec) -> dict[str, Any]:
     if spec.types is not None:
         out["types"] = dict(spec.types)
     _put(out, "default_type", spec.default_type, _STATIC.default_type)
+    _put(out, "autoindex", spec.autoindex, _STATIC.autoindex)
+    _put(out, "autoindex_exact_size", spec.autoindex_exact_size, _STATIC.autoindex_exact_size)
+    _put(out, "autoindex_localtime", spec.autoindex_localtime, _STATIC.autoindex_localtime)
+    _put(out, "autoindex_format", spec.autoindex_format, _STATIC.autoindex_format)
     return out
 
 

@@ -26,6 +26,7 @@ from ferryman.config.schema import (
     CACHE_USE_STALE,
     FORWARD_ANONYMITY,
     IF_OPERATORS,
+    IGNORABLE_HEADERS,
     MATCH_KINDS,
     TLS_PROTOCOLS,
     AccessLogSpec,
@@ -1204,6 +1205,8 @@ _ROUTE_KEYS = (
     "intercept_errors",
     "redirects",
     "static",
+    *("ignore_headers", "pass_request_body", "pass_request_headers"),
+    *("upstream_body", "upstream_method"),
     "cache",
     "client_max_body_size",
     "connect_timeout",
@@ -1574,7 +1577,11 @@ _SCRIPT_KINDS = ("return", "rewrite", "set", "if", "break")
 
 # --- static files, error pages, proxy_redirect (proxy/static/, error_pages.py) ------
 
-_STATIC_KEYS = ("alias", "default_type", "etag", "expires", "index", "root", "try_files", "types")
+_STATIC_KEYS = (
+    *("alias", "default_type", "etag", "expires", "index", "root", "try_files", "types"),
+    *("autoindex", "autoindex_exact_size", "autoindex_localtime", "autoindex_format"),
+)
+_AUTOINDEX_FORMATS = ("html", "json")
 _STATIC = StaticSpec(root="/")
 _EXT = re.compile(r"[\x21-\x7e]+")
 _MEDIA_TYPE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+/[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -1601,6 +1608,29 @@ def _route_content(section: _Section) -> dict[str, Any]:
         else (),
         "intercept_errors": section.boolean("intercept_errors", False),
         "redirects": redirects,
+        **_upstream_request(section),
+    }
+
+
+def _upstream_request(section: _Section) -> dict[str, Any]:
+    """What goes upstream (proxy/body.py): nginx proxy_method, proxy_set_body,
+    proxy_pass_request_headers/_body; and proxy_ignore_headers."""
+    ignore: tuple[str, ...] = ()
+    if section.has("ignore_headers"):
+        raw, at = section.at("ignore_headers")
+        items = _items(raw, at, allow_single=True)
+        ignore = tuple(
+            _choice(item.lower() if isinstance(item, str) else item, at.index(i), IGNORABLE_HEADERS)
+            for i, item in enumerate(items)
+        )
+    return {
+        "upstream_method": section.text("upstream_method", "", _FIELD_NAME) or None,
+        "upstream_body": section.text("upstream_body", "", _ANY_TEXT)
+        if section.has("upstream_body")
+        else None,
+        "pass_request_headers": section.boolean("pass_request_headers", True),
+        "pass_request_body": section.boolean("pass_request_body", True),
+        "ignore_headers": tuple(dict.fromkeys(ignore)),
     }
 
 
@@ -1627,6 +1657,12 @@ def _static(value: object, path: _Path) -> StaticSpec:
         etag=section.boolean("etag", _STATIC.etag),
         types=types,
         default_type=section.text("default_type", _STATIC.default_type, _FIELD_VALUE),
+        autoindex=section.boolean("autoindex", _STATIC.autoindex),
+        autoindex_exact_size=section.boolean("autoindex_exact_size", _STATIC.autoindex_exact_size),
+        autoindex_localtime=section.boolean("autoindex_localtime", _STATIC.autoindex_localtime),
+        autoindex_format=_choice(*section.at("autoindex_format"), _AUTOINDEX_FORMATS)
+        if section.has("autoindex_format")
+        else _STATIC.autoindex_format,
     )
 
 

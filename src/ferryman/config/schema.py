@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_CIPHERS",
     "FORWARD_ANONYMITY",
     "IF_OPERATORS",
+    "IGNORABLE_HEADERS",
     "MATCH_KINDS",
     "TLS_PROTOCOLS",
     "AccessLogSpec",
@@ -253,6 +254,13 @@ class StaticSpec:
     types: tuple[tuple[str, str], ...] | None = None
     # nginx `default_type` for files with an unknown extension.
     default_type: str = "application/octet-stream"
+    # nginx `autoindex on`: a directory without an index file is listed (else 403), as
+    # HTML (or json); sizes exact or rounded (autoindex_exact_size), times in UTC or
+    # the server's local time (autoindex_localtime).
+    autoindex: bool = False
+    autoindex_exact_size: bool = True
+    autoindex_localtime: bool = False
+    autoindex_format: str = "html"  # html | json
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,6 +501,20 @@ class UpstreamTlsSpec:
     ciphers: str = DEFAULT_CIPHERS
 
 
+# nginx proxy_ignore_headers: the fields it may name (ngx_http_upstream_ignore_headers_masks).
+IGNORABLE_HEADERS = (
+    "x-accel-redirect",
+    "x-accel-expires",
+    "x-accel-limit-rate",
+    "x-accel-buffering",
+    "x-accel-charset",
+    "expires",
+    "cache-control",
+    "set-cookie",
+    "vary",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class RouteSpec:
     """A `location`: requests whose path matches `path` (see MATCH_KINDS) run `script`,
@@ -577,6 +599,17 @@ class RouteSpec:
     # None: nginx's `default` (the proxy_pass URL -> the route's path); (): off.
     # FROM may start with `~` / `~*` (a regex); TO is a template ($1.. from the regex).
     redirects: tuple[tuple[str, str], ...] | None = None
+    # What goes upstream (proxy/body.py): nginx proxy_method (None: the client's),
+    # proxy_set_body (a template replacing the body; None: the client's),
+    # proxy_pass_request_headers (False: only Host, Connection and set_headers) and
+    # proxy_pass_request_body (False: no body; the client's is still read).
+    upstream_method: str | None = None
+    upstream_body: str | None = None
+    pass_request_headers: bool = True
+    pass_request_body: bool = True
+    # nginx proxy_ignore_headers: upstream fields (lower case, of IGNORABLE_HEADERS)
+    # whose meaning is not acted on (the cache's decisions; X-Accel-* processing).
+    ignore_headers: tuple[str, ...] = ()
     # Nested locations, searched within this one as nginx does.
     routes: tuple[RouteSpec, ...] = ()
 

@@ -194,6 +194,7 @@ class Exchange:
         "client",
         "conn",
         "ended",
+        "error_headers",
         "error_paged",
         "error_status",
         "filter_timer",
@@ -319,6 +320,9 @@ class Exchange:
         # its own); internal redirects so far; GET for a redirected error page.
         self.error_paged = False
         self.error_status = 0
+        # A denial's own fields (WWW-Authenticate, Retry-After), sent with the error
+        # page that replaces it, as nginx keeps them in headers_out.
+        self.error_headers = b""
         self.redirects = 0
         self.method_override: bytes | None = None
 
@@ -818,6 +822,9 @@ class Exchange:
             and b"upgrade" not in route.drop
         ):
             extra += b"Upgrade: %s\r\nConnection: upgrade\r\n" % upgrade
+        changes = route.upstream_request
+        if changes is not None:  # proxy_method, proxy_set_body, ... (proxy/body.py)
+            return changes.serialize(self, route, target, extra, forwarded_for)
         return serialize_request_head(
             head, target, route.render_host(self), extra, route.drop, forwarded_for, route.http10
         )
@@ -915,9 +922,15 @@ class Exchange:
         assert route is not None
         self.conn = conn
         self.reused = reused
-        conn.attach(self, self.head.method == b"HEAD")
+        changes = route.upstream_request
+        conn.attach(
+            self,
+            (self.head.method if changes is None else changes.method_for(self)) == b"HEAD",
+        )
         data = [self.request_bytes]
         chunked = self.head.framing is _CHUNKED
+        if chunked and changes is not None and changes.discards_body:
+            chunked = False  # the client's body is read and dropped: no chunks, no end
         for piece in self.pending:
             data.append(chunk(piece) if chunked else piece)
         if self.body_done and chunked:
@@ -943,6 +956,9 @@ class Exchange:
                 self._let_go(Outcome.NEUTRAL)
                 self.respond_local(413)
                 return
+        changes = route.upstream_request if route is not None else None
+        if changes is not None and changes.discards_body:
+            return  # read (framed by the connection) and dropped, as nginx
         replay = self.replay
         if replay is not None:
             self.replay_size += len(data)
@@ -965,7 +981,9 @@ class Exchange:
         self.body_done = True
         conn = self.conn
         if conn is not None and not self.finished and self.head.framing is _CHUNKED:
-            conn.write(CHUNKED_END)
+            changes = self.route.upstream_request if self.route is not None else None
+            if changes is None or not changes.discards_body:
+                conn.write(CHUNKED_END)
 
     # ---- phase: response (events from the upstream connection's parser) ----
 
@@ -989,6 +1007,7 @@ class Exchange:
             return  # the cache answers instead (a 304 merged, an error met with stale)
         if self.error_status:
             head.status = self.error_status  # an error page's answer (error_page)
+            head.fields += self.error_headers
         self.response = head
         self.status = head.status
         if self.upstream_start and self.group is not None and self.group.measure:
@@ -1028,6 +1047,8 @@ class Exchange:
             extra += trace.field(self)
         if op is not None:
             extra += op.field
+        if self.keep_alive and self.client.worker.keepalive_line:
+            extra += self.client.worker.keepalive_line  # keepalive_timeout T HEADER_T
         self.out.append(
             serialize_response_head(head, framing, self.keep_alive, client_http11, extra)
         )
@@ -1464,14 +1485,23 @@ class Exchange:
                 deny.status,
             )
         extra = b"".join(b"%s: %s\r\n" % field for field in deny.headers)
+        route = self.route
+        pages = route.error_pages if route is not None else None
+        if pages and not self.error_paged and pages.covers(deny.status):
+            # nginx: 401/403/429/503 from access, auth and limits go through error_page
+            # like any error the server makes.
+            self.error_headers = extra
+            self.respond_error(deny.status)
+            return
         # No body of its own: the standard page's text. Either way a HEAD gets the head
         # only, and the connection stays open (nginx keeps it after 401/403/429/503).
         body = deny.body or b"%d %s\n" % (deny.status, _MESSAGES.get(deny.status, "Error").encode())
         self.finished = True
         self.status = deny.status
         keep = self.head.keep_alive and self.body_done and not self.client.worker.draining
-        route = self.route
         extra += self.client.worker.date_line
+        if keep:
+            extra += self.client.worker.keepalive_line
         if route is not None and route.add_headers:
             extra += render_add_headers(route.add_headers, deny.status, self)
         data = local_response(
@@ -1493,6 +1523,8 @@ class Exchange:
         keep = self.head.keep_alive and self.body_done and status < 500 and status != 400
         route = self.route
         extra = self.client.worker.date_line + headers
+        if keep:
+            extra += self.client.worker.keepalive_line
         if route is not None and route.add_headers:
             extra += render_add_headers(route.add_headers, status, self)
         data = error_response(status, _MESSAGES.get(status, "Error"), keep, extra)
@@ -1514,7 +1546,10 @@ class Exchange:
             return
         keep = self.head.keep_alive and self.body_done and not self.client.worker.draining
         route = self.route
-        extra = self.client.worker.date_line
+        # error_headers: a denial's fields, when this answers its error_page (else b"").
+        extra = self.client.worker.date_line + self.error_headers
+        if keep:
+            extra += self.client.worker.keepalive_line
         if route is not None and route.add_headers:
             extra += render_add_headers(route.add_headers, status, self)
         if status in _REDIRECTS:

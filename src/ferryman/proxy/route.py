@@ -15,6 +15,7 @@ from ferryman.config.schema import (
     SetSpec,
 )
 from ferryman.filters.base import RequestFilter
+from ferryman.proxy.body import UpstreamRequest, wants_upstream_request
 from ferryman.proxy.error_pages import ErrorPages
 from ferryman.proxy.redirects import Redirects, default_rule
 from ferryman.proxy.variables import Template, compile_template
@@ -79,6 +80,7 @@ class Route:
         "static",
         "static_headers",
         "templates",
+        "upstream_request",
         "upstream_uri",
         "url",
     )
@@ -162,6 +164,11 @@ class Route:
         # The proxy cache (cache/handler.py RouteCache), set by the route builder: it
         # needs the worker's cache zones.
         self.cache: RouteCache | None = None
+        # proxy_method / proxy_set_body / proxy_pass_request_* (proxy/body.py): None
+        # unless the route uses one, so the common path only tests for None.
+        self.upstream_request: UpstreamRequest | None = (
+            UpstreamRequest(spec, where, user_vars) if wants_upstream_request(spec) else None
+        )
         self._build_content(spec, where, user_vars)
 
     def _build_content(self, spec: RouteSpec, where: str, user_vars: frozenset[str]) -> None:

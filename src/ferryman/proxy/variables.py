@@ -89,6 +89,15 @@ def _proxy_add_xff(ctx: Any) -> bytes:
     return b", ".join(prior)
 
 
+def _request_filename(ctx: Any) -> bytes:
+    """nginx $request_filename: the file $uri maps to under the route's root or alias
+    (ngx_http_map_uri_to_path). A route that serves no files has no root here (nginx
+    would use its default `html` directory): empty, which no file test passes."""
+    route = ctx.route
+    static = route.static if route is not None else None
+    return static.path_for(ctx, ctx.uri) if static is not None else b""  # type: ignore[no-any-return]
+
+
 _SIMPLE: dict[str, Callable[[Any], bytes]] = {
     "host": _host,
     "http_host": _http_host,
@@ -105,6 +114,7 @@ _SIMPLE: dict[str, Callable[[Any], bytes]] = {
     "request_uri": _request_uri,
     "uri": lambda c: c.uri,
     "document_uri": lambda c: c.uri,
+    "request_filename": _request_filename,
     "args": _args,
     "query_string": _args,
     "is_args": _is_args,

@@ -38,6 +38,7 @@ class WorkerContext:
         "date_line",
         "draining",
         "dynamic",
+        "keepalive_line",
         "keepalive_requests",
         "loop",
         "make_upstream",
@@ -75,6 +76,9 @@ class WorkerContext:
         self.client_limits = ClientLimits()
         # Config.keepalive_requests: the answer to a connection's Nth request closes it.
         self.keepalive_requests = 1000
+        # Config.keepalive_header (nginx keepalive_timeout's second parameter): the
+        # `Keep-Alive: timeout=N` line kept-alive answers carry; b"" for none.
+        self.keepalive_line = b""
         self.draining = False
         # Prometheus counters of this worker (observability/metrics.py WorkerMetrics);
         # None (tests, `check`): nothing counted.

@@ -325,12 +325,21 @@ _CLIENT_TIMEOUTS = {
 }
 
 
+# Config.keepalive_header's bound (config/native.py refuses the same).
+_MAX_KEEPALIVE_HEADER = 86400
+
+
 def client_timeout(scope: Scope, stmt: Stmt) -> None:
     if scope.context is not Context.HTTP:
         raise unsupported(stmt, f'"{stmt.name}" is only supported in the http context')
     if len(stmt.args) > 1:
-        # keepalive_timeout's second argument adds a `Keep-Alive: timeout=N` header.
-        raise stmt.error(f'the second parameter of "{stmt.name}" is not supported yet')
+        # keepalive_timeout's second argument adds `Keep-Alive: timeout=N` (whole
+        # seconds, as ngx_http_core_keepalive's ngx_parse_time(value, 1)) to kept-alive
+        # answers.
+        header = values.time(stmt, stmt.args[1])
+        if header > _MAX_KEEPALIVE_HEADER:
+            raise stmt.error(f'invalid value "{stmt.args[1]}" in "{stmt.name}" directive')
+        scope.config.keepalive_header = int(header)
     # keepalive_timeout 0 turns client keep-alive off; the others must be positive.
     positive = stmt.name != "keepalive_timeout"
     seconds = values.time(stmt, stmt.args[0], positive=positive)

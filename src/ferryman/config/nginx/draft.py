@@ -161,6 +161,8 @@ class ConfigDraft:
     client_timeouts: dict[str, float] = field(default_factory=dict)
     # keepalive_requests (client side; nginx's default 1000).
     keepalive_requests: int = 1000
+    # keepalive_timeout's second parameter: `Keep-Alive: timeout=N` (0: none).
+    keepalive_header: int = 0
     # large_client_header_buffers (None: the schema's defaults).
     client_limits: ClientLimits | None = None
     # proxy_cache_path zones, with the statement that defined each.

@@ -11,6 +11,7 @@ server names. Knows nothing about directive syntax.
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from ferryman.config.nginx.access import access_rules, auth_basic_spec
 from ferryman.config.nginx.cache import cache_spec, check_cache_conditions
@@ -81,6 +82,7 @@ def freeze(draft: ConfigDraft) -> Config:
         worker_connections=draft.worker_connections,
         client_timeouts=ClientTimeouts(**draft.client_timeouts),
         keepalive_requests=draft.keepalive_requests,
+        keepalive_header=draft.keepalive_header,
         client_limits=draft.client_limits or ClientLimits(),
         access_log=draft.access_log or AccessLogSpec(),
         maps=tuple(spec for spec, _ in draft.maps),
@@ -253,6 +255,7 @@ def _route(location: LocationDraft, upstreams: _Upstreams, draft: ConfigDraft) -
         cache=cache,
         upstream_tls=upstream_tls,
         redirects=redirects,
+        **_upstream_request(level, proxying),
         **static_fields(level, proxying),
         routes=tuple(_route(inner, upstreams, draft) for inner in location.locations),
     )
@@ -278,6 +281,20 @@ def _hide_headers(level: Level, proxying: bool) -> tuple[str, ...]:
     passed = set(level.array("proxy_pass_header"))
     hidden = dict.fromkeys((*_HIDDEN_BY_DEFAULT, *configured))
     return tuple(name for name in hidden if name not in passed)
+
+
+def _upstream_request(level: Level, proxying: bool) -> dict[str, Any]:
+    """proxy_method, proxy_set_body, proxy_pass_request_headers/_body and
+    proxy_ignore_headers, with nginx's inheritance (an inner level's own replaces)."""
+    if not proxying:
+        return {}
+    return {
+        "upstream_method": level.value("proxy_method", None),
+        "upstream_body": level.value("proxy_set_body", None),
+        "pass_request_headers": level.value("proxy_pass_request_headers", True),
+        "pass_request_body": level.value("proxy_pass_request_body", True),
+        "ignore_headers": level.value("proxy_ignore_headers", ()),
+    }
 
 
 def _next_upstream_tries(level: Level) -> int:

@@ -14,7 +14,7 @@ from ferryman.config.nginx import values
 from ferryman.config.nginx.draft import Scope
 from ferryman.config.nginx.syntax import Stmt
 from ferryman.config.nginx.values import unsupported
-from ferryman.config.schema import HeaderAdd
+from ferryman.config.schema import IGNORABLE_HEADERS, HeaderAdd
 
 __all__ = [
     "add_header",
@@ -22,11 +22,15 @@ __all__ = [
     "default_type",
     "proxy_header_list",
     "proxy_http_version",
+    "proxy_ignore_headers",
+    "proxy_method",
     "proxy_next_upstream",
     "proxy_next_upstream_timeout",
     "proxy_next_upstream_tries",
     "proxy_pass",
+    "proxy_pass_request_flag",
     "proxy_redirect",
+    "proxy_set_body",
     "proxy_set_header",
     "proxy_timeout",
 ]
@@ -165,6 +169,41 @@ def proxy_redirect(scope: Scope, stmt: Stmt) -> None:
     # (`default` is also accepted, as when absent: see README, differences.)
     if stmt.args not in (("off",), ("default",)):
         raise unsupported(stmt, '"proxy_redirect" other than "off" or "default" is not supported')
+
+
+def proxy_method(scope: Scope, stmt: Stmt) -> None:
+    """`proxy_method METHOD`: the method sent upstream instead of the client's."""
+    method = stmt.args[0]
+    if "$" in method:
+        raise unsupported(stmt, 'variables in "proxy_method" are not supported yet')
+    if not _FIELD_NAME.fullmatch(method):
+        raise stmt.error(f'invalid method "{method}" in "proxy_method" directive')
+    scope.the_level().values[stmt.name] = method
+
+
+def proxy_set_body(scope: Scope, stmt: Stmt) -> None:
+    """`proxy_set_body VALUE`: a template; the body sent upstream instead of the
+    client's (which is read and dropped)."""
+    scope.the_level().values[stmt.name] = stmt.args[0]
+
+
+def proxy_pass_request_flag(scope: Scope, stmt: Stmt) -> None:
+    """proxy_pass_request_headers / proxy_pass_request_body on|off."""
+    scope.the_level().values[stmt.name] = values.flag(stmt, stmt.args[0])
+
+
+def proxy_ignore_headers(scope: Scope, stmt: Stmt) -> None:
+    """`proxy_ignore_headers FIELD...`: nginx's bitmask slot, so several lines at one
+    level add up and an inner level with its own replaces the outer set."""
+    level = scope.the_level()
+    names: tuple[str, ...] = level.values.get(stmt.name, ())
+    for name in stmt.args:
+        lower = name.lower()
+        if lower not in IGNORABLE_HEADERS:
+            raise stmt.error(f'invalid value "{name}" in "{stmt.name}" directive')
+        if lower not in names:
+            names = (*names, lower)
+    level.values[stmt.name] = names
 
 
 def _check_field(stmt: Stmt, name: str, value: str) -> None:

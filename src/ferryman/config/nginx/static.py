@@ -21,6 +21,7 @@ from ferryman.config.schema import BreakSpec, ErrorPageSpec, IfSpec, ScriptStep,
 __all__ = [
     "alias",
     "autoindex",
+    "autoindex_format",
     "break_",
     "error_page",
     "etag",
@@ -80,8 +81,17 @@ def try_files(scope: Scope, stmt: Stmt) -> None:
 
 
 def autoindex(scope: Scope, stmt: Stmt) -> None:
-    if values.flag(stmt, stmt.args[0]):
-        raise unsupported(stmt, '"autoindex on" is not supported yet')
+    """autoindex, autoindex_exact_size, autoindex_localtime: on|off."""
+    scope.the_level().values[stmt.name] = values.flag(stmt, stmt.args[0])
+
+
+def autoindex_format(scope: Scope, stmt: Stmt) -> None:
+    value = stmt.args[0]
+    if value in ("xml", "jsonp"):
+        raise unsupported(stmt, f'"autoindex_format {value}" is not supported yet')
+    if value not in ("html", "json"):
+        raise stmt.error(f'invalid value "{value}" in "autoindex_format" directive')
+    scope.the_level().values[stmt.name] = value
 
 
 def expires(scope: Scope, stmt: Stmt) -> None:
@@ -210,6 +220,10 @@ def static_fields(level: Level, proxying: bool) -> dict[str, Any]:
             # No `types` anywhere: nginx's three built-in types.
             types=tuple(raw_types) if raw_types is not None else _NGINX_TYPES,
             default_type=level.value("default_type", _DEFAULT_TYPE),
+            autoindex=level.value("autoindex", False),
+            autoindex_exact_size=level.value("autoindex_exact_size", True),
+            autoindex_localtime=level.value("autoindex_localtime", False),
+            autoindex_format=level.value("autoindex_format", "html"),
         )
     return {
         "static": static,

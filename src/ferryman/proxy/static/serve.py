@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ferryman.config.schema import StaticSpec
 from ferryman.http.serialize import status_line
+from ferryman.proxy import autoindex
 from ferryman.proxy.mime import BUILTIN_TYPES, content_type, type_table
 from ferryman.proxy.route import render_add_headers
 from ferryman.proxy.static import policy
@@ -60,6 +61,7 @@ class StaticFiles:
 
     __slots__ = (
         "alias",
+        "autoindex",
         "default_type",
         "etag",
         "expires",
@@ -95,6 +97,12 @@ class StaticFiles:
             BUILTIN_TYPES if spec.types is None else type_table(spec.types)
         )
         self.default_type = spec.default_type.encode()
+        # nginx autoindex (proxy/autoindex.py): None when off.
+        self.autoindex: tuple[str, bool, bool] | None = (
+            (spec.autoindex_format, spec.autoindex_exact_size, spec.autoindex_localtime)
+            if spec.autoindex
+            else None
+        )
 
     def __repr__(self) -> str:
         kind = "alias" if self.alias is not None else "root"
@@ -181,8 +189,29 @@ class StaticFiles:
         if not dir_checked and _directory_status(directory):
             ex.respond_error(_directory_status(directory))
             return
+        if self.autoindex is not None and ex.method in (b"GET", b"HEAD"):
+            self._list(ex, directory)
+            return
         _log.error('directory index of "%s" is forbidden', directory.decode("latin-1"))
         ex.respond_error(403)
+
+    def _list(self, ex: Exchange, directory: bytes) -> None:
+        """nginx autoindex: the directory's listing (403 when it cannot be read)."""
+        assert self.autoindex is not None
+        form, exact_size, localtime = self.autoindex
+        try:
+            entries = autoindex.read_entries(directory)
+        except OSError as exc:
+            _log.error('opendir() "%s" failed (%s)', directory.decode("latin-1"), exc.strerror)
+            ex.respond_error(403 if exc.errno in _FORBIDDEN else 404)
+            return
+        if form == "json":
+            autoindex.send_listing(ex, autoindex.render_json(entries), b"application/json")
+        else:
+            page = autoindex.render_html(
+                ex.uri, entries, exact_size=exact_size, localtime=localtime
+            )
+            autoindex.send_listing(ex, page, b"text/html")
 
     def _file(self, ex: Exchange, method: bytes) -> None:
         path = self.path_for(ex, ex.uri)
@@ -270,6 +299,8 @@ class FileResponse:
         status = ex.error_status or 200
         # nginx's header filter sends Last-Modified with 200, 206 and 304 only.
         fields = [b"Last-Modified: %s\r\n" % policy.http_date(mtime)] if status == 200 else []
+        if ex.error_status:
+            fields.append(ex.error_headers)  # a denial's WWW-Authenticate, Retry-After
         if tag is not None:
             fields.append(b"ETag: %s\r\n" % tag)
         start, end = 0, size
@@ -332,6 +363,8 @@ class FileResponse:
             out.append(policy.expires_fields(self.static.expires, time.time()))
         if route is not None and route.add_headers:
             out.append(render_add_headers(route.add_headers, status, ex))
+        if self.keep:
+            out.append(ex.client.worker.keepalive_line)  # keepalive_timeout T HEADER_T
         out.append(b"Connection: keep-alive\r\n\r\n" if self.keep else b"Connection: close\r\n\r\n")
         ex.status = status
         ex.client.write(b"".join(out))

@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-pure test-slow lint accel bench bench-quick bench-cache bench-tls bench-h2 bench-cluster bench-forward deps clean
+.PHONY: run test test-pure test-slow lint accel bench bench-quick bench-syscalls profile bench-cache bench-tls bench-h2 bench-cluster bench-forward deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,12 +44,22 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/mypy
 
-## make bench: Ferryman beside nginx (and the relay baseline) in one interleaved run
+## make bench: the whole suite (bench/all.sh) beside nginx, HAProxy, the bare relay and
+## proxy.py, interleaved; one table of ratios in OUT/table.md (ROUNDS=3 DURATION=10: ~27 min)
 bench: $(STAMP) deps accel
-	bash bench/run.sh
+	bash bench/all.sh
 
+## make bench-quick: the same in 1 round x 3 s (~4 min): a smoke run, not a measurement
 bench-quick: $(STAMP) deps accel
-	QUICK=1 bash bench/run.sh
+	QUICK=1 bash bench/all.sh
+
+## make bench-syscalls: system calls per request (strace -c) for Ferryman, nginx, the relay
+bench-syscalls: $(STAMP) deps accel
+	bash bench/syscalls.sh
+
+## make profile: cProfile (and py-spy if installed) of one worker on the small-response path
+profile: $(STAMP) accel
+	bash bench/profile.sh
 
 ## make bench-tls: TLS handshakes/s and HTTPS keep-alive req/s, Ferryman beside nginx
 bench-tls: $(STAMP) deps accel

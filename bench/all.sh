@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The whole benchmark suite in one run (`make bench`), then one table of ratios:
+#
+#   1. main      the shared harness (../../shared/bench/run.sh), targets interleaved:
+#                direct, nginx, nginx with its access log, HAProxy, Ferryman (lean),
+#                Ferryman as deployed (access log + metrics/admin: bench/targets.sh),
+#                the bare relay and proxy.py; tests c50, c1000, c1 (latency), bulk (1 MiB)
+#   2. variants  the harness again, c50 only: nginx and Ferryman with 1 and 2 workers,
+#                Ferryman on the stock asyncio loop (--no-uvloop), and the pure sources
+#   3. tls       bench/tls.sh: HTTPS keep-alive req/s (and handshakes/s) beside nginx
+#   4. h2        bench/h2.sh: HTTP/2 req/s beside nginx
+#   5. cache     bench/cache.sh: cache hits beside nginx proxy_cache
+#   then bench/table.py OUT -> OUT/table.md (also printed).
+#
+#   bench/all.sh                   3 rounds x 10 s: about 27 minutes (docs/benchmarks.md)
+#   QUICK=1 bench/all.sh           1 round x 3 s: about 4 minutes, a smoke run
+#
+# Knobs (env): ROUNDS DURATION WARMUP OUT PYTHON; PHASES (default "main variants tls h2
+# cache"); MAIN_TESTS (default "c50 c1000 c1 bulk"); PROXYPY=0 skips proxy.py;
+# PROXYPY_VERSION (2.4.10); every knob of the shared harness (PIN, PROXY_CPUS, ...).
+# Loopback only; every load run is time-bounded; each phase stops what it started.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+SHARED_RUN="${SHARED_BENCH:-$ROOT/../shared/bench/run.sh}"
+RELAY="${RELAY:-$ROOT/../shared/reference/relay_sketch.py}"
+[ -f "$SHARED_RUN" ] || { echo "bench/all.sh: no shared harness at $SHARED_RUN (SHARED_BENCH)" >&2; exit 1; }
+
+if [ "${QUICK:-0}" = 1 ]; then
+    export ROUNDS=${ROUNDS:-1} DURATION=${DURATION:-3} WARMUP=${WARMUP:-1}
+fi
+export ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-10} WARMUP=${WARMUP:-2} WORKERS=${WORKERS:-1}
+export OUT=${OUT:-/tmp/ferryman-bench.$(date +%Y%m%d-%H%M%S)}
+PHASES=${PHASES:-"main variants tls h2 cache"}
+MAIN_TESTS=${MAIN_TESTS:-"c50 c1000 c1 bulk"}
+PROXYPY_VERSION=${PROXYPY_VERSION:-2.4.10}
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
+fi
+export PYTHON="$(command -v "$PYTHON")"
+mkdir -p "$OUT"
+started=$(date +%s)
+log() { echo "bench/all.sh [$(( $(date +%s) - started ))s]: $*" >&2; }
+
+bash "$ROOT/scripts/build-accel.sh" >&2 || log "no compiled build; Ferryman runs the pure sources"
+
+# proxy.py in a venv of its own (never in the project's): pinned, made once per OUT.
+proxypy_target=()
+if [ "${PROXYPY:-1}" = 1 ]; then
+    export PROXYPY_VENV="$OUT/proxypy-venv"
+    if [ ! -x "$PROXYPY_VENV/bin/proxy" ]; then
+        log "installing proxy.py==$PROXYPY_VERSION into $PROXYPY_VENV"
+        if python3 -m venv "$PROXYPY_VENV" >&2 \
+            && "$PROXYPY_VENV/bin/pip" install -q "proxy.py==$PROXYPY_VERSION" >"$OUT/proxypy-pip.log" 2>&1; then
+            :
+        else
+            log "proxy.py could not be installed (see $OUT/proxypy-pip.log); running without it"
+        fi
+    fi
+    if [ -x "$PROXYPY_VENV/bin/proxy" ]; then
+        proxypy_target=("proxypy=exec bash '$HERE/targets.sh' proxypy {port} {backends} {workers}")
+    fi
+fi
+
+# Ferryman's rows. --no-forwarded-headers: the harness's nginx adds no X-Forwarded-*, so
+# both send the backend the same request; --keepalive-requests as the harness's nginx.
+ferryman_cmd() {  # ferryman_cmd WORKERS [FLAGS...]
+    local w=$1; shift
+    echo "cd '$ROOT/src' && exec '$PYTHON' -m ferryman proxy --listen 127.0.0.1:{port}" \
+        "--backends {backends} --workers $w --access-log off --no-forwarded-headers" \
+        "--keepalive-requests 10000000 $*"
+}
+relay_target=()
+if [ -f "$RELAY" ]; then
+    relay_target=("relay=exec '$PYTHON' '$RELAY' --port {port} --backends {backends} --workers {workers}")
+else
+    log "no relay baseline ($RELAY); running without it"
+fi
+
+status=0
+phase_main() {
+    TAG=main TESTS="$MAIN_TESTS" bash "$SHARED_RUN" direct nginx \
+        "nginx-log=exec bash '$HERE/targets.sh' nginx-log {port} {backends} {workers}" \
+        haproxy \
+        "ferryman=$(ferryman_cmd '{workers}')" \
+        "ferryman-full=exec bash '$HERE/targets.sh' ferryman-full {port} {backends} {workers}" \
+        "${relay_target[@]}" "${proxypy_target[@]}"
+}
+phase_variants() {
+    # 2 workers against 1, both pinned to the one proxy CPU: on 2 cores this shows what
+    # a second worker costs (accept balancing, two event loops), not what it gains.
+    TAG=variants TESTS=c50 bash "$SHARED_RUN" nginx:1 nginx:2 \
+        "ferryman-w1=$(ferryman_cmd 1)" "ferryman-w2=$(ferryman_cmd 2)" \
+        "ferryman-asyncio=$(ferryman_cmd 1 --no-uvloop)" \
+        "ferryman-pure=export FERRYMAN_PURE=1; $(ferryman_cmd 1)"
+}
+phase_tls() { OUT="$OUT/tls" bash "$HERE/tls.sh"; }
+phase_h2() { OUT="$OUT/h2" bash "$HERE/h2.sh"; }
+phase_cache() { OUT="$OUT/cache" TAG=cache bash "$HERE/cache.sh"; }
+
+log "OUT=$OUT ROUNDS=$ROUNDS DURATION=${DURATION}s PHASES=\"$PHASES\""
+for phase in $PHASES; do
+    log "phase $phase"
+    "phase_$phase" >"$OUT/$phase.log" 2>&1 || { status=$?; log "phase $phase failed ($status): $OUT/$phase.log"; }
+done
+log "done"
+"$PYTHON" "$HERE/table.py" "$OUT" | tee "$OUT/table.md"
+exit "$status"

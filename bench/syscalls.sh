@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# System calls per proxied request, for Ferryman, Ferryman as deployed (access log +
+# metrics), nginx and the bare relay, each with 1 worker pinned to CPU 0, in front of the
+# same one-location nginx backend, under the c50 load (wrk, 50 keep-alive connections,
+# small response) on CPU 1.
+#
+#   bench/syscalls.sh          (make bench-syscalls)
+#
+# How: `perf stat -e raw_syscalls:sys_enter` on every process of the proxy (master,
+# workers, admin: the whole proxy pays for a request) while wrk runs DURATION seconds;
+# syscalls / requests completed is the figure. perf counts in the kernel without
+# stopping the process, so the batching the proxy does under load (many events per
+# epoll_wait, several responses per write) is what it is without the counter. Without
+# perf (or PERF=0) `strace -c -f` is used instead; ptrace slows every system call by
+# microseconds, which changes the batching, so that figure is an upper bound. STRACE=1
+# also prints strace's breakdown per system call (a second run per target).
+#
+# Knobs (env): DURATION=5 CONNS=50 PYTHON (default .venv) OUT PERF=1 STRACE=0
+# TARGETS="ferryman ferryman-full nginx relay". Loopback only; every run time-bounded.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-50}
+OUT=${OUT:-/tmp/ferryman-bench-syscalls.$(date +%Y%m%d-%H%M%S)}
+PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+RELAY="${RELAY:-$ROOT/../shared/reference/relay_sketch.py}"
+TARGETS=${TARGETS:-"ferryman ferryman-full nginx relay"}
+BACKEND_PORT=${BACKEND_PORT:-9231}
+PORT_BASE=${PORT_BASE:-8491}
+BENCH=bench/syscalls.sh
+export WORK="$OUT"   # bench/targets.sh writes its configuration under $WORK
+
+# shellcheck source=bench/tls_common.sh
+source "$HERE/tls_common.sh"   # process groups, wait_port, temp_paths, the backend conf
+require_tools wrk nginx taskset pgrep
+use_perf=0
+if [ "${PERF:-1}" = 1 ] && command -v perf >/dev/null \
+    && perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then
+    use_perf=1
+else
+    require_tools strace
+fi
+
+write_backend_conf "ferryman-syscalls-bench-backend-01"
+start_group backend taskset -c 1 nginx -p "$OUT" -c "$OUT/backend.conf" -g 'daemon off;'
+wait_port "$BACKEND_PORT"
+backends="127.0.0.1:$BACKEND_PORT"
+
+nginx_conf() {  # nginx_conf PORT: the harness's proxy settings, 1 worker
+    cat >"$OUT/nginx.conf" <<CONF
+worker_processes 1;
+pid $OUT/nginx.pid;
+error_log $OUT/logs/nginx.error.log warn;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+$(temp_paths p)
+    upstream backend { server $backends; keepalive 32; keepalive_requests 10000000; }
+    server {
+        listen 127.0.0.1:$1;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+CONF
+}
+
+start_target() {  # start_target NAME PORT -> the process group id in $PGID
+    local name=$1 port=$2
+    case "$name" in
+    ferryman)
+        start_group "$name" taskset -c 0 bash -c "cd '$ROOT/src' && exec '$PYTHON' -m ferryman proxy \
+            --listen 127.0.0.1:$port --backends $backends --workers 1 --access-log off \
+            --no-forwarded-headers --keepalive-requests 10000000" ;;
+    ferryman-full)
+        start_group "$name" taskset -c 0 bash "$HERE/targets.sh" ferryman-full "$port" "$backends" 1 ;;
+    nginx)
+        nginx_conf "$port"
+        start_group "$name" taskset -c 0 nginx -p "$OUT" -c "$OUT/nginx.conf" -g 'daemon off;' ;;
+    relay)
+        start_group "$name" taskset -c 0 "$PYTHON" "$RELAY" --port "$port" --backends "$backends" --workers 1 ;;
+    *) echo "$BENCH: unknown target $name" >&2; exit 2 ;;
+    esac
+    PGID=${PGIDS[-1]}
+    wait_port "$port"
+    sleep 0.5   # workers forked and listening
+}
+
+load() {  # load PORT SECONDS -> requests completed
+    taskset -c 1 timeout $(( $2 + 10 )) wrk -t1 -c"$CONNS" -d"$2s" "http://127.0.0.1:$1/" 2>/dev/null \
+        | awk '/requests in/ { print $1 }'
+}
+
+count_perf() {  # count_perf PGID PORT -> "syscalls requests"
+    local pids; pids=$(pgrep -g "$1" | paste -sd, -)
+    perf stat -x, -e raw_syscalls:sys_enter -p "$pids" -o "$OUT/perf.$1.txt" &
+    local perf_pid=$!
+    sleep 0.2
+    local requests; requests=$(load "$2" "$DURATION")
+    kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+    local calls; calls=$(awk -F, '/raw_syscalls:sys_enter/ { print $1 }' "$OUT/perf.$1.txt")
+    echo "${calls:-0} ${requests:-0}"
+}
+
+count_strace() {  # count_strace PGID PORT NAME -> "syscalls requests" (+ the breakdown file)
+    local args=()
+    for p in $(pgrep -g "$1"); do args+=(-p "$p"); done
+    strace -c -f -o "$OUT/strace.$3.txt" "${args[@]}" 2>/dev/null &
+    local strace_pid=$!
+    sleep 0.5
+    local requests; requests=$(load "$2" "$DURATION")
+    kill -INT "$strace_pid"; wait "$strace_pid" 2>/dev/null || true
+    local calls; calls=$(awk '$NF == "total" { print ($4 ~ /^[0-9]+$/ ? $4 : $3) }' "$OUT/strace.$3.txt")
+    echo "${calls:-0} ${requests:-0}"
+}
+
+method=$([ "$use_perf" = 1 ] && echo "perf stat raw_syscalls:sys_enter" || echo "strace -c -f")
+printf 'target\tmethod\tsyscalls\trequests\tsyscalls_per_request\n' | tee "$OUT/results.tsv"
+port=$PORT_BASE
+for name in $TARGETS; do
+    if [ "$name" = relay ] && [ ! -f "$RELAY" ]; then
+        echo "$BENCH: no relay at $RELAY; skipped" >&2; continue
+    fi
+    start_target "$name" "$port"
+    load "$port" 2 >/dev/null   # warm-up: the upstream pool filled, pages faulted in
+    if [ "$use_perf" = 1 ]; then read -r calls requests < <(count_perf "$PGID" "$port")
+    else read -r calls requests < <(count_strace "$PGID" "$port" "$name"); fi
+    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$method" "$calls" "$requests" \
+        "$(awk -v c="$calls" -v r="$requests" 'BEGIN { printf (r > 0 ? "%.2f" : "n/a"), c / r }')" \
+        | tee -a "$OUT/results.tsv"
+    if [ "${STRACE:-0}" = 1 ] && [ "$use_perf" = 1 ] && command -v strace >/dev/null; then
+        read -r calls requests < <(count_strace "$PGID" "$port" "$name")
+        echo "# $name under strace: $calls calls / $requests requests; per request:"
+        awk -v r="$requests" 'NR > 2 && $NF != "total" && $NF ~ /^[a-z_0-9]+$/ && r > 0 {
+            n = ($4 ~ /^[0-9]+$/ ? $4 : $3); printf "#   %-16s %.2f\n", $NF, n / r }' \
+            "$OUT/strace.$name.txt" | sort -k3 -nr | head -8
+    fi
+    kill -TERM -- "-$PGID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 -- "-$PGID" 2>/dev/null || break; sleep 0.1; done
+    port=$((port + 1))
+done
+echo "$BENCH: $OUT/results.tsv"

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# One proxy for the shared harness that needs more than a command line: writes its
+# configuration under $WORK (the harness's run directory), then execs it in the
+# foreground (so it stays in the harness's process group).
+#
+#   bench/targets.sh KIND PORT BACKENDS WORKERS
+#
+# KIND:
+#   ferryman-full  Ferryman as deployed: access log to a file (combined format, its
+#                  buffered sink), the admin listener on (metrics counted per request and
+#                  published once a second; GET /metrics there), forwarded headers off as
+#                  in every other Ferryman row (the harness's nginx adds none).
+#   nginx-log      the harness's nginx (keepalive 32 upstream, HTTP/1.1) with its access
+#                  log on, to a file, combined format, `buffer=64k flush=1s` (Ferryman's
+#                  sink is buffered too: like for like). Beside ferryman-full.
+#   proxypy        abhinavsingh/proxy.py (PROXYPY_VERSION, in its own venv $PROXYPY_VENV,
+#                  made by bench/all.sh before the harness starts) as a reverse proxy to
+#                  the same backends (bench/proxypy/bench_reverse.py), in its --threaded
+#                  mode (PROXYPY_FLAGS): the default threadless mode of 2.4.10 dies under
+#                  50 connections (selector.modify on a closed fd in threadless.py) and
+#                  then answers nothing.
+# Environment: PYTHON (Ferryman's interpreter), FERRYMAN_EXTRA (more `ferryman run`
+# flags, e.g. --no-uvloop), ADMIN_PORT_BASE (default 9950: admin port = base + PORT %
+# 100), PROXYPY_VENV.
+set -euo pipefail
+
+kind=$1 port=$2 backends=$3 workers=$4
+work=${WORK:?run through the shared harness (it sets WORK)}
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+dir="$work/$kind-$port"
+rm -rf "$dir"; mkdir -p "$dir/tmp"
+
+case "$kind" in
+ferryman-full)
+    python=${PYTHON:-$root/.venv/bin/python}
+    admin_port=$(( ${ADMIN_PORT_BASE:-9950} + port % 100 ))
+    {
+        echo "workers: $workers"
+        echo "worker_connections: 65536"
+        echo "access_log: {path: $dir/access.log, format: combined}"
+        echo "admin: {listen: \"127.0.0.1:$admin_port\"}"
+        echo "keepalive_requests: 1000000  # client side: the schema's maximum"
+        echo "upstreams:"
+        echo "  backends:"
+        echo "    keepalive: 32"
+        echo "    keepalive_requests: 1000000  # the schema's maximum"
+        echo "    servers:"
+        for b in ${backends//,/ }; do echo "      - \"$b\""; done
+        echo "servers:"
+        echo "  - listen: \"127.0.0.1:$port\""
+        echo "    routes:"
+        echo "      - {path: /, upstream: backends, forwarded_headers: false}"
+    } > "$dir/ferryman.yaml"
+    cd "$root/src"
+    # shellcheck disable=SC2086  # FERRYMAN_EXTRA is a list of flags
+    exec "$python" -m ferryman run -c "$dir/ferryman.yaml" ${FERRYMAN_EXTRA:-}
+    ;;
+nginx-log)
+    servers=""
+    for b in ${backends//,/ }; do servers+="        server $b;"$'\n'; done
+    cat > "$dir/nginx.conf" <<CONF
+worker_processes $workers;
+worker_rlimit_nofile ${NOFILE:-65536};
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 65536; }
+http {
+    access_log $dir/access.log combined buffer=64k flush=1s;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    upstream backends {
+$servers
+        keepalive 32;
+        keepalive_requests 10000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        location / {
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_max_temp_file_size 0;
+        }
+    }
+}
+CONF
+    exec nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" -g 'daemon off;'
+    ;;
+proxypy)
+    venv=${PROXYPY_VENV:?bench/all.sh makes proxy.py its venv and sets PROXYPY_VENV}
+    export PYTHONPATH="$root/bench/proxypy" PROXYPY_BACKENDS="$backends"
+    exec "$venv/bin/proxy" --hostname 127.0.0.1 --port "$port" --backlog 4096 \
+        --num-workers "$workers" --num-acceptors 1 --enable-reverse-proxy \
+        --plugins bench_reverse.BenchReverseProxy --log-level e ${PROXYPY_FLAGS---threaded}
+    ;;
+*) echo "bench/targets.sh: ferryman-full, nginx-log or proxypy, not $kind" >&2; exit 2 ;;
+esac

@@ -17,13 +17,12 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferryman.balancing.base import Outcome
 from ferryman.balancing.registry import create_balancer
 from ferryman.cache.handler import CacheZone
 from ferryman.cache.zones import open_cache_zones, route_cache
-from ferryman.cluster.agent import ClusterAgent
 from ferryman.config.schema import (
     Config,
     HeaderAdd,
@@ -65,6 +64,9 @@ from ferryman.upstream.group import UpstreamGroup
 from ferryman.upstream.peer import PeerState
 from ferryman.upstream.pool import ConnectFn, ConnectionPool, tcp_connect
 from ferryman.upstream.resolver import PeerResolver, read_hosts_file, system_lookup
+
+if TYPE_CHECKING:
+    from ferryman.cluster.agent import ClusterAgent
 
 __all__ = [
     "Resolved",
@@ -177,7 +179,13 @@ def build_worker(
     if shared is not None:
         _share_health(shared, list(groups.values()), sweeper)
     # Cluster (cluster/agent.py): limits, cache and health shared through Redis.
-    cluster = ClusterAgent.join(config, slot)
+    cluster = None
+    if config.cluster is not None:
+        # Imported only when used: the redis client is the largest import of all (about
+        # 20 MiB of every worker's memory), and most configurations have no cluster.
+        from ferryman.cluster.agent import ClusterAgent
+
+        cluster = ClusterAgent.join(config, slot)
     if cluster is not None and cluster.spec.health:
         if shared is None:  # a process alone: a health table of its own to write into
             shared = SharedHealth(next_slot)

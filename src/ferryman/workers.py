@@ -58,7 +58,6 @@ from ferryman.observability.metrics import route_entry as metrics_route
 from ferryman.server.conn_cap import ConnectionCap, SharedConnectionCount
 from ferryman.server.connection import ClientConnection
 from ferryman.server.context import ListenerContext
-from ferryman.server.h2_connection import H2Connection
 from ferryman.tls.contexts import ListenerTls
 from ferryman.tls.server import TlsServerProtocol
 from ferryman.upstream.overrides import SharedOverrides
@@ -890,7 +889,13 @@ def _factory(
     # TLS listeners: our own TLS layer (tls/server.py) wraps each HTTP connection; the
     # handshake is bounded by the client header timeout, as in nginx.
     loop, timeout = lctx.worker.loop, lctx.worker.timeouts.header
-    h2 = (lambda: H2Connection(lctx)) if tls.spec.http2 else None
+    h2 = None
+    if tls.spec.http2:
+        # Imported only for listeners that offer h2: the h2 library costs every worker
+        # about 5 MiB.
+        from ferryman.server.h2_connection import H2Connection
+
+        h2 = lambda: H2Connection(lctx)  # noqa: E731
     return lambda: TlsServerProtocol(tls, lambda: ClientConnection(lctx), loop, timeout, h2)
 
 

@@ -33,7 +33,7 @@ test: $(STAMP) deps accel lint
 
 ## the same tests against the pure-Python sources (the fallback must behave identically)
 test-pure: $(STAMP)
-	FERRYMAN_PURE=1 $(PY) -m pytest -q
+	FERRYMAN_PURE=1 $(PY) -m pytest -q -m "not slow and not once"
 
 ## the slow, marked load tests, bounded by FERRYMAN_SLOW_SCALE (CI: small)
 test-slow: $(STAMP)

@@ -34,6 +34,8 @@ from support.browser import BASE_FLAGS, chromium_path
 from support.procs import EchoBackend, ProxyProcess, free_port, start_echo, start_proxy
 from support.rawhttp import RawClient
 
+pytestmark = pytest.mark.once
+
 HOSTS = [f"127.0.0.{10 + i}" for i in range(1, 7)]
 NAMES = [f"server{i}" for i in range(1, 7)]
 WAIT = 15.0  # every wait on the page is bounded by this

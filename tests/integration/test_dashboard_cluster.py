@@ -16,6 +16,8 @@ from test_dashboard import chromium  # the DevTools page driver
 from support.procs import EchoBackend, ProxyProcess, free_port, start_echo, start_proxy
 from support.redis import RedisServer, start_redis
 
+pytestmark = pytest.mark.once
+
 
 @dataclass
 class Stack:

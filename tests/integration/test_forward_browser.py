@@ -27,6 +27,8 @@ from ferryman.tls.devcert import issue
 from support.browser import Png, read_png, screenshot, solid_png
 from support.procs import ProxyProcess, free_port, start_proxy
 
+pytestmark = pytest.mark.once
+
 BLUE = (30, 144, 255)  # #box, coloured by the stylesheet
 GREEN = (0, 200, 0)  # the PNG
 MAGENTA = (255, 0, 255)  # the box app.js adds

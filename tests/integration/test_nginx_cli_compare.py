@@ -30,6 +30,8 @@ import pytest
 from support.nginx import find_nginx, nginx_temp_paths
 from support.procs import Proc, child_env, free_port, start_echo, start_process, wait_for_port
 
+pytestmark = pytest.mark.once
+
 NGINX = find_nginx()
 # The warning a stale mypyc build prints would be the only difference on stderr.
 _ENV = {"PYTHONWARNINGS": "ignore::RuntimeWarning", "FERRYMAN_PURE": "1"}

@@ -12,7 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from support.procs import REPO_ROOT, child_env, free_port
+
+pytestmark = pytest.mark.once
 
 SCRIPT = REPO_ROOT / "tests" / "scripts" / "operator.sh"
 

@@ -11,8 +11,12 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from ferryman.tls.devcert import issue
 from support.procs import ProxyProcess, free_port
+
+pytestmark = pytest.mark.once
 
 TESTSSL = shutil.which("testssl") or shutil.which("testssl.sh")
 # Each is "not offered" for a modern listener.

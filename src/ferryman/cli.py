@@ -381,10 +381,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return nginx_cli.main(argv[1:])
     args = _parser().parse_args(argv)
-    from ferryman.observability.error_log import NativeFormatter
+    from ferryman.observability.error_log import NativeFormatter, name_levels
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(NativeFormatter())  # the request context, when there is one
+    name_levels()
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
         return _COMMANDS[args.command](args)

@@ -147,6 +147,14 @@ class ReopeningFileHandler(logging.FileHandler):
             self.release()
 
 
+def name_levels() -> None:
+    """Give nginx's levels that Python lacks (notice, crit, alert, emerg) their names,
+    so a notice logs as NOTICE rather than "Level 25"."""
+    for name, number in LEVELS.items():
+        if logging.getLevelName(number).startswith("Level "):
+            logging.addLevelName(number, name.upper())
+
+
 def install(target: str, level: str, nginx_format: bool) -> logging.Handler:
     """Make `target` ("stderr" or a path) the root logger's only handler at `level`.
     Raises OSError when the file cannot be opened."""
@@ -156,9 +164,7 @@ def install(target: str, level: str, nginx_format: bool) -> logging.Handler:
     else:
         handler = ReopeningFileHandler(target, encoding="utf-8")
     handler.setFormatter(NginxFormatter() if nginx_format else NativeFormatter(True))
-    for name, number in LEVELS.items():
-        if logging.getLevelName(number).startswith("Level "):
-            logging.addLevelName(number, name.upper())
+    name_levels()
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

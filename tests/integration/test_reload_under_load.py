@@ -320,6 +320,11 @@ servers:
 """
         proxy = start_proxy(tmp_path / "proxy", text, port)
         try:
+            # The port answers once bound; the master prints its listeners when the
+            # workers are up, a moment later.
+            deadline = time.monotonic() + 10
+            while "listening on http://" not in proxy.output() and time.monotonic() < deadline:
+                time.sleep(0.05)
             assert "listening on http://127.0.0.1:" in proxy.output()
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             conn.request("GET", "/slow?ms=700")

@@ -121,8 +121,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("forward")
     echo = start_echo(workdir)
     proxy = None
+    # A port that refuses for the whole module: bound but never listening, so no other
+    # socket (not even an ephemeral source port of the proxy's own connections, which
+    # would make a loopback connect succeed against itself) can take it meanwhile.
+    refuser = socket.socket()
+    refuser.bind(("127.0.0.1", 0))
     try:
-        ports = {name: free_port() for name in (*_LISTENERS, "closed")}
+        ports = {name: free_port() for name in _LISTENERS}
+        ports["closed"] = refuser.getsockname()[1]
         tls_port = free_port()
         text = _config(echo, ports, tls_port, workdir / "certs")
         proxy = start_proxy(workdir, text, ports["main"])
@@ -133,6 +139,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         if proxy is not None:
             proxy.stop()
         echo.stop()
+        refuser.close()
 
 
 def _wait_for(port: int) -> None:
@@ -555,7 +562,7 @@ def test_unknown_host_is_502(stack: Stack) -> None:
 
 
 def test_refused_connection_is_502(stack: Stack) -> None:
-    closed = free_port()
+    closed = stack.ports["closed"]
     status, _ = curl_status("-x", stack.url("main"), f"http://origin.test:{closed}/")
     assert status == 502
     wait_for_log(stack.proxy, f"127.0.0.1:{closed} failed (connect)")

@@ -28,12 +28,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from redis.exceptions import RedisError
 
-from ferryman.cluster.client import RECONNECT_INTERVAL, ClusterClient, Unavailable
+from ferryman.cluster.client import RECONNECT_INTERVAL, Background, ClusterClient, Unavailable
 
 if TYPE_CHECKING:
     from ferryman.cluster.cache import SharedStore
@@ -90,7 +90,7 @@ class ClusterBus:
         self._override_seen: dict[str, tuple[bool, int]] = {}
         self._override_version = -1
         self._stores: dict[str, SharedStore] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background()
         self.received = self.sent = 0
         self.instances = 0  # instances alive in Redis (lead worker, while Redis is up)
         self._members: Any = None  # the MEMBERS script, registered on first use
@@ -131,7 +131,7 @@ class ClusterBus:
             return
         message["i"] = self._instance
         data = json.dumps(message, separators=(",", ":"))
-        self._spawn(self._publish(data))
+        self._background.spawn(self._publish(data))
 
     async def _publish(self, data: str) -> None:
         with contextlib.suppress(Unavailable, RedisError):
@@ -272,15 +272,8 @@ class ClusterBus:
 
     # ---- tasks ----
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.stop()
 
     def __repr__(self) -> str:
         role = "lead" if self.lead else "follower"

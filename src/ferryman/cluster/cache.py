@@ -30,7 +30,7 @@ import dataclasses
 import logging
 import struct
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, Final
 
 from redis.exceptions import RedisError
@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from ferryman.cache.entry import EntryMeta, decode_meta, encode_meta
 from ferryman.cache.memory import MemoryStore
 from ferryman.cache.store import CachedEntry, EntryWriter, Store
-from ferryman.cluster.client import ClusterClient, Unavailable
+from ferryman.cluster.client import Background, ClusterClient, Unavailable
 
 __all__ = ["SharedStore", "pack_entry", "unpack_entry"]
 
@@ -95,7 +95,7 @@ class SharedStore:
         self._clock = clock
         # Key -> callbacks of the requests waiting on its fetch.
         self._fetching: dict[str, list[Callable[[], None]]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background()
         # Told of each purge made here, to tell the other instances (the bus).
         self.on_purge: Callable[[str, str, bool], None] | None = None
         self.published = self.fetched = self.skipped = 0
@@ -124,7 +124,7 @@ class SharedStore:
             waiting.append(done)
             return True
         self._fetching[key] = [done]
-        self._spawn(self._fetch(key))
+        self._background.spawn(self._fetch(key))
         return True
 
     async def _fetch(self, key: str) -> None:
@@ -175,7 +175,7 @@ class SharedStore:
         if ttl <= 0 or len(body) > self._max_object or not self._client.available:
             self.skipped += 1
             return
-        self._spawn(self._publish(meta, body, ttl))
+        self._background.spawn(self._publish(meta, body, ttl))
 
     def _keep_for(self, meta: EntryMeta) -> int:
         """Milliseconds Redis keeps the entry: as long as it may still be served."""
@@ -201,7 +201,9 @@ class SharedStore:
     def remove(self, key: str) -> int:
         removed = self.forget(key, False)
         if self._client.available:
-            self._spawn(self._quietly(self._client.redis.delete(self._rkey(key))))
+            self._background.spawn(
+                self._client.quietly(self._client.redis.delete(self._rkey(key)), _WRITE_TIMEOUT)
+            )
         if self.on_purge is not None:
             self.on_purge(self.zone, key, False)
         return removed
@@ -209,7 +211,7 @@ class SharedStore:
     def remove_prefix(self, prefix: str) -> int:
         removed = self.forget(prefix, True)
         if self._client.available:
-            self._spawn(self._remove_prefix(prefix))
+            self._background.spawn(self._remove_prefix(prefix))
         if self.on_purge is not None:
             self.on_purge(self.zone, prefix, True)
         return removed
@@ -241,19 +243,8 @@ class SharedStore:
 
     # ---- background tasks ----
 
-    async def _quietly(self, call: Any) -> None:
-        with contextlib.suppress(Unavailable, RedisError):
-            await self._client.run(call, _WRITE_TIMEOUT)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.stop()
 
     def __repr__(self) -> str:
         return (

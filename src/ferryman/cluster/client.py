@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, TypeVar
 
 import redis.asyncio as aioredis
@@ -28,7 +28,14 @@ from redis.exceptions import RedisError, ResponseError
 from ferryman.cluster.url import RedisTarget, parse_redis_url
 from ferryman.config.schema import ClusterSpec
 
-__all__ = ["RECONNECT_INTERVAL", "SLOW_CALLS_DOWN", "ClusterClient", "Unavailable", "make_redis"]
+__all__ = [
+    "RECONNECT_INTERVAL",
+    "SLOW_CALLS_DOWN",
+    "Background",
+    "ClusterClient",
+    "Unavailable",
+    "make_redis",
+]
 
 _log: Final = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,6 +53,33 @@ _CONNECT_TIMEOUT: Final = 1.0
 
 class Unavailable(Exception):
     """Redis did not answer in time (or refused): decide locally."""
+
+
+class Background:
+    """One component's fire-and-forget Redis work (publishing, fetching, releasing a
+    lease): the tasks are kept, so none is collected mid-flight, and `stop` cancels
+    what is still running."""
+
+    __slots__ = ("_tasks",)
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __repr__(self) -> str:
+        return f"Background({len(self._tasks)} running)"
 
 
 class ClusterClient:
@@ -115,6 +149,11 @@ class ClusterClient:
     def fell_back(self, feature: str) -> None:
         """One decision of `feature` was taken locally because Redis failed."""
         self.fallbacks[feature] = self.fallbacks.get(feature, 0) + 1
+
+    async def quietly(self, call: Awaitable[Any], timeout: float) -> None:
+        """`call` for background work nobody waits on: an outage just drops it."""
+        with contextlib.suppress(Unavailable, RedisError):
+            await self.run(call, timeout)
 
     def mark_down(self, exc: BaseException) -> None:
         if not self.available:

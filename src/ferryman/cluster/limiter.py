@@ -17,16 +17,13 @@ bucket; any failure (ClusterClient.run's Unavailable) makes the whole decision l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
-from redis.exceptions import RedisError
-
-from ferryman.cluster.client import ClusterClient, Unavailable
+from ferryman.cluster.client import Background, ClusterClient, Unavailable
 from ferryman.filters.base import Delay, Deny, Pending, SharedZones, Verdict
 
 __all__ = ["LEASE_ACQUIRE", "LEASE_RENEW", "LIMIT_REQ", "SharedLimiter", "redis_key"]
@@ -117,7 +114,7 @@ class SharedLimiter:
         # Leases held now: id -> Redis key (renewed until given back).
         self.leases: dict[str, str] = {}
         # Background calls in flight (a reference keeps each task alive).
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background()
         self.fallbacks = 0  # decisions taken locally because Redis failed mid-way
 
     @property
@@ -140,7 +137,7 @@ class SharedLimiter:
     ) -> Verdict:
         loop = asyncio.get_running_loop()
         out: asyncio.Future[Deny | Delay | None] = loop.create_future()
-        self._spawn(self._settle(walk, fallback, orphan, out, kind))
+        self._background.spawn(self._settle(walk, fallback, orphan, out, kind))
         return Pending(out)
 
     async def _settle(
@@ -197,7 +194,9 @@ class SharedLimiter:
         rkey = self.leases.pop(lease, None)
         if rkey is None or not self._client.available:
             return  # unknown, or Redis gone: the lease expires by itself
-        self._spawn(self._quietly(self._client.redis.zrem(rkey, lease)))
+        self._background.spawn(
+            self._client.quietly(self._client.redis.zrem(rkey, lease), _BACKGROUND_TIMEOUT)
+        )
 
     async def renew_forever(self) -> None:
         """Every lease_ttl / 3, push the expiry of every lease still held."""
@@ -213,23 +212,12 @@ class SharedLimiter:
         pipe = self._client.redis.pipeline(transaction=False)
         for rkey, leases in by_key.items():
             await self._renew(keys=[rkey], args=[self._ttl_ms, *leases], client=pipe)
-        await self._quietly(pipe.execute())
+        await self._client.quietly(pipe.execute(), _BACKGROUND_TIMEOUT)
 
     # ---- background calls ----
 
-    async def _quietly(self, call: Any) -> None:
-        with contextlib.suppress(Unavailable, RedisError):
-            await self._client.run(call, _BACKGROUND_TIMEOUT)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.stop()
 
     def __repr__(self) -> str:
         return (

@@ -300,18 +300,7 @@ def _forward(f: ForwardSpec) -> dict[str, Any]:
         out["destinations"] = [_Flow({r.action: r.value}) for r in f.destinations]
     if f.access:
         out["access"] = [_access_rule(rule) for rule in f.access]
-    if f.limit_req:
-        out["limit_req"] = []
-        for limit in f.limit_req:
-            item = _Flow(zone=limit.zone)
-            _put(item, "burst", limit.burst, 0)
-            _put(item, "nodelay", limit.nodelay, False)
-            _put(item, "delay", limit.delay, 0)
-            out["limit_req"].append(item)
-    _put(out, "limit_req_status", f.limit_req_status, default.limit_req_status)
-    if f.limit_conn:
-        out["limit_conn"] = [_Flow(zone=c.zone, limit=c.limit) for c in f.limit_conn]
-    _put(out, "limit_conn_status", f.limit_conn_status, default.limit_conn_status)
+    _limits(out, f, default)
     if f.cache is not None:
         out["cache"] = _cache(f.cache)
     for key in (
@@ -426,7 +415,7 @@ def _route(r: RouteSpec, outer: RouteSpec = _ROUTE) -> dict[str, Any]:
     if r.upstream_tls is not None:
         out["upstream_tls"] = _upstream_tls(r.upstream_tls)
     _content(out, r)
-    _limits(out, r)
+    _limits(out, r, _ROUTE)
     _protection(out, r, outer)
     if r.routes:
         out["routes"] = [_route(inner, r) for inner in r.routes]
@@ -671,7 +660,10 @@ def _rate(rate: float) -> object:
     return rate
 
 
-def _limits(out: dict[str, Any], r: RouteSpec) -> None:
+def _limits(
+    out: dict[str, Any], r: RouteSpec | ForwardSpec, default: RouteSpec | ForwardSpec
+) -> None:
+    """limit_req and limit_conn, as routes and forward proxies both carry them."""
     if r.limit_req:
         out["limit_req"] = []
         for limit in r.limit_req:
@@ -680,8 +672,9 @@ def _limits(out: dict[str, Any], r: RouteSpec) -> None:
             _put(item, "nodelay", limit.nodelay, False)
             _put(item, "delay", limit.delay, 0)
             out["limit_req"].append(item)
-    _put(out, "limit_req_status", r.limit_req_status, _ROUTE.limit_req_status)
+    _put(out, "limit_req_status", r.limit_req_status, default.limit_req_status)
     if r.limit_conn:
         out["limit_conn"] = [_Flow(zone=c.zone, limit=c.limit) for c in r.limit_conn]
-    _put(out, "limit_conn_status", r.limit_conn_status, _ROUTE.limit_conn_status)
-    _put(out, "limit_dry_run", r.limit_dry_run, _ROUTE.limit_dry_run)
+    _put(out, "limit_conn_status", r.limit_conn_status, default.limit_conn_status)
+    if isinstance(r, RouteSpec):
+        _put(out, "limit_dry_run", r.limit_dry_run, _ROUTE.limit_dry_run)

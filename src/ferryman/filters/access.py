@@ -238,7 +238,7 @@ class AccessFilter:
     def check(self, exchange: Any, now: float) -> Verdict:
         head = exchange.head
         rules = self.rules
-        user_agent = _header(head.headers, b"user-agent") if rules.needs_user_agent else None
+        user_agent = head.header(b"user-agent") if rules.needs_user_agent else None
         path = b""
         if rules.needs_path:
             try:
@@ -267,13 +267,6 @@ def _uri(exchange: Any) -> bytes:
     uri: bytes = exchange.uri
     head = exchange.head
     return normalize_path(head.path) if uri is head.path else uri
-
-
-def _header(headers: list[tuple[bytes, bytes]], lname: bytes) -> bytes | None:
-    for name, value in headers:
-        if name.lower() == lname:
-            return value
-    return None
 
 
 def _parse_address(addr: bytes) -> tuple[int, int] | None:

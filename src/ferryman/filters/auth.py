@@ -212,7 +212,7 @@ class BasicAuthFilter:
         return f"BasicAuthFilter({len(self.users)} users)"
 
     def check(self, exchange: Any, now: float) -> Verdict:
-        credentials = parse_credentials(_authorization(exchange.head.headers))
+        credentials = parse_credentials(exchange.head.header(b"authorization"))
         if credentials is None:
             return Deny(
                 401,
@@ -246,13 +246,6 @@ class BasicAuthFilter:
 
 def build_auth_filter(spec: AuthBasicSpec, where: str) -> BasicAuthFilter:
     return BasicAuthFilter(spec.realm, read_htpasswd(spec.user_file, f"{where}.user_file"))
-
-
-def _authorization(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    for name, value in headers:
-        if name.lower() == b"authorization":
-            return value
-    return None
 
 
 def _quoted(realm: str) -> bytes:

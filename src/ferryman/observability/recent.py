@@ -119,12 +119,13 @@ class RecentLog:
         self.ring = ring
         self.slot = slot
 
-    def record(self, ex: Any) -> None:
+    def record(self, ex: Any, now: float) -> None:
+        """`now`: the exchange's monotonic clock reading at its end."""
         # One formatted line per request: cheap next to parsing and relaying it.
         head = ex.head
         peer = ex.peer
         group = ex.group
-        duration = time.monotonic() - ex.started if ex.started else -1.0
+        duration = now - ex.started if ex.started else -1.0
         line = b"\t".join(
             (
                 b"%.3f" % time.time(),

@@ -209,6 +209,10 @@ class _Head:
     def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
         self.headers = headers
 
+    def header(self, lname: bytes) -> bytes | None:
+        # RequestHead.header: the first value of the field, by lower-case name.
+        return next((v for n, v in self.headers if n.lower() == lname), None)
+
 
 class _Exchange:
     def __init__(self, authorization: bytes | None = None) -> None:

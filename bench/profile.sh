@@ -30,6 +30,9 @@ OUT=${OUT:-/tmp/ferryman-profile.$(date +%Y%m%d-%H%M%S)}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 BACKEND_PORT=${BACKEND_PORT:-9241}
 PORT=${PORT:-8497}
+# Six backend ports, as the shared harness has: with one, 50 clients outgrow the
+# 32 idle upstream connections kept per peer and every few requests pay a connect.
+export NBACKENDS=${NBACKENDS:-6}
 BENCH=bench/profile.sh
 export WORK="$OUT"
 
@@ -54,7 +57,7 @@ fi
 write_backend_conf "ferryman-profile-bench-backend-012"
 start_group backend taskset -c 1 nginx -p "$OUT" -c "$OUT/backend.conf" -g 'daemon off;'
 wait_port "$BACKEND_PORT"
-backends="127.0.0.1:$BACKEND_PORT"
+backends=$(backend_list)
 case "$TARGET" in
 ferryman-full)
     start_group ferryman taskset -c 0 bash "$HERE/targets.sh" ferryman-full "$PORT" "$backends" 1 ;;

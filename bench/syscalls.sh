@@ -29,6 +29,9 @@ RELAY="${RELAY:-$ROOT/../shared/reference/relay_sketch.py}"
 TARGETS=${TARGETS:-"ferryman ferryman-full nginx relay"}
 BACKEND_PORT=${BACKEND_PORT:-9231}
 PORT_BASE=${PORT_BASE:-8491}
+# Six backend ports, as the shared harness has: with one, 50 clients outgrow the
+# 32 idle upstream connections kept per peer and every few requests pay a connect.
+export NBACKENDS=${NBACKENDS:-6}
 BENCH=bench/syscalls.sh
 export WORK="$OUT"   # bench/targets.sh writes its configuration under $WORK
 
@@ -46,7 +49,7 @@ fi
 write_backend_conf "ferryman-syscalls-bench-backend-01"
 start_group backend taskset -c 1 nginx -p "$OUT" -c "$OUT/backend.conf" -g 'daemon off;'
 wait_port "$BACKEND_PORT"
-backends="127.0.0.1:$BACKEND_PORT"
+backends=$(backend_list)
 
 nginx_conf() {  # nginx_conf PORT: the harness's proxy settings, 1 worker
     cat >"$OUT/nginx.conf" <<CONF
@@ -58,7 +61,10 @@ http {
     access_log off;
     keepalive_requests 10000000;
 $(temp_paths p)
-    upstream backend { server $backends; keepalive 32; keepalive_requests 10000000; }
+    upstream backend {
+$(for b in ${backends//,/ }; do echo "        server $b;"; done)
+        keepalive 32; keepalive_requests 10000000;
+    }
     server {
         listen 127.0.0.1:$1;
         location / {

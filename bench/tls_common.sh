@@ -40,6 +40,11 @@ temp_paths() {
     for t in client_body proxy fastcgi uwsgi scgi; do echo "    ${t}_temp_path $OUT/tmp/$1_$t;"; done
 }
 write_backend_conf() {  # write_backend_conf BODY: a one-location nginx answering BODY
+    # on NBACKENDS ports from BACKEND_PORT up (default 1; backend_list names them)
+    local listens="" i
+    for ((i = 0; i < ${NBACKENDS:-1}; i++)); do
+        listens+="listen 127.0.0.1:$((BACKEND_PORT + i)); "
+    done
     cat >"$OUT/backend.conf" <<CONF
 worker_processes 1;
 pid $OUT/backend.pid;
@@ -49,7 +54,15 @@ http {
     access_log off;
     keepalive_requests 10000000;
 $(temp_paths b)
-    server { listen 127.0.0.1:$BACKEND_PORT; location / { return 200 "$1\n"; } }
+    server { $listens location / { return 200 "$1\n"; } }
 }
 CONF
+}
+
+backend_list() {  # the NBACKENDS backend addresses, comma-separated
+    local out="" i
+    for ((i = 0; i < ${NBACKENDS:-1}; i++)); do
+        out+="${out:+,}127.0.0.1:$((BACKEND_PORT + i))"
+    done
+    echo "$out"
 }

@@ -226,6 +226,8 @@ def _upstream(u: UpstreamSpec) -> dict[str, Any]:
     if u.keepalive_timeout != _UPSTREAM.keepalive_timeout:
         out["keepalive_timeout"] = _duration(u.keepalive_timeout)
     _put(out, "keepalive_requests", u.keepalive_requests, _UPSTREAM.keepalive_requests)
+    if u.keepalive_surplus_timeout != _UPSTREAM.keepalive_surplus_timeout:
+        out["keepalive_surplus_timeout"] = _duration(u.keepalive_surplus_timeout)
     if u.health_check is not None:
         out["health_check"] = _health(u.health_check)
     _put(out, "queue", u.queue, _UPSTREAM.queue)

@@ -744,6 +744,7 @@ _UPSTREAM_KEYS = (
     "health_check",
     "keepalive",
     "keepalive_requests",
+    "keepalive_surplus_timeout",
     "keepalive_timeout",
     "least_time",
     "queue",
@@ -811,6 +812,9 @@ def _upstream(name: str, value: object, path: _Path) -> UpstreamSpec:
         keepalive_timeout=section.duration("keepalive_timeout", _UPSTREAM.keepalive_timeout),
         keepalive_requests=section.integer(
             "keepalive_requests", _UPSTREAM.keepalive_requests, 1, _MAX_COUNT
+        ),
+        keepalive_surplus_timeout=section.duration(
+            "keepalive_surplus_timeout", _UPSTREAM.keepalive_surplus_timeout
         ),
         queue=section.integer("queue", _UPSTREAM.queue, 0, _MAX_COUNT),
         queue_timeout=section.duration("queue_timeout", _UPSTREAM.queue_timeout),

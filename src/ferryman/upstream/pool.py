@@ -60,6 +60,7 @@ class ConnectionPool:
         "_variants",
         "keepalive",
         "keepalive_requests",
+        "keepalive_surplus_timeout",
         "keepalive_timeout",
     )
 
@@ -74,6 +75,7 @@ class ConnectionPool:
         self.keepalive = spec.keepalive
         self.keepalive_timeout = spec.keepalive_timeout
         self.keepalive_requests = spec.keepalive_requests
+        self.keepalive_surplus_timeout = spec.keepalive_surplus_timeout
         self._sweeper = sweeper
         self._connect = connect
         self._idle: list[list[UpstreamConnection]] = [[] for _ in range(npeers)]
@@ -93,6 +95,7 @@ class ConnectionPool:
             keepalive=self.keepalive,
             keepalive_timeout=self.keepalive_timeout,
             keepalive_requests=self.keepalive_requests,
+            keepalive_surplus_timeout=self.keepalive_surplus_timeout,
         )
         owners = [p for p in self._owners if p is not None]
         pool = ConnectionPool(spec, len(self._idle), self._sweeper, connect, owners)
@@ -123,10 +126,19 @@ class ConnectionPool:
             conn.close()
             return
         idle = self._idle[conn.peer.index]
-        if not reusable or conn.requests >= self.keepalive_requests or len(idle) >= self.keepalive:
+        if not reusable or conn.requests >= self.keepalive_requests:
             conn.close()
             return
-        conn.deadline = self._sweeper.now + self.keepalive_timeout
+        if len(idle) < self.keepalive:
+            conn.deadline = self._sweeper.now + self.keepalive_timeout
+        elif self.keepalive_surplus_timeout > 0.0:
+            # Surplus (see UpstreamSpec.keepalive_surplus_timeout): the most recently
+            # used are taken first, so under steady load the surplus is reused and
+            # after a burst it times out on the sweeper's tick.
+            conn.deadline = self._sweeper.now + self.keepalive_surplus_timeout
+        else:
+            conn.close()
+            return
         idle.append(conn)
 
     def close_all(self) -> None:

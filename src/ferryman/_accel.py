@@ -58,6 +58,11 @@ ACCEL_MODULES = (
     "ferryman.proxy.route",
     "ferryman.proxy.exchange",
     "ferryman.server.connection",
+    # What every request pays for observability: the access log's entries and
+    # formatting, the metrics counters, the recent-requests ring.
+    "ferryman.observability.access_log",
+    "ferryman.observability.metrics",
+    "ferryman.observability.recent",
 )
 
 

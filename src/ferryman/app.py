@@ -393,7 +393,8 @@ def _share_admin(
     """The admin API's view of this worker (observability/admin.py): finished requests
     go to this worker's ring; each tick, the peer counters are published, the drain /
     weight overrides applied (only when the table changed) and cache purges carried out."""
-    worker.recent = RecentLog(tables.recent, slot)
+    worker.recent = recent = RecentLog(tables.recent, slot)
+    worker.sweeper.every_tick(recent.flush)
     peers: list[_AdminPeer] = []
     for up in config.upstreams:
         group = groups[up.name]

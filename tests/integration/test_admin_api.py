@@ -256,6 +256,7 @@ def test_drain_stops_traffic_across_both_workers(stack: Stack) -> None:
 
 def test_both_workers_serve(stack: Stack) -> None:
     hit(stack, 20)
+    time.sleep(TICK_WAIT)
     status, data = admin_json(stack, "GET", "/api/requests/recent?n=20")
     assert status == 200 and isinstance(data, dict)
     assert {r["worker"] for r in data["requests"]} == {0, 1}
@@ -333,6 +334,7 @@ def test_cache_purge(stack: Stack) -> None:
 
 def test_recent_requests(stack: Stack) -> None:
     hit(stack, 3, "/echo/recent-probe")
+    time.sleep(TICK_WAIT)  # records reach the shared ring on the worker's tick
     status, data = admin_json(stack, "GET", "/api/requests/recent?n=3")
     assert status == 200 and isinstance(data, dict)
     rows = data["requests"]

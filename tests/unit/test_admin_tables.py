@@ -4,13 +4,15 @@ tests')."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ferryman.balancing.base import Outcome
 from ferryman.balancing.registry import create_balancer
 from ferryman.config.schema import PeerSpec, UpstreamSpec
 from ferryman.observability.peer_stats import PeerStats
-from ferryman.observability.recent import SharedRing, parse_record, read_recent
+from ferryman.observability.recent import RecentLog, SharedRing, parse_record, read_recent
 from ferryman.upstream.group import UpstreamGroup
 from ferryman.upstream.overrides import Override, SharedOverrides
 from ferryman.upstream.peer import PeerState
@@ -140,3 +142,42 @@ def test_runtime_weight_shifts_the_share(balance: str) -> None:
         counts[peer.name] += 1
         peer.active -= 1
     assert counts[heavy.name] > 650, counts
+
+
+class _Named:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _Head:
+    def __init__(self, target: bytes) -> None:
+        self.method = b"GET"
+        self.target = target
+
+
+class _Ex:
+    def __init__(self, target: bytes) -> None:
+        self.started = time.monotonic() - 0.5
+        self.remote_addr = b"127.0.0.1"
+        self.head = _Head(target)
+        self.status = 200
+        self.peer = _Named("10.0.0.1:80")
+        self.group = _Named("app")
+
+
+def test_recent_log_writes_on_flush_only_what_the_ring_keeps() -> None:
+    ring = SharedRing(1, capacity=4, record_size=200)
+    log = RecentLog(ring, 0)
+    for i in range(10):
+        ex = _Ex(b"/r%d" % i)
+        log.record(ex, ex.started + 0.5)
+    assert ring.count(0) == 0  # nothing formatted on the request's path
+    log.flush()
+    rows = read_recent(ring, 10)
+    # The ring keeps 4: only the newest 4 were formatted and written.
+    assert ring.count(0) == 4
+    assert [r["target"] for r in rows] == ["/r6", "/r7", "/r8", "/r9"]
+    assert rows[0]["duration"] == 0.5 and rows[0]["peer"] == "10.0.0.1:80"
+    assert abs(rows[0]["time"] - time.time()) < 60
+    log.flush()
+    assert ring.count(0) == 4

@@ -32,11 +32,14 @@ class Entry(NamedTuple):
 
 
 _NEEDS_ESCAPE = re.compile(rb'[^\x20-\x7e]|["\\]')
+# The bytes that need no escaping: deleting them all (one C call) leaves nothing for
+# almost every value, which is quicker than a regex search.
+_SAFE = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
 
 
 def _escape(b: bytes) -> bytes:
     """nginx escapes `"`, `\\` and bytes outside printable ASCII as \\xHH in log_format."""
-    if _NEEDS_ESCAPE.search(b) is None:
+    if not b.translate(None, _SAFE):
         return b
     return _NEEDS_ESCAPE.sub(lambda m: b"\\x%02X" % m.group()[0], b)
 
@@ -54,8 +57,8 @@ def format_combined(e: Entry, local_time: str | None = None) -> bytes:
         _escape(e.request_line),
         e.status,
         e.body_bytes,
-        _escape(e.referer) or b"-",
-        _escape(e.user_agent) or b"-",
+        _escape(e.referer) if e.referer else b"-",
+        _escape(e.user_agent) if e.user_agent else b"-",
     )
 
 

@@ -45,8 +45,9 @@ __all__ = [
 ]
 
 # Seconds; the prometheus-client defaults, which suit request latencies (an implicit
-# +Inf bucket follows the last).
-BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# +Inf bucket follows the last). Not `Final`: the mypyc build left a Final tuple of
+# floats unset at import ("value for final name was not set").
+BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 _FLUSH_EVERY: Final = 1.0
 _RETIRED: Final = "retired.bin"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import mmap
 import struct
 import time
+from collections import deque
 from typing import Any, Final
 
 __all__ = ["RecentLog", "SharedRing", "parse_record", "read_recent"]
@@ -111,35 +112,51 @@ _CLEAN: Final = bytes.maketrans(b"\t\r\n", b"   ")
 
 
 class RecentLog:
-    """A worker's writer of finished requests into its ring (`WorkerContext.recent`)."""
+    """A worker's writer of finished requests into its ring (`WorkerContext.recent`).
 
-    __slots__ = ("ring", "slot")
+    A request costs a tuple appended to a bounded deque; the records are formatted and
+    written to the ring on the sweeper's tick (`flush`), and only the newest `capacity`
+    of them, since the ring keeps no more. At 50,000 requests a second that is 256
+    formatted records per tick instead of 5,000; readers see a request one tick (0.1 s)
+    after it ended at most."""
+
+    __slots__ = ("_pending", "ring", "slot")
 
     def __init__(self, ring: SharedRing, slot: int) -> None:
         self.ring = ring
         self.slot = slot
+        self._pending: deque[tuple[Any, ...]] = deque(maxlen=ring.capacity)
 
     def record(self, ex: Any, now: float) -> None:
         """`now`: the exchange's monotonic clock reading at its end."""
-        # One formatted line per request: cheap next to parsing and relaying it.
-        head = ex.head
-        peer = ex.peer
-        group = ex.group
-        duration = now - ex.started if ex.started else -1.0
-        line = b"\t".join(
-            (
-                b"%.3f" % time.time(),
-                ex.remote_addr,
-                head.method.translate(_CLEAN),
-                head.target[:_TARGET_MAX].translate(_CLEAN),
-                b"%d" % ex.status,
-                peer.name.encode() if peer is not None else b"-",
-                b"%.4f" % duration,
-                group.name.encode() if group is not None else b"-",
-                b"%d" % self.slot,
-            )
+        self._pending.append(
+            (now, ex.started, ex.remote_addr, ex.head, ex.status, ex.peer, ex.group)
         )
-        self.ring.push(self.slot, line)
+
+    def flush(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        # Wall-clock end times from the monotonic readings: one clock pair per flush.
+        offset = time.time() - time.monotonic()
+        slot = b"%d" % self.slot
+        push = self.ring.push
+        while pending:
+            now, started, remote_addr, head, status, peer, group = pending.popleft()
+            line = b"\t".join(
+                (
+                    b"%.3f" % (now + offset),
+                    remote_addr,
+                    head.method.translate(_CLEAN),
+                    head.target[:_TARGET_MAX].translate(_CLEAN),
+                    b"%d" % status,
+                    peer.name.encode() if peer is not None else b"-",
+                    b"%.4f" % (now - started if started else -1.0),
+                    group.name.encode() if group is not None else b"-",
+                    slot,
+                )
+            )
+            push(self.slot, line)
 
 
 def read_recent(ring: SharedRing, limit: int) -> list[dict[str, Any]]:

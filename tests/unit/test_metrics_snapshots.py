@@ -222,3 +222,14 @@ def test_render_of_an_empty_or_missing_directory(tmp_path: Path) -> None:
     (tmp_path / "w-1.bin").write_bytes(b"not marshal")
     fams = families(render(str(tmp_path)))
     assert sample(fams, "ferryman_workers", "ferryman_workers") == 0
+
+
+def test_bucket_scan_matches_bisect() -> None:
+    from bisect import bisect_left
+
+    from ferryman.observability.metrics import _bucket
+
+    values = [0.0, 1e-6, *BUCKETS, *(b * 1.0001 for b in BUCKETS), 11.0, 1e9]
+    values += [b * 0.9999 for b in BUCKETS]
+    for v in values:
+        assert _bucket(v) == bisect_left(BUCKETS, v), v

@@ -129,9 +129,20 @@ class RecentLog:
 
     def record(self, ex: Any, now: float) -> None:
         """`now`: the exchange's monotonic clock reading at its end."""
-        self._pending.append(
-            (now, ex.started, ex.remote_addr, ex.head, ex.status, ex.peer, ex.group)
-        )
+        self.add(now, ex.started, ex.remote_addr, ex.head, ex.status, ex.peer, ex.group)
+
+    def add(
+        self,
+        now: float,
+        started: float,
+        remote_addr: bytes,
+        head: Any,
+        status: int,
+        peer: Any,
+        group: Any,
+    ) -> None:
+        """`record` with the values passed in (the compiled exchange's call)."""
+        self._pending.append((now, started, remote_addr, head, status, peer, group))
 
     def flush(self) -> None:
         pending = self._pending

@@ -47,8 +47,10 @@ from ferryman.http.serialize import (
     serialize_response_head,
 )
 from ferryman.http.uri import encode_path, normalize_path
-from ferryman.observability.access_log import Entry
+from ferryman.observability.access_log import AccessLog, Entry
 from ferryman.observability.error_log import context as error_context
+from ferryman.observability.metrics import WorkerMetrics
+from ferryman.observability.recent import RecentLog
 from ferryman.proxy.route import parse_proxy_url, render_add_headers
 from ferryman.proxy.script import MAX_REWRITE_CYCLES, CompiledScript, ScriptOutcome, run_script
 
@@ -1697,15 +1699,31 @@ class Exchange:
         if self.cache_op is not None:
             self.cache_op.finish()
         worker = self.client.worker
-        log = worker.access_log
-        if worker.recent is None and worker.metrics is None and not log.enabled:
+        # Typed locals: the compiled build calls these sinks natively, not by name.
+        log: AccessLog = worker.access_log
+        recent: RecentLog | None = worker.recent
+        metrics: WorkerMetrics | None = worker.metrics
+        if recent is None and metrics is None and not log.enabled:
             return
         # One clock read for the three sinks: each call costs on the hot path.
         now = time.monotonic()
-        if worker.recent is not None:
-            worker.recent.record(self, now)  # observability/recent.py: the dashboard's tail
-        if worker.metrics is not None:
-            worker.metrics.record(self, now)  # observability/metrics.py
+        if recent is not None:
+            # observability/recent.py: the dashboard's tail
+            recent.add(
+                now, self.started, self.remote_addr, self.head, self.status, self.peer, self.group
+            )
+        if metrics is not None:
+            metrics.count(
+                self.route,
+                self.status,
+                self.received,
+                self.body_bytes,
+                self.started,
+                self.upstream_start,
+                now,
+                self.tries > 1 or self.cache_op is not None,
+                self,
+            )  # observability/metrics.py
         if not log.enabled:
             return
         if log.custom is not None:

@@ -58,6 +58,10 @@ ACCEL_MODULES = (
     "ferryman.proxy.route",
     "ferryman.proxy.exchange",
     "ferryman.server.connection",
+    # Read on every request (timeouts, the Date line, the sweeper's clock): compiled,
+    # their attributes are struct fields instead of lookups by name.
+    "ferryman.server.context",
+    "ferryman.server.sweeper",
     # What every request pays for observability: the access log's entries and
     # formatting, the metrics counters, the recent-requests ring.
     "ferryman.observability.access_log",

@@ -1,29 +1,24 @@
 """ConnectionPool's keep-or-close policy on release: `keepalive` idle connections per
 peer keep the long `keepalive_timeout`; the surplus waits `keepalive_surplus_timeout`
 (0: closed at once, nginx's behaviour). No sockets: the transport is a stand-in that
-records close(), the sweeper a clock."""
+records close(), the sweeper's clock is set by hand (it is never started)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ferryman.config.schema import PeerSpec, UpstreamSpec
+from ferryman.server.sweeper import Sweeper
 from ferryman.upstream.connection import UpstreamConnection
 from ferryman.upstream.peer import PeerState
 from ferryman.upstream.pool import ConnectionPool
 
 
-class Clock:
-    now = 100.0
+class Loop:
+    """What a Sweeper reads of its loop when built."""
 
-    def __init__(self) -> None:
-        self.items: set[Any] = set()
-
-    def add(self, item: Any) -> None:
-        self.items.add(item)
-
-    def discard(self, item: Any) -> None:
-        self.items.discard(item)
+    def time(self) -> float:
+        return 100.0
 
 
 class Transport:
@@ -51,7 +46,8 @@ def make(keepalive: int, surplus: float, requests: int = 1000) -> tuple[Connecti
         keepalive_surplus_timeout=surplus,
     )
     peer = PeerState(spec.servers[0], 0)
-    pool = ConnectionPool(spec, 1, Clock(), no_connect, [peer])  # type: ignore[arg-type]
+    sweeper = Sweeper(Loop())  # type: ignore[arg-type]
+    pool = ConnectionPool(spec, 1, sweeper, no_connect, [peer])
     return pool, peer
 
 

@@ -13,24 +13,17 @@ from ferryman.errors import ConfigError
 from ferryman.http.messages import RequestHead
 from ferryman.http.request_parser import RequestParser
 from ferryman.proxy.route import Route
+from ferryman.server.sweeper import Sweeper
 from ferryman.upstream.group import UpstreamGroup
 from ferryman.upstream.peer import PeerState
 from ferryman.upstream.pool import ConnectionPool
 
 
-class StubSweeper:
-    """What the pool needs of a Sweeper; this test never connects or releases."""
+class Loop:
+    """What a Sweeper reads of its loop when built; this test never starts one."""
 
-    now = 0.0
-
-    def __init__(self) -> None:
-        self.items: set[Any] = set()
-
-    def add(self, item: Any) -> None:
-        self.items.add(item)
-
-    def discard(self, item: Any) -> None:
-        self.items.discard(item)
+    def time(self) -> float:
+        return 0.0
 
 
 async def no_connect(peer: PeerState, timeout: float) -> Any:
@@ -43,7 +36,8 @@ def make_route(spec: RouteSpec, npeers: int = 3, where: str = "servers[0].routes
     )
     peers = [PeerState(s, i) for i, s in enumerate(upstream.servers)]
     group = UpstreamGroup(upstream, peers, create_balancer(upstream.balance, upstream))
-    pool = ConnectionPool(upstream, npeers, StubSweeper(), no_connect)  # type: ignore[arg-type]
+    sweeper = Sweeper(Loop())  # type: ignore[arg-type]
+    pool = ConnectionPool(upstream, npeers, sweeper, no_connect)
     return Route(spec, group, pool, where)
 
 

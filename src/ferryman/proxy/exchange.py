@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from ferryman.proxy.variables import Template
     from ferryman.routing.table import VirtualServer
     from ferryman.server.connection import ClientConnection
+    from ferryman.server.context import WorkerContext
     from ferryman.server.h2_stream import H2Stream
     from ferryman.upstream.connection import UpstreamConnection
     from ferryman.upstream.group import UpstreamGroup
@@ -242,10 +243,14 @@ class Exchange:
         "upstream_start",
         "uri",
         "vars",
+        "worker",
     )
 
     def __init__(self, client: ClientConnection | H2Stream, head: RequestHead) -> None:
         self.client = client
+        # The worker's context, typed: reached through `client` (a union of connection
+        # kinds) every attribute access would be a lookup by name.
+        self.worker: WorkerContext = client.worker
         self.head = head
         self.route: Route | None = None
         # Where this request goes: the route's upstream, or, for proxy_pass with
@@ -282,7 +287,7 @@ class Exchange:
         # failure (an invalid response, data after it) can still be a clean 502.
         self.flushed = False
         # Timing is only for the access log; a clock call per request is not free.
-        worker = client.worker
+        worker = self.worker
         self.started = (
             time.monotonic()
             if worker.access_log.enabled or worker.recent is not None or worker.metrics is not None
@@ -402,7 +407,7 @@ class Exchange:
         values = self.vars
         if values is not None and name in values:
             return values[name]
-        maps = self.client.worker.maps
+        maps = self.worker.maps
         compiled = maps.get(name) if maps else None
         if compiled is None:
             return b""
@@ -509,7 +514,7 @@ class Exchange:
             self.respond_local(500)
             return False
         authority, host, port, uri = target
-        upstream = self.client.worker.upstream_for(authority, host, port)
+        upstream = self.worker.upstream_for(authority, host, port)
         if upstream is None:
             _log.error("no resolver defined to resolve %s", host.decode("latin-1"))
             self.respond_local(502)
@@ -540,7 +545,7 @@ class Exchange:
                         self.held = []
                     self.held.append(f)
             elif isinstance(verdict, Delay):
-                loop = self.client.worker.loop
+                loop = self.worker.loop
                 self.filter_timer = loop.call_later(
                     verdict.seconds, self._run_filters, route, i + 1
                 )
@@ -576,7 +581,7 @@ class Exchange:
                 self.held.append(f)
             self._run_filters(route, i + 1)
         elif isinstance(verdict, Delay):
-            loop = self.client.worker.loop
+            loop = self.worker.loop
             self.filter_timer = loop.call_later(verdict.seconds, self._run_filters, route, i + 1)
         else:
             self.respond_deny(verdict)
@@ -837,7 +842,7 @@ class Exchange:
         group, pool = self.group, self.pool
         assert group is not None and pool is not None
         key_fn = group.key_fn
-        now = self.client.worker.sweeper.now
+        now = self.worker.sweeper.now
         peer = group.select(now, self.tried, key_fn(self) if key_fn is not None else b"")
         if peer is None and self._queue(group, now):
             return
@@ -863,7 +868,7 @@ class Exchange:
         if conn is not None:
             self.attach(conn, True)
         else:
-            self.client.worker.loop.create_task(self._connect(pool, peer))
+            self.worker.loop.create_task(self._connect(pool, peer))
 
     # ---- the max_conns queue ----
 
@@ -873,7 +878,7 @@ class Exchange:
         if not group.at_capacity(now, self.tried) or len(group.waiters) >= group.queue_limit:
             return False
         group.waiters.append(self)
-        self.queue_timer = self.client.worker.loop.call_later(
+        self.queue_timer = self.worker.loop.call_later(
             group.queue_timeout, self._queue_expired, group
         )
         return True
@@ -897,7 +902,7 @@ class Exchange:
                 nxt.queue_timer.cancel()
                 nxt.queue_timer = None
             # Not re-entered from inside this exchange's release: on the next loop turn.
-            self.client.worker.loop.call_soon(nxt.dispatch)
+            self.worker.loop.call_soon(nxt.dispatch)
             return
 
     async def _connect(self, pool: ConnectionPool, peer: PeerState) -> None:
@@ -942,7 +947,7 @@ class Exchange:
             self.client.resume_body()
         self.pending_size = 0
         conn.write(data[0] if len(data) == 1 else b"".join(data))
-        conn.deadline = self.client.worker.sweeper.now + route.read_timeout
+        conn.deadline = self.worker.sweeper.now + route.read_timeout
 
     # ---- phase: request body (events from the client connection) ----
 
@@ -972,7 +977,7 @@ class Exchange:
         if conn is not None:
             conn.write(chunk(data) if self.head.framing is _CHUNKED else data)
             assert self.route is not None
-            conn.deadline = self.client.worker.sweeper.now + self.route.send_timeout
+            conn.deadline = self.worker.sweeper.now + self.route.send_timeout
         else:
             self.pending.append(data)
             self.pending_size += len(data)
@@ -1023,7 +1028,7 @@ class Exchange:
             self._client_keep_alive()
             and self.body_done
             and framing is not _UNTIL_CLOSE
-            and not self.client.worker.draining
+            and not self.worker.draining
         )
         route = self.route
         assert route is not None
@@ -1037,20 +1042,20 @@ class Exchange:
         extra = (
             b"Date: %s\r\n" % date
             if date is not None and route.pass_date
-            else self.client.worker.date_line
+            else self.worker.date_line
         )
         if route.add_headers:
             extra += render_add_headers(route.add_headers, head.status, self)
         if route.debug:
             extra += self._debug_line()
-        trace = self.client.worker.trace
+        trace = self.worker.trace
         if trace is not None:
             # observability/trace.py: b"" unless the request asked for a trace.
             extra += trace.field(self)
         if op is not None:
             extra += op.field
-        if self.keep_alive and self.client.worker.keepalive_line:
-            extra += self.client.worker.keepalive_line  # keepalive_timeout T HEADER_T
+        if self.keep_alive and self.worker.keepalive_line:
+            extra += self.worker.keepalive_line  # keepalive_timeout T HEADER_T
         self.out.append(
             serialize_response_head(head, framing, self.keep_alive, client_http11, extra)
         )
@@ -1087,7 +1092,7 @@ class Exchange:
         if self.ended and conn is not None and group is not None and pool is not None:
             self.conn = None
             if peer is not None:
-                group.release(peer, Outcome.SUCCESS, self.client.worker.sweeper.now)
+                group.release(peer, Outcome.SUCCESS, self.worker.sweeper.now)
             pool.release(conn, self.upstream_keep)
             if group.waiters:
                 self._wake_next(group)
@@ -1120,7 +1125,7 @@ class Exchange:
         """X-Ferryman-Upstream: why this peer. Only with the route's debug_header."""
         group, peer = self.group, self.peer
         assert group is not None
-        now = self.client.worker.sweeper.now
+        now = self.worker.sweeper.now
         parts = [
             f"peer={peer.name if peer is not None else '-'}",
             f"strategy={group.strategy}",
@@ -1143,7 +1148,7 @@ class Exchange:
         group = self.group
         if group is None:
             return []
-        now = self.client.worker.sweeper.now
+        now = self.worker.sweeper.now
         return [
             f"{p.name} ({_why_out(p, now)})"
             for p in group.peers
@@ -1159,7 +1164,7 @@ class Exchange:
             return
         value = value.strip(b" \t")
         if value.isdigit() and len(value) <= 7:
-            group.suspend(peer, min(int(value), 3600), self.client.worker.sweeper.now)
+            group.suspend(peer, min(int(value), 3600), self.worker.sweeper.now)
 
     def on_response_body(self, data: bytes) -> None:
         if self.retry_status:
@@ -1208,7 +1213,7 @@ class Exchange:
         if self.ended:
             self.complete()
         elif self.conn is not None and self.route is not None:
-            self.conn.deadline = self.client.worker.sweeper.now + self.route.read_timeout
+            self.conn.deadline = self.worker.sweeper.now + self.route.read_timeout
 
     # ---- phase: complete ----
 
@@ -1226,12 +1231,12 @@ class Exchange:
             group.release(
                 peer,
                 Outcome.SUCCESS,
-                self.client.worker.sweeper.now,
+                self.worker.sweeper.now,
                 self.header_time - self.upstream_start if self.header_time else -1.0,
                 now - self.upstream_start,
             )
         else:
-            group.release(peer, Outcome.SUCCESS, self.client.worker.sweeper.now)
+            group.release(peer, Outcome.SUCCESS, self.worker.sweeper.now)
         # A close-delimited body ends with the connection: the pool gets nothing back.
         pool.release(conn, self.upstream_keep)
         if group.waiters:
@@ -1256,7 +1261,7 @@ class Exchange:
         if group is None:
             return
         if peer is not None:
-            group.release(peer, outcome, self.client.worker.sweeper.now)
+            group.release(peer, outcome, self.worker.sweeper.now)
         if pool is not None and conn is not None:
             pool.release(conn, self.upstream_keep)
         if group.waiters:
@@ -1314,14 +1319,14 @@ class Exchange:
             else:
                 conn.close()
         if group is not None and peer is not None:
-            group.release(peer, outcome, self.client.worker.sweeper.now)
+            group.release(peer, outcome, self.worker.sweeper.now)
             if group.waiters:
                 self._wake_next(group)
 
     def attempt_failed(self, exc: Exception, outcome: Outcome) -> None:
         peer = self.peer
         assert self.route is not None and peer is not None
-        if self.route.debug or self.client.worker.trace is not None:
+        if self.route.debug or self.worker.trace is not None:
             self._note_attempt(f"{peer.name} ({getattr(exc, 'kind', 'error')})")
         self._let_go(outcome)
         self.peer = None
@@ -1409,7 +1414,7 @@ class Exchange:
             and self.body_done
             and self._replayable(route)
             and not self._retry_time_is_up(route)
-            and group.has_candidate(self.client.worker.sweeper.now, self.tried)
+            and group.has_candidate(self.worker.sweeper.now, self.tried)
         )
 
     def _retry_after_status(self) -> None:
@@ -1423,12 +1428,12 @@ class Exchange:
         )
         # nginx counts 500/502/503/504 as failures of the peer, 403/404/429 not.
         outcome = Outcome.FAILURE if status in (500, 502, 503, 504) else Outcome.NEUTRAL
-        if self.route is not None and (self.route.debug or self.client.worker.trace is not None):
+        if self.route is not None and (self.route.debug or self.worker.trace is not None):
             self._note_attempt(f"{peer.name} (http_{status})")
         if self.ended and conn is not None:
             # The unwanted answer was read whole: its connection is still good.
             self.conn = None
-            group.release(peer, outcome, self.client.worker.sweeper.now)
+            group.release(peer, outcome, self.worker.sweeper.now)
             pool.release(conn, self.upstream_keep)
             if group.waiters:
                 self._wake_next(group)
@@ -1476,8 +1481,8 @@ class Exchange:
 
     def respond_deny(self, deny: Deny) -> None:
         """A filter refused the request: logged with what decided, answered locally."""
-        if self.client.worker.metrics is not None:
-            self.client.worker.metrics.record_deny(deny.reason)
+        if self.worker.metrics is not None:
+            self.worker.metrics.record_deny(deny.reason)
         if not deny.logged:
             _log.warning(
                 "%s: %r from %s (status %d)",
@@ -1500,10 +1505,10 @@ class Exchange:
         body = deny.body or b"%d %s\n" % (deny.status, _MESSAGES.get(deny.status, "Error").encode())
         self.finished = True
         self.status = deny.status
-        keep = self.head.keep_alive and self.body_done and not self.client.worker.draining
-        extra += self.client.worker.date_line
+        keep = self.head.keep_alive and self.body_done and not self.worker.draining
+        extra += self.worker.date_line
         if keep:
-            extra += self.client.worker.keepalive_line
+            extra += self.worker.keepalive_line
         if route is not None and route.add_headers:
             extra += render_add_headers(route.add_headers, deny.status, self)
         data = local_response(
@@ -1524,9 +1529,9 @@ class Exchange:
         self.status = status
         keep = self.head.keep_alive and self.body_done and status < 500 and status != 400
         route = self.route
-        extra = self.client.worker.date_line + headers
+        extra = self.worker.date_line + headers
         if keep:
-            extra += self.client.worker.keepalive_line
+            extra += self.worker.keepalive_line
         if route is not None and route.add_headers:
             extra += render_add_headers(route.add_headers, status, self)
         data = error_response(status, _MESSAGES.get(status, "Error"), keep, extra)
@@ -1546,12 +1551,12 @@ class Exchange:
             self._log_access()
             self.client.exchange_done(self, False)
             return
-        keep = self.head.keep_alive and self.body_done and not self.client.worker.draining
+        keep = self.head.keep_alive and self.body_done and not self.worker.draining
         route = self.route
         # error_headers: a denial's fields, when this answers its error_page (else b"").
-        extra = self.client.worker.date_line + self.error_headers
+        extra = self.worker.date_line + self.error_headers
         if keep:
-            extra += self.client.worker.keepalive_line
+            extra += self.worker.keepalive_line
         if route is not None and route.add_headers:
             extra += render_add_headers(route.add_headers, status, self)
         if status in _REDIRECTS:
@@ -1658,7 +1663,7 @@ class Exchange:
         # nginx: proxy_read_timeout bounds an idle tunnel; traffic either way renews it.
         conn, route = self.conn, self.route
         if conn is not None and route is not None:
-            conn.deadline = self.client.worker.sweeper.now + route.read_timeout
+            conn.deadline = self.worker.sweeper.now + route.read_timeout
 
     def tunnel_to_client(self, data: bytes) -> None:
         self.client.write(data)
@@ -1698,7 +1703,7 @@ class Exchange:
             self._release_filters()
         if self.cache_op is not None:
             self.cache_op.finish()
-        worker = self.client.worker
+        worker = self.worker
         # Typed locals: the compiled build calls these sinks natively, not by name.
         log: AccessLog = worker.access_log
         recent: RecentLog | None = worker.recent

@@ -8,6 +8,7 @@ the bytes were split into reads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 import pytest
 
@@ -1074,3 +1075,37 @@ def test_body_reads_larger_than_the_head_limit(chunked: bool) -> None:
     for piece in pieces:
         parser.feed(piece)
     assert [k for k, _ in sink.events if k != "body"] == ["head", "end"]
+
+
+# ------------------------------------------- the version read off the request line
+
+_KEEP: Final = b"Connection: keep-alive\r\n"  # an HTTP/1.0 request may be followed only so
+VERSION_SCRIPTS = [
+    # One read, mixed versions: only the read's first request line may be read off
+    # the bytes; the others come from llhttp.
+    b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.0\r\n" + _KEEP + b"\r\n"
+    b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /a HTTP/1.0\r\n" + _KEEP + b"\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+    # A leading empty line (llhttp skips it).
+    b"\r\nGET /a HTTP/1.0\r\n" + _KEEP + b"\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /a%20HTTP/1.1 HTTP/1.0\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("script", VERSION_SCRIPTS)
+def test_versions_whatever_the_reads(script: bytes) -> None:
+    expected = [line.rsplit(b"/", 1)[1] for line in script.split(b"\r\n") if b" HTTP/" in line]
+    for step in (None, 1, 7, 20):
+        rec, _ = feed_all(script, step)
+        assert [h.version for h in rec.heads] == expected, step
+
+
+def test_a_read_that_continues_a_request_is_not_read_off() -> None:
+    # The second read begins mid-head of a request whose line said HTTP/1.0: its own
+    # bytes end a line in " HTTP/1.1" only by coincidence of a field value.
+    rec = Recorder()
+    parser = RequestParser(rec)
+    parser.feed(b"GET /a HTTP/1.0\r\nX-A: b")
+    parser.feed(b"bc HTTP/1.1\r\n\r\n")
+    assert [h.version for h in rec.heads] == [b"1.0"]
+    assert rec.heads[0].keep_alive is False

@@ -506,3 +506,34 @@ def test_body_reads_larger_than_the_head_limit(chunked: bool) -> None:
     for piece in pieces:
         parser.feed(piece)
     assert sink.kinds == ["head", "body", "end"]
+
+
+# ------------------------------------- the version read off the response's first bytes
+
+
+def test_final_head_after_an_interim_one_has_its_own_version() -> None:
+    # The first head's "HTTP/1.1" must not stand for the final one's HTTP/1.0, which
+    # may not be chunked (RFC 9112 6.1).
+    data = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    )
+    for step in (None, 1, 30):
+        with pytest.raises(UpstreamProtocolError, match=r"HTTP/1\.0"):
+            feed_all(data, step)
+
+
+def test_each_response_on_a_connection_has_its_own_version() -> None:
+    sink = Recorder()
+    parser = ResponseParser(sink)
+    parser.expect(False)
+    parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    parser.expect(False)
+    with pytest.raises(UpstreamProtocolError, match=r"HTTP/1\.0"):
+        parser.feed(b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+
+
+def test_unsupported_version_refused_whatever_the_reads() -> None:
+    for step in (None, 1, 5):
+        with pytest.raises(UpstreamProtocolError, match="version"):
+            feed_all(b"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", step)

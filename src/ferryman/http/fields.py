@@ -15,6 +15,7 @@ from ferryman.errors import ProtocolError
 __all__ = [
     "HOP_BY_HOP",
     "is_valid_host",
+    "lower_name",
     "parse_connection_tokens",
     "parse_content_length",
     "trim_ows",
@@ -68,6 +69,59 @@ def parse_connection_tokens(value: bytes) -> frozenset[bytes]:
     if common is not None:
         return common
     return frozenset(t for t in (trim_ows(p).lower() for p in value.split(b",")) if t)
+
+
+# Field names as nearly every client and server spells them, with their lower-case
+# form: one dict lookup instead of a lower() call (and hashing its new result) for each
+# field of each message. Anything else is lowered as before.
+_LOWER: Final = {
+    n: n.lower()
+    for name in (
+        b"Accept",
+        b"Accept-Encoding",
+        b"Accept-Language",
+        b"Accept-Ranges",
+        b"Age",
+        b"Authorization",
+        b"Cache-Control",
+        b"Connection",
+        b"Content-Encoding",
+        b"Content-Length",
+        b"Content-Type",
+        b"Cookie",
+        b"Date",
+        b"ETag",
+        b"Expect",
+        b"Expires",
+        b"Host",
+        b"If-Modified-Since",
+        b"If-None-Match",
+        b"Keep-Alive",
+        b"Last-Modified",
+        b"Location",
+        b"Origin",
+        b"Pragma",
+        b"Referer",
+        b"Server",
+        b"Set-Cookie",
+        b"Transfer-Encoding",
+        b"Upgrade",
+        b"User-Agent",
+        b"Vary",
+        b"X-Forwarded-For",
+        b"X-Forwarded-Host",
+        b"X-Forwarded-Proto",
+        b"X-Real-IP",
+        b"X-Request-ID",
+    )
+    for n in (name, name.lower())
+}
+
+
+def lower_name(name: bytes) -> bytes:
+    """`name.lower()`, from a table for the common names."""
+    found = _LOWER.get(name)
+    return found if found is not None else name.lower()
 
 
 def is_valid_host(value: bytes) -> bool:

@@ -30,6 +30,7 @@ from ferryman.errors import ProtocolError
 from ferryman.http.fields import (
     HOP_BY_HOP,
     is_valid_host,
+    lower_name,
     parse_connection_tokens,
     parse_content_length,
     trim_ows,
@@ -87,6 +88,7 @@ class RequestParser:
         "_body_seen",
         "_busy",
         "_expect_continue",
+        "_fresh",
         "_good_host",
         "_head_bytes",
         "_head_started",
@@ -99,6 +101,7 @@ class RequestParser:
         "_quiet",
         "_sink",
         "_url",
+        "_v11",
     )
 
     def __init__(self, sink: RequestSink, limits: ClientLimits = _DEFAULT_LIMITS) -> None:
@@ -121,6 +124,10 @@ class RequestParser:
         # The last Host value that passed validation: a kept-alive client sends the same
         # one every time, and a bytes comparison is cheaper than the regex.
         self._good_host = b""
+        # The next read starts a request (none is part-read), and whether the first
+        # request line in this read ended in " HTTP/1.1" (see `feed`).
+        self._fresh = True
+        self._v11 = False
 
     @property
     def busy(self) -> bool:
@@ -133,6 +140,12 @@ class RequestParser:
         return self._expect_continue
 
     def feed(self, data: bytes) -> bytes | None:
+        if self._fresh:
+            # This read starts with a request line: if it ends in HTTP/1.1, llhttp's
+            # version is known without get_http_version() (a new string per request).
+            # Anything else (a leading empty line, a line split across reads) asks it.
+            eol = data.find(b"\r\n", 0, self._max_line + 2)
+            self._v11 = eol > 9 and data.endswith(b" HTTP/1.1", 0, eol)
         try:
             self._p.feed_data(data)
         except httptools.HttpParserUpgrade as up:
@@ -144,6 +157,8 @@ class RequestParser:
             raise
         except httptools.HttpParserError as exc:
             raise ProtocolError(f"malformed request: {_reason(exc)}") from None
+        # No request part-read: the next read begins a new one.
+        self._fresh = not self._busy
         if self._in_head:
             # Counted after parsing: a read may carry a whole head and a large body.
             # A head that began in this read (after a message ended in it) is counted
@@ -215,9 +230,14 @@ class RequestParser:
         headers = self._headers
         if len(headers) > self._max_fields:
             raise ProtocolError("too many header fields", 431)
-        version = _VERSIONS.get(p.get_http_version())
-        if version is None:
-            raise ProtocolError("unsupported HTTP version", 505)
+        if self._v11:
+            self._v11 = False  # the read's first request only
+            version = b"1.1"
+        else:
+            found = _VERSIONS.get(p.get_http_version())
+            if found is None:
+                raise ProtocolError("unsupported HTTP version", 505)
+            version = found
         method: bytes = p.get_method()
         host: bytes | None = None
         hosts = 0
@@ -233,7 +253,7 @@ class RequestParser:
         size = len(self._url) + 3 * len(headers)
         for name, value in headers:
             size += len(name) + len(value)
-            ln = name.lower()
+            ln = lower_name(name)
             if ln not in PROXY_MANAGED:
                 # nginx's ignore_invalid_headers: a name with anything but letters, digits
                 # and '-' is not passed on. `Transfer_Encoding` and `Content_Length` would
@@ -351,11 +371,13 @@ def _split_target(
     method: bytes, url: bytes, host: bytes | None
 ) -> tuple[bytes, bytes, bytes | None]:
     """RFC 9112 3.2: origin-form, absolute-form, authority-form (CONNECT), asterisk-form."""
-    if url[:1] == b"/" and method != b"CONNECT":
+    if url.startswith(b"/") and method != b"CONNECT":
         if b"#" in url:
             raise ProtocolError("fragment in request target")
-        path, _, query = url.partition(b"?")
-        return path, query, host
+        q = url.find(b"?")
+        if q < 0:
+            return url, b"", host  # most targets: no query, nothing to copy
+        return url[:q], url[q + 1 :], host
     if method == b"CONNECT":
         if not is_valid_host(url) or b":" not in url:
             raise ProtocolError("CONNECT needs host:port")

@@ -24,6 +24,7 @@ import httptools
 from ferryman.errors import ProtocolError, UpstreamProtocolError
 from ferryman.http.fields import (
     HOP_BY_HOP,
+    lower_name,
     parse_connection_tokens,
     parse_content_length,
     trim_ows,
@@ -76,6 +77,7 @@ class ResponseParser:
     __slots__ = (
         "_body_seen",
         "_done",
+        "_fresh",
         "_head_bytes",
         "_head_started",
         "_headers",
@@ -86,6 +88,7 @@ class ResponseParser:
         "_quiet",
         "_sink",
         "_status",
+        "_v11",
     )
 
     def __init__(self, sink: ResponseSink) -> None:
@@ -103,14 +106,25 @@ class ResponseParser:
         self._done = False
         self._quiet = 0
         self._body_seen = False
+        # The next read starts a response (see `feed`), and whether that response's
+        # first head said HTTP/1.1 in its first bytes.
+        self._fresh = False
+        self._v11 = False
 
     def expect(self, no_body: bool) -> None:
         """Called before each request is sent: `no_body` for HEAD requests."""
         self._no_body = no_body
         self._done = False
+        self._fresh = True
 
     def feed(self, data: bytes) -> bytes | None:
         """Returns the bytes after a `101 Switching Protocols` head, else None."""
+        if self._fresh:
+            # A response to the request just sent starts at this read's first byte: if
+            # those say HTTP/1.1, llhttp's version is known without asking it (its
+            # get_http_version() formats a new string for every message).
+            self._fresh = False
+            self._v11 = data.startswith(b"HTTP/1.1 ")
         try:
             self._p.feed_data(data)
         except httptools.HttpParserUpgrade as up:
@@ -170,8 +184,13 @@ class ResponseParser:
         if len(self._headers) > MAX_HEADERS:
             raise UpstreamProtocolError("too many header fields in upstream response")
         p = self._p
-        if p.get_http_version() not in _VERSIONS:
-            raise UpstreamProtocolError("unsupported upstream HTTP version")
+        if self._v11:
+            self._v11 = False  # the first head only (an interim 1xx may come first)
+            version = "1.1"
+        else:
+            version = p.get_http_version()
+            if version not in _VERSIONS:
+                raise UpstreamProtocolError("unsupported upstream HTTP version")
         status: int = p.get_status_code()
         if not 100 <= status <= 599:
             # RFC 9110 15: a status code is three digits from 100 to 599.
@@ -195,7 +214,7 @@ class ResponseParser:
         date = None
         for name, value in self._headers:
             size += len(name) + len(value)
-            ln = name.lower()
+            ln = lower_name(name)
             if ln not in _MANAGED:
                 lines.append(b"%s: %s\r\n" % (name, value))
             elif ln == b"date":
@@ -213,7 +232,7 @@ class ResponseParser:
             raise UpstreamProtocolError("upstream response head too large")
         if codings > 1:
             raise UpstreamProtocolError("Transfer-Encoding repeated in upstream response")
-        if chunked and p.get_http_version() == "1.0":
+        if chunked and version == "1.0":
             # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing.
             raise UpstreamProtocolError("Transfer-Encoding in an HTTP/1.0 response")
         if tokens and not tokens <= HOP_BY_HOP:

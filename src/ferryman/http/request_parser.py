@@ -372,7 +372,9 @@ def _split_target(
 ) -> tuple[bytes, bytes, bytes | None]:
     """RFC 9112 3.2: origin-form, absolute-form, authority-form (CONNECT), asterisk-form."""
     if url.startswith(b"/") and method != b"CONNECT":
-        if b"#" in url:
+        # find(), not `in`: CPython's bytes `in` first tries the operand as an integer
+        # and formats (then drops) a TypeError for a bytes one, every time.
+        if url.find(b"#") >= 0:
             raise ProtocolError("fragment in request target")
         q = url.find(b"?")
         if q < 0:

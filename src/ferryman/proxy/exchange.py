@@ -793,7 +793,7 @@ class Exchange:
             # nginx escapes the rebuilt path only when the client's was escaped.
             if b"%" in head.path:
                 path = encode_path(path)
-        elif head.target[:1] != b"/":  # absolute-form: send origin-form upstream
+        elif not head.target.startswith(b"/"):  # absolute-form: origin-form upstream
             path = head.path
         else:
             return head.target if self.args is head.query else head.path + b"?" + self.args

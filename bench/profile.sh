@@ -64,7 +64,7 @@ ferryman-full)
 ferryman)
     start_group ferryman taskset -c 0 bash -c "cd '$ROOT/src' && exec '$PYTHON' -m ferryman proxy \
         --listen 127.0.0.1:$PORT --backends $backends --workers 1 --access-log off \
-        --no-forwarded-headers --keepalive-requests 10000000" ;;
+        --no-forwarded-headers --keepalive-requests 10000000 --worker-connections 65536" ;;
 *) echo "$BENCH: TARGET is ferryman-full or ferryman, not $TARGET" >&2; exit 2 ;;
 esac
 PGID=${PGIDS[-1]}

@@ -52,7 +52,7 @@ ferryman="cd '$ROOT/src' && exec '$PYTHON' -m ferryman proxy --listen 127.0.0.1:
 # CPU with wrk, enough to move the ratio).
 ferryman+=" --backends {backends} --workers {workers} --balance $balance --access-log off"
 # --keepalive-requests: the harness's nginx sets keepalive_requests 10000000 upstream.
-ferryman+=" --no-forwarded-headers --keepalive-requests 10000000$extra"
+ferryman+=" --no-forwarded-headers --keepalive-requests 10000000 --worker-connections 65536$extra"
 
 # The compiled hot path (mypyc, built by `make`) and the pure-Python sources, side by side.
 bash "$ROOT/scripts/build-accel.sh" >&2 || echo "bench/run.sh: no compiled build" >&2

@@ -83,7 +83,7 @@ start_target() {  # start_target NAME PORT -> the process group id in $PGID
     ferryman)
         start_group "$name" taskset -c 0 bash -c "cd '$ROOT/src' && exec '$PYTHON' -m ferryman proxy \
             --listen 127.0.0.1:$port --backends $backends --workers 1 --access-log off \
-            --no-forwarded-headers --keepalive-requests 10000000" ;;
+            --no-forwarded-headers --keepalive-requests 10000000 --worker-connections 65536" ;;
     ferryman-full)
         start_group "$name" taskset -c 0 bash "$HERE/targets.sh" ferryman-full "$port" "$backends" 1 ;;
     nginx)

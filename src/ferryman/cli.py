@@ -106,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="requests per upstream connection before it is closed (nginx default 1000)",
     )
+    quick.add_argument(
+        "--worker-connections",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="client connections per worker; more are closed at once (nginx worker_connections)",
+    )
     quick.add_argument("--no-uvloop", action="store_true")
 
     _forward_parser(sub)
@@ -240,6 +247,7 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         forwarded_headers=not args.no_forwarded_headers,
         keepalive_requests=args.keepalive_requests,
+        worker_connections=args.worker_connections,
     )
     return serve(config, use_uvloop=not args.no_uvloop)
 

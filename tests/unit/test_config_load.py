@@ -181,7 +181,9 @@ def test_quick_config() -> None:
         max_fails=3,
         fail_timeout=30.0,
         keepalive=8,
+        worker_connections=65536,
     )
+    assert config.worker_connections == 65536
     (upstream,) = config.upstreams
     assert upstream.name == "backends"
     assert upstream.balance == "least_conn"
@@ -199,6 +201,7 @@ def test_quick_config() -> None:
 
 def test_quick_config_bare_port_listens_everywhere() -> None:
     config = quick_config("8080", ["a:1"])
+    assert config.worker_connections == 1024  # the schema's default
     assert config.servers[0].listen == (ListenSpec("0.0.0.0", 8080),)
     assert config.access_log == AccessLogSpec(path="-", format="combined")
 
@@ -216,6 +219,7 @@ def test_quick_config_bare_port_listens_everywhere() -> None:
         ({"max_fails": -1}, "--max-fails"),
         ({"fail_timeout": -1.0}, "--fail-timeout"),
         ({"keepalive": -1}, "--keepalive"),
+        ({"worker_connections": 0}, "--worker-connections"),
     ],
 )
 def test_quick_config_errors_name_the_flag(kwargs: dict[str, object], where: str) -> None:

@@ -48,6 +48,7 @@ def quick_config(
     keepalive: int = 32,
     forwarded_headers: bool = True,
     keepalive_requests: int = 1000,
+    worker_connections: int = 1024,
 ) -> Config:
     """The config for the quick form; `access_log` None (or "off") turns the log off."""
     _check_options(balance, workers, log_format, max_fails, fail_timeout, keepalive)
@@ -57,6 +58,8 @@ def quick_config(
     )
     if keepalive_requests < 1:
         raise ConfigError("--keepalive-requests", f"must be >= 1, not {keepalive_requests!r}")
+    if worker_connections < 1:
+        raise ConfigError("--worker-connections", f"must be >= 1, not {worker_connections!r}")
     upstream = UpstreamSpec(
         name=UPSTREAM_NAME,
         servers=peers,
@@ -76,6 +79,7 @@ def quick_config(
         access_log=AccessLogSpec(path=log_path, format=log_format),
         # One knob for both sides, as the benchmark's nginx sets both.
         keepalive_requests=keepalive_requests,
+        worker_connections=worker_connections,
         source=_SOURCE,
     )
 

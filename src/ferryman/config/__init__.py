@@ -7,7 +7,6 @@ from __future__ import annotations
 from ferryman.config.dump import dump_native
 from ferryman.config.load import load_config
 from ferryman.config.native import load_native
-from ferryman.config.nginx import load_nginx
 from ferryman.config.quick import quick_config
 from ferryman.config.schema import (
     AccessLogSpec,
@@ -45,7 +44,6 @@ __all__ = [
     "dump_native",
     "load_config",
     "load_native",
-    "load_nginx",
     "parse_duration",
     "parse_size",
     "quick_config",

@@ -11,7 +11,6 @@ import dataclasses
 import re
 
 from ferryman.config.native import load_native
-from ferryman.config.nginx import load_nginx
 from ferryman.config.schema import Config
 from ferryman.config.units import parse_host_name, parse_ip
 from ferryman.errors import ConfigError
@@ -33,6 +32,10 @@ def load_config(path: str, *, lenient: bool = False) -> Config:
     support into warnings (`Config.warnings`) instead of errors; YAML ignores it."""
     text = _read(path)
     if looks_like_nginx(text):
+        # Imported for nginx.conf only: the front end (and crossplane) is a few hundred
+        # KiB that every worker forked from a YAML-configured master would carry.
+        from ferryman.config.nginx import load_nginx
+
         return load_nginx(path, lenient=lenient)
     return load_native(text, path)
 

@@ -36,9 +36,8 @@ import ipaddress
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any, Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ferryman.config.schema import AccessRule
 from ferryman.errors import ConfigError, ProtocolError
@@ -160,9 +159,9 @@ class _Clock:
 
     def __init__(self, now: float) -> None:
         self.now = now
-        self._seen: dict[ZoneInfo, tuple[int, int]] = {}
+        self._seen: dict[tzinfo, tuple[int, int]] = {}
 
-    def local(self, zone: ZoneInfo) -> tuple[int, int]:
+    def local(self, zone: tzinfo) -> tuple[int, int]:
         seen = self._seen.get(zone)
         if seen is None:
             t = datetime.fromtimestamp(self.now, zone)
@@ -405,7 +404,11 @@ def _windows(times: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-def _zone(name: str) -> ZoneInfo:
+def _zone(name: str) -> tzinfo:
+    # Imported here: only rules with days or hours need zones, and the zoneinfo package
+    # costs every worker almost 1 MiB whether used or not.
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -23,8 +23,6 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
-import bcrypt
-
 from ferryman.config.schema import AuthBasicSpec
 from ferryman.errors import ConfigError
 from ferryman.filters.base import Deny, Verdict
@@ -101,6 +99,8 @@ def verify(stored: bytes, password: bytes) -> bool:
     """Does `password` match the htpasswd hash `stored` (already checked by
     `_check_hash`)? Constant time in the password."""
     if stored.startswith(b"$2"):
+        import bcrypt  # only for bcrypt hashes: a worker without them need not load it
+
         return bcrypt.checkpw(password[:_BCRYPT_MAX], stored)
     if stored.startswith((b"$apr1$", b"$1$")):
         match = _MD5_CRYPT.fullmatch(stored)

@@ -18,9 +18,9 @@ import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from email.utils import formatdate
 from typing import TYPE_CHECKING, Final
 
+from ferryman.http.dates import http_date
 from ferryman.http.serialize import CHUNKED_END, chunk, status_line
 from ferryman.proxy.route import render_add_headers
 
@@ -146,7 +146,7 @@ def render_json(entries: Iterable[Entry]) -> bytes:
     for e in sort_entries(entries):
         name = json.dumps(e.name.decode("utf-8", "surrogateescape"), ensure_ascii=False)
         kind = "directory" if e.is_dir else "file" if e.is_file else "other"
-        mtime = formatdate(e.mtime, usegmt=True)
+        mtime = http_date(e.mtime)
         size = f', "size":{e.size}' if e.is_file else ""
         text = f'{{ "name":{name}, "type":"{kind}", "mtime":"{mtime}"{size} }}'
         items.append(text.encode("utf-8", "surrogateescape"))

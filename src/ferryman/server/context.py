@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 from ferryman.config.schema import ClientLimits, ClientTimeouts
+from ferryman.http.dates import http_date
 
 if TYPE_CHECKING:
     from ferryman.filters.real_ip import RealIp
@@ -127,7 +127,7 @@ class WorkerContext:
         now = int(time.time())
         if now != self._date_second:
             self._date_second = now
-            self.date_line = b"Date: %s\r\n" % formatdate(now, usegmt=True).encode()
+            self.date_line = b"Date: %s\r\n" % http_date(now).encode()
 
     def __repr__(self) -> str:
         return f"WorkerContext(connections={len(self.connections)}/{self.max_connections})"

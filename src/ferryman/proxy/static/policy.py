@@ -20,9 +20,10 @@ exchanges; `serve.py` does the file system work and the writing.
 from __future__ import annotations
 
 import calendar
-import email.utils
 from dataclasses import dataclass
 from typing import Final
+
+from ferryman.http.dates import http_date as _http_date
 
 __all__ = [
     "EXPIRES_STATUSES",
@@ -69,12 +70,14 @@ def etag(mtime: int, size: int) -> bytes:
 
 
 def http_date(seconds: float) -> bytes:
-    return email.utils.formatdate(seconds, usegmt=True).encode("ascii")
+    return _http_date(seconds).encode("ascii")
 
 
 def parse_http_date(value: bytes) -> int | None:
     """An HTTP date (IMF-fixdate, or the obsolete RFC 850 / asctime forms) in seconds;
     None when it is not one."""
+    import email.utils  # only for conditional requests: a worker need not load it
+
     try:
         parsed = email.utils.parsedate_tz(value.decode("latin-1"))
     except (ValueError, IndexError):

@@ -155,7 +155,7 @@ class ConsistentHash:
             peer = peers[0]
             if not table.is_candidate(peer, candidates):
                 return None
-            if peer.effective_weight < peer.spec.weight:
+            if peer.effective_weight < peer.weight:
                 peer.effective_weight += 1
             return peer
         eligible = [p for p in peers if table.is_candidate(p, candidates)]

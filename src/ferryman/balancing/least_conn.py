@@ -64,7 +64,7 @@ def _round_robin_among_ties(candidates: Sequence[PeerState], start: int) -> Peer
         cw = peer.current_weight + ew
         peer.current_weight = cw
         total += ew
-        if ew < peer.spec.weight:
+        if ew < peer.weight:
             peer.effective_weight = ew + 1
         # Strictly greater: the first of equals wins (the start peer, on a fresh group).
         if cw > best_cw:

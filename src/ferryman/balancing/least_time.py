@@ -101,7 +101,7 @@ class LatencyPicker:
             chosen = candidates[0]
             self._ensure(chosen.index)
             self._picked_at[chosen.index] = self.round
-            self.round += 1.0 / chosen.spec.weight
+            self.round += 1.0 / chosen.weight
             return chosen
         # One pass over locals: this loop is the whole cost of a pick with many peers.
         # It inlines `cost(peer)`, then discounts peers overdue for a measurement.
@@ -112,7 +112,7 @@ class LatencyPicker:
         best = math.inf
         costs: list[float] = []
         for peer in candidates:
-            weight = peer.spec.weight
+            weight = peer.weight
             total_weight += weight
             active = peer.active
             estimate = peer.latency
@@ -158,14 +158,14 @@ class LatencyPicker:
             if active == 0:
                 return 0.0
             estimate = self.typical if self.typical > 0.0 else _NO_TYPICAL
-        weight = peer.spec.weight
+        weight = peer.weight
         return estimate * (weight + active) / weight
 
     def keep(self, peer: PeerState, log_keep: float) -> float:
         """How much of `peer`'s old estimate a new sample keeps: exp(log_keep) per fair
         interval since the last sample, counting at least one."""
         self._ensure(peer.index)
-        since = (self.round - self._sampled_at[peer.index]) * peer.spec.weight
+        since = (self.round - self._sampled_at[peer.index]) * peer.weight
         return math.exp(log_keep * max(1.0, since))
 
     def record(self, peer: PeerState, estimate: float, sample: float) -> None:

@@ -113,7 +113,7 @@ class RandomPick:
         if self._by_time:
             return self._picker.cost(first) < self._picker.cost(second)
         # active / weight, cross-multiplied: integers only (nginx).
-        return first.active * second.spec.weight < second.active * first.spec.weight
+        return first.active * second.weight < second.active * first.weight
 
     def release(self, peer: PeerState, outcome: Outcome) -> None:
         # nginx frees random peers through the round-robin free.

@@ -35,7 +35,7 @@ def lower_effective_weight(peer: PeerState, outcome: Outcome) -> None:
     max_fails = peer.spec.max_fails
     # max_fails=0 disables failure accounting, including this penalty (nginx).
     if max_fails > 0:
-        peer.effective_weight -= peer.spec.weight // max_fails
+        peer.effective_weight -= peer.weight // max_fails
     if peer.effective_weight < 0:
         peer.effective_weight = 0
 
@@ -56,7 +56,7 @@ class RoundRobin:
             peer.current_weight = cw
             total += ew
             # A peer penalised by failures earns its weight back one step per pick (nginx).
-            if ew < peer.spec.weight:
+            if ew < peer.weight:
                 peer.effective_weight = ew + 1
             # Strictly greater: the first of equals wins, which keeps the order stable.
             if best is None or cw > best_cw:

@@ -34,7 +34,7 @@ class WeightTable:
         ends: list[int] = []
         total = 0
         for p in self.peers:
-            total += p.spec.weight
+            total += p.weight
             ends.append(total)
         # ends[i] is one past the last slot of peers[i]; bisect replaces nginx's linear
         # walk (same answer, O(log n) with 1,000 peers).

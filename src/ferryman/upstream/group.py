@@ -217,6 +217,7 @@ class UpstreamGroup:
         if weight == peer.spec.weight:
             return
         peer.spec = replace(peer.spec, weight=weight)
+        peer.weight = weight
         peer.weight_now = weight
         peer.effective_weight = weight
         peer.current_weight = 0

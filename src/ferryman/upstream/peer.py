@@ -31,6 +31,7 @@ class PeerState:
         "requests",
         "slot",
         "spec",
+        "weight",
         "weight_now",
     )
 
@@ -65,10 +66,9 @@ class PeerState:
         # (spec.weight except while ramping back up).
         self.recovered_at = float("-inf")
         self.weight_now = spec.weight
-
-    @property
-    def weight(self) -> int:
-        return self.spec.weight
+        # spec.weight, kept beside it (set_weight changes both): the balancers read it
+        # per candidate per request, and a frozen spec's field is a lookup by name.
+        self.weight = spec.weight
 
     def __repr__(self) -> str:
         return (

@@ -73,6 +73,8 @@ if TYPE_CHECKING:
 __all__ = ["REPLAY_LIMIT", "Exchange"]
 
 _log: Final = logging.getLogger(__name__)
+# The shared body buffers of requests without a body (Exchange.__init__): stays empty.
+_NO_PIECES: Final[list[bytes]] = []
 
 # Request body bytes kept for a retry (nginx keeps the whole body in its
 # client_body_buffer; we stream, so we bound what we keep instead).
@@ -267,9 +269,12 @@ class Exchange:
         self.tried = 0
         self.tries = 0
         self.body_done = head.framing is _NONE
-        self.pending: list[bytes] = []
+        # Body pieces waiting for a connection, and kept for a retry. A request without
+        # a body never adds to either: it shares one empty list (never appended to, as
+        # only body events append) instead of allocating two per request.
+        self.pending: list[bytes] = _NO_PIECES if self.body_done else []
         self.pending_size = 0
-        self.replay: list[bytes] | None = []
+        self.replay: list[bytes] | None = _NO_PIECES if self.body_done else []
         self.replay_size = 0
         self.received = 0
         self.request_bytes = b""
@@ -938,11 +943,12 @@ class Exchange:
         chunked = self.head.framing is _CHUNKED
         if chunked and changes is not None and changes.discards_body:
             chunked = False  # the client's body is read and dropped: no chunks, no end
-        for piece in self.pending:
-            data.append(chunk(piece) if chunked else piece)
+        if self.pending:
+            for piece in self.pending:
+                data.append(chunk(piece) if chunked else piece)
+            self.pending = []
         if self.body_done and chunked:
             data.append(CHUNKED_END)
-        self.pending = []
         if self.pending_size > PENDING_LIMIT:
             self.client.resume_body()
         self.pending_size = 0

@@ -17,7 +17,7 @@ bounded, never carried into the next head.
 
 from __future__ import annotations
 
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import httptools
 
@@ -30,6 +30,9 @@ from ferryman.http.fields import (
     trim_ows,
 )
 from ferryman.http.messages import Framing, ResponseHead
+
+if TYPE_CHECKING:
+    from ferryman.proxy.exchange import Exchange
 
 __all__ = ["MAX_HEAD_BYTES", "ResponseParser", "ResponseSink"]
 
@@ -77,6 +80,7 @@ class ResponseParser:
     __slots__ = (
         "_body_seen",
         "_done",
+        "_ex",
         "_fresh",
         "_head_bytes",
         "_head_started",
@@ -93,6 +97,10 @@ class ResponseParser:
 
     def __init__(self, sink: ResponseSink) -> None:
         self._sink = sink
+        # The sink again when it is an exchange (set by UpstreamConnection.attach): a
+        # typed reference the compiled build calls natively, where a call through the
+        # protocol is a method lookup by name, three times per response.
+        self._ex: Exchange | None = None
         self._p = httptools.HttpResponseParser(self)
         self._headers: list[tuple[bytes, bytes]] = []
         self._in_head = True
@@ -258,13 +266,21 @@ class ResponseParser:
         # Reset for the next message here rather than in an on_message_begin callback.
         self._headers = []
         self._head_bytes = 0
-        self._sink.on_response_head(head)
+        ex = self._ex
+        if ex is not None:
+            ex.on_response_head(head)
+        else:
+            self._sink.on_response_head(head)
         if self._no_body:
             raise _HeadDone
 
     def on_body(self, body: bytes) -> None:
         self._body_seen = True
-        self._sink.on_response_body(body)
+        ex = self._ex
+        if ex is not None:
+            ex.on_response_body(body)
+        else:
+            self._sink.on_response_body(body)
 
     def on_message_complete(self) -> None:
         self._in_head = True
@@ -276,7 +292,11 @@ class ResponseParser:
         self._done = True
         # Must be read here: once feed_data() returns, llhttp has moved on and
         # should_keep_alive() no longer describes this message.
-        self._sink.on_response_end(self._p.should_keep_alive())
+        ex = self._ex
+        if ex is not None:
+            ex.on_response_end(self._p.should_keep_alive())
+        else:
+            self._sink.on_response_end(self._p.should_keep_alive())
 
     def __repr__(self) -> str:
         return f"ResponseParser(status={self._status} in_head={self._in_head})"

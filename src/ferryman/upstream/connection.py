@@ -9,35 +9,18 @@ connection sits in its pool; any byte or close while idle retires it.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from ferryman.errors import UpstreamProtocolError
-from ferryman.http.response_parser import ResponseParser, ResponseSink
+from ferryman.http.response_parser import ResponseParser
 
 if TYPE_CHECKING:
+    # The one kind of user (typed, the compiled build calls it natively instead of by
+    # method name; imported for type checking only: the exchange imports this layer).
+    from ferryman.proxy.exchange import Exchange
     from ferryman.upstream.peer import PeerState
 
-__all__ = ["UpstreamConnection", "UpstreamUser"]
-
-
-class UpstreamUser(ResponseSink, Protocol):
-    """What an attached exchange must handle besides the parser's events."""
-
-    tunnel: bool
-
-    def flush_response(self) -> None: ...
-
-    def upstream_failed(self, exc: Exception) -> None: ...
-
-    def upstream_lost(self, exc: Exception | None) -> None: ...
-
-    def upstream_timeout(self) -> None: ...
-
-    def upstream_paused(self, paused: bool) -> None: ...
-
-    def upstream_upgraded(self, tail: bytes) -> None: ...
-
-    def tunnel_to_client(self, data: bytes) -> None: ...
+__all__ = ["UpstreamConnection"]
 
 
 class _Idle:
@@ -75,7 +58,7 @@ class UpstreamConnection:
         self.peer = peer
         self.transport: asyncio.Transport | None = None
         self.parser = ResponseParser(_IDLE)
-        self.user: UpstreamUser | None = None
+        self.user: Exchange | None = None
         self.requests = 0
         self.deadline = 0.0
         self.closed = False
@@ -84,15 +67,17 @@ class UpstreamConnection:
 
     # ---- attach / detach ----
 
-    def attach(self, user: UpstreamUser, head_request: bool) -> None:
+    def attach(self, user: Exchange, head_request: bool) -> None:
         self.user = user
         self.requests += 1
         self.parser._sink = user
+        self.parser._ex = user
         self.parser.expect(head_request)
 
     def detach(self) -> None:
         self.user = None
         self.parser._sink = _IDLE
+        self.parser._ex = None
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None

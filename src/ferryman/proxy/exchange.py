@@ -207,6 +207,7 @@ class Exchange:
         "first_dispatch",
         "flushed",
         "group",
+        "h1",
         "head",
         "header_time",
         "held",
@@ -253,6 +254,10 @@ class Exchange:
         # The worker's context, typed: reached through `client` (a union of connection
         # kinds) every attribute access would be a lookup by name.
         self.worker: WorkerContext = client.worker
+        # The client again when it is an HTTP/1 connection (set by it): a typed
+        # reference for the calls every response makes (write, exchange_done), which
+        # through the union would be method lookups by name in the compiled build.
+        self.h1: ClientConnection | None = None
         self.head = head
         self.route: Route | None = None
         # Where this request goes: the route's upstream, or, for proxy_pass with
@@ -1214,7 +1219,12 @@ class Exchange:
         out = self.out
         if out:
             self.flushed = True
-            self.client.write(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            h1 = self.h1
+            if h1 is not None:
+                h1.write(data)
+            else:
+                self.client.write(data)
             out.clear()
         if self.ended:
             self.complete()
@@ -1227,7 +1237,8 @@ class Exchange:
         self.finished = True
         group, pool, peer, conn = self.group, self.pool, self.peer, self.conn
         assert group is not None and pool is not None and peer is not None and conn is not None
-        if self.client.is_write_paused:
+        h1 = self.h1
+        if h1.is_write_paused if h1 is not None else self.client.is_write_paused:
             # Reading was paused for this slow client (client_paused): the pool must get
             # the connection back reading, or its next user would wait for nothing.
             self.client_paused(False)
@@ -1248,7 +1259,10 @@ class Exchange:
         if group.waiters:
             self._wake_next(group)
         self._log_access()
-        self.client.exchange_done(self, self.keep_alive)
+        if h1 is not None:
+            h1.exchange_done(self, self.keep_alive)
+        else:
+            self.client.exchange_done(self, self.keep_alive)
 
     # ---- answers from the cache (cache/handler.py) ----
 

@@ -236,6 +236,7 @@ class ClientConnection:
             # nginx keepalive_requests: this answer says close, as nginx's does.
             head.keep_alive = False
         ex = Exchange(self, head)
+        ex.h1 = self
         self.receiving = ex
         if head.framing is not Framing.NONE:
             self.phase = _BODY

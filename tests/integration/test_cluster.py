@@ -122,6 +122,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                     procs.append(start_proxy(workdir / name, text, port))
                     admins.append(admin)
                     _wait_for(lambda p=procs[-1]: "reachable: sharing" in p.output(), 10)
+                # Both workers subscribed to the bus: a failure announced before the
+                # other's subscription would be lost (pub/sub keeps nothing), and the
+                # first test would race it.
+                bus = redis.Redis(host="127.0.0.1", port=server.port)
+                try:
+                    _wait_for(
+                        lambda: dict(bus.pubsub_numsub("ferryman:bus"))[b"ferryman:bus"] >= 2, 10
+                    )
+                finally:
+                    bus.close()
                 yield Cluster(
                     server, backend, procs[0], procs[1], dead, backend2, admins[0], admins[1]
                 )

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A profile of the small-response hot path (`make profile`): py-spy samples one Ferryman
 # worker (1 worker pinned to CPU 0) while wrk drives the c50 load (50 keep-alive
-# connections, small response, on CPU 1) through it to a one-location nginx backend,
-# then bench/profile_summary.py prints where the time goes: by area (ferryman's own
+# connections, small response, on CPU 1) through it to a one-location nginx backend on
+# six ports, then bench/profile_summary.py prints where the time goes: by area (ferryman's own
 # packages, asyncio/uvloop, httptools, the rest) and the top functions by own time.
 #
 #   bench/profile.sh            (make profile)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # System calls per proxied request, for Ferryman, Ferryman as deployed (access log +
 # metrics), nginx and the bare relay, each with 1 worker pinned to CPU 0, in front of the
-# same one-location nginx backend, under the c50 load (wrk, 50 keep-alive connections,
-# small response) on CPU 1.
+# same one-location nginx backend on NBACKENDS (6) ports, as the shared harness has, under
+# the c50 load (wrk, 50 keep-alive connections, small response) on CPU 1.
 #
 #   bench/syscalls.sh          (make bench-syscalls)
 #

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from ferryman.observability.access_log import AccessLog, Entry, format_combined, format_json
+from ferryman.observability.access_log import (
+    FLUSH_ENTRIES,
+    AccessLog,
+    Entry,
+    format_combined,
+    format_json,
+)
 
 STAMP = "10/Oct/2000:13:55:36 -0700"
 
@@ -197,13 +203,13 @@ def test_large_buffer_flushes_by_itself(tmp_path: Path) -> None:
     path = tmp_path / "access.log"
     log = AccessLog(str(path))
     try:
-        for i in range(511):
+        for i in range(FLUSH_ENTRIES - 1):
             log.record(entry(body_bytes=i))
         assert path.read_bytes() == b""
-        log.record(entry(body_bytes=511))
+        log.record(entry(body_bytes=FLUSH_ENTRIES - 1))
         lines = read_lines(path)
-        assert len(lines) == 512
-        assert lines[-1] == format_combined(entry(body_bytes=511))
+        assert len(lines) == FLUSH_ENTRIES
+        assert lines[-1] == format_combined(entry(body_bytes=FLUSH_ENTRIES - 1))
     finally:
         log.close()
 

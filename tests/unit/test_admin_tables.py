@@ -181,3 +181,17 @@ def test_recent_log_writes_on_flush_only_what_the_ring_keeps() -> None:
     assert abs(rows[0]["time"] - time.time()) < 60
     log.flush()
     assert ring.count(0) == 4
+
+
+def test_recent_log_formats_at_most_per_tick() -> None:
+    from ferryman.observability.recent import PER_TICK
+
+    ring = SharedRing(1, capacity=256, record_size=200)
+    log = RecentLog(ring, 0)
+    for i in range(PER_TICK + 36):
+        ex = _Ex(b"/t%d" % i)
+        log.record(ex, ex.started + 0.5)
+    log.flush()
+    rows = read_recent(ring, 256)
+    assert len(rows) == PER_TICK
+    assert rows[-1]["target"] == "/t%d" % (PER_TICK + 35)

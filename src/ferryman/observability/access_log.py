@@ -15,7 +15,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["AccessLog", "Entry", "format_combined", "format_json"]
+__all__ = ["FLUSH_ENTRIES", "AccessLog", "Entry", "format_combined", "format_json"]
+
+# Entries formatted and written at once when the buffer fills (else on the tick).
+# Formatting runs on the event loop: a batch of 512 held every request behind it for
+# about 0.3 ms, which showed in the one-connection p99; 64 costs one more write()
+# per 64 requests.
+FLUSH_ENTRIES = 64
 
 
 class Entry:
@@ -146,12 +152,12 @@ class AccessLog:
 
     def record(self, entry: Entry) -> None:
         self._buf.append(entry)
-        if len(self._buf) >= 512:
+        if len(self._buf) >= FLUSH_ENTRIES:
             self.flush()
 
     def record_line(self, line: bytes) -> None:
         self._lines.append(line)
-        if len(self._lines) >= 512:
+        if len(self._lines) >= FLUSH_ENTRIES:
             self.flush()
 
     def flush(self) -> None:

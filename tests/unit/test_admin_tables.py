@@ -194,4 +194,4 @@ def test_recent_log_formats_at_most_per_tick() -> None:
     log.flush()
     rows = read_recent(ring, 256)
     assert len(rows) == PER_TICK
-    assert rows[-1]["target"] == "/t%d" % (PER_TICK + 35)
+    assert rows[-1]["target"] == f"/t{PER_TICK + 35}"

@@ -38,6 +38,7 @@ ACCEL_MODULES = (
     "ferryman.cache.policy",
     "ferryman.cache.handler",
     "ferryman.cache.zones",
+    "ferryman.balancing.base",
     "ferryman.balancing.round_robin",
     "ferryman.balancing.least_conn",
     "ferryman.balancing.weighted",

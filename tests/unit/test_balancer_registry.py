@@ -37,25 +37,55 @@ def bit(*indexes: int) -> int:
     return sum(1 << i for i in indexes)
 
 
-@pytest.mark.parametrize(
-    ("balance", "options", "cls"),
-    [
-        ("round_robin", {}, RoundRobin),
-        ("least_conn", {}, LeastConn),
-        ("hash", {"hash_key": "$request_uri"}, Hash),
-        ("hash", {"hash_key": "$request_uri", "consistent": True}, ConsistentHash),
-        ("ip_hash", {}, IpHash),
-        ("random", {}, RandomPick),
-        ("random", {"random_two": True, "random_method": "least_time"}, RandomPick),
-        ("least_time", {"least_time": "last_byte"}, LeastTime),
-        ("peak_ewma", {}, PeakEwma),
-    ],
-)
+STRATEGIES = [
+    ("round_robin", {}, RoundRobin),
+    ("least_conn", {}, LeastConn),
+    ("hash", {"hash_key": "$request_uri"}, Hash),
+    ("hash", {"hash_key": "$request_uri", "consistent": True}, ConsistentHash),
+    ("ip_hash", {}, IpHash),
+    ("random", {}, RandomPick),
+    ("random", {"random_two": True, "random_method": "least_time"}, RandomPick),
+    ("least_time", {"least_time": "last_byte"}, LeastTime),
+    ("peak_ewma", {}, PeakEwma),
+]
+
+
+@pytest.mark.parametrize(("balance", "options", "cls"), STRATEGIES)
 def test_each_name_builds_its_strategy(balance: str, options: dict[str, object], cls: type) -> None:
     spec = upstream(balance, **options)
     peers = [PeerState(s, i) for i, s in enumerate(spec.servers)]
     assert isinstance(create_balancer(balance, spec, peers), cls)
     assert balance in known_balancers()
+
+
+def _peer_fields(peers: list[PeerState]) -> list[tuple[object, ...]]:
+    # Everything a strategy may keep on a peer (the compiled build has no __slots__).
+    names = ("current_weight", "effective_weight", "weight", "weight_now", "latency", "active")
+    return [tuple(getattr(p, n) for n in names) for p in peers]
+
+
+@pytest.mark.parametrize(("balance", "options", "cls"), STRATEGIES)
+def test_a_strategy_deaf_to_successes_learns_nothing_from_them(
+    balance: str, options: dict[str, object], cls: type
+) -> None:
+    """The group skips `release` on success and neutral outcomes when a strategy says
+    it does not hear them: that must lose nothing, so such a release changes nothing."""
+    spec = upstream(balance, **options)
+    peers = [PeerState(s, i) for i, s in enumerate(spec.servers)]
+    balancer = create_balancer(balance, spec, peers)
+    for p in peers:  # mid-recovery weights and a measured request: state to disturb
+        p.effective_weight = 0
+        p.last_header_time = p.last_total_time = 0.010
+    picked = balancer.pick(peers, b"key")
+    before = (_peer_fields(peers), repr(balancer))
+    for outcome in (Outcome.SUCCESS, Outcome.NEUTRAL):
+        balancer.release(picked, outcome)
+    changed = (_peer_fields(peers), repr(balancer)) != before
+    if balance in ("least_time", "peak_ewma") or options.get("random_method") == "least_time":
+        assert balancer.hears_every_outcome()  # they learn latency from successes
+    else:
+        assert not balancer.hears_every_outcome()
+        assert not changed
 
 
 def test_spec_options_reach_the_strategy() -> None:

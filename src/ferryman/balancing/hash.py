@@ -29,7 +29,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
-from ferryman.balancing.base import Outcome
+from ferryman.balancing.base import Balancer, Outcome
 from ferryman.balancing.round_robin import RoundRobin, lower_effective_weight
 from ferryman.balancing.weighted import WeightTable
 
@@ -46,7 +46,7 @@ _RETRY_PREFIX: Final = tuple(zlib.crc32(str(n).encode("ascii")) for n in range(_
 _POINTS_PER_WEIGHT: Final = 160
 
 
-class Hash:
+class Hash(Balancer):
     """nginx `hash KEY` without `consistent`."""
 
     __slots__ = ("_rr", "_table")
@@ -55,7 +55,7 @@ class Hash:
         self._table = WeightTable(peers)
         self._rr = RoundRobin()
 
-    def pick(self, candidates: Sequence[PeerState], key: bytes) -> PeerState:
+    def pick(self, candidates: Sequence[PeerState], key: bytes = b"") -> PeerState:
         table = self._table
         # nginx: `peers->number < 2 || key.len == 0` -> round-robin.
         if len(table.peers) < 2 or not key:
@@ -73,6 +73,9 @@ class Hash:
     def release(self, peer: PeerState, outcome: Outcome) -> None:
         # nginx frees hash peers through the round-robin free.
         lower_effective_weight(peer, outcome)
+
+    def hears_every_outcome(self) -> bool:
+        return False
 
     def __repr__(self) -> str:
         return f"Hash({self._table!r})"
@@ -96,7 +99,7 @@ def ring_points(server: str, weight: int) -> list[int]:
     return points
 
 
-class ConsistentHash:
+class ConsistentHash(Balancer):
     """nginx `hash KEY consistent`: a ketama ring over the primary peers."""
 
     __slots__ = ("_hashes", "_owners", "_rr", "_servers", "_table")
@@ -129,7 +132,7 @@ class ConsistentHash:
         self._owners = owners
         self._servers: tuple[tuple[PeerState, ...], ...] = tuple(tuple(s) for s in servers)
 
-    def pick(self, candidates: Sequence[PeerState], key: bytes) -> PeerState:
+    def pick(self, candidates: Sequence[PeerState], key: bytes = b"") -> PeerState:
         hashes = self._hashes
         # nginx: `peers->single || key.len == 0` -> round-robin.
         if len(self._table.peers) < 2 or not key or not hashes:
@@ -165,6 +168,9 @@ class ConsistentHash:
 
     def release(self, peer: PeerState, outcome: Outcome) -> None:
         lower_effective_weight(peer, outcome)
+
+    def hears_every_outcome(self) -> bool:
+        return False
 
     def __repr__(self) -> str:
         return f"ConsistentHash({len(self._servers)} servers, {len(self._hashes)} points)"

@@ -19,7 +19,7 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
-from ferryman.balancing.base import Outcome
+from ferryman.balancing.base import Balancer, Outcome
 from ferryman.balancing.round_robin import RoundRobin, lower_effective_weight
 from ferryman.balancing.weighted import WeightTable
 
@@ -53,7 +53,7 @@ def hashed_bytes(key: bytes) -> bytes:
         return _PSEUDO
 
 
-class IpHash:
+class IpHash(Balancer):
     """The `ip_hash` balancer."""
 
     __slots__ = ("_rr", "_table")
@@ -62,7 +62,7 @@ class IpHash:
         self._table = WeightTable(peers)
         self._rr = RoundRobin()
 
-    def pick(self, candidates: Sequence[PeerState], key: bytes) -> PeerState:
+    def pick(self, candidates: Sequence[PeerState], key: bytes = b"") -> PeerState:
         table = self._table
         # nginx: `peers->number < 2` -> round-robin.
         if len(table.peers) < 2:
@@ -81,6 +81,9 @@ class IpHash:
     def release(self, peer: PeerState, outcome: Outcome) -> None:
         # nginx frees ip_hash peers through the round-robin free.
         lower_effective_weight(peer, outcome)
+
+    def hears_every_outcome(self) -> bool:
+        return False
 
     def __repr__(self) -> str:
         return f"IpHash({self._table!r})"

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ferryman.balancing.base import Outcome
+from ferryman.balancing.base import Balancer, Outcome
 from ferryman.balancing.round_robin import lower_effective_weight
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def _round_robin_among_ties(candidates: Sequence[PeerState], start: int) -> Peer
     return best
 
 
-class LeastConn:
+class LeastConn(Balancer):
     """The `least_conn` balancer. Stateless: state lives on peers."""
 
     __slots__ = ()
@@ -91,6 +91,9 @@ class LeastConn:
     def release(self, peer: PeerState, outcome: Outcome) -> None:
         # Same penalty as round_robin: nginx's least_conn frees through the rr free.
         lower_effective_weight(peer, outcome)
+
+    def hears_every_outcome(self) -> bool:
+        return False
 
     def __repr__(self) -> str:
         return "LeastConn()"

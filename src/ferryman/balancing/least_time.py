@@ -40,7 +40,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
-from ferryman.balancing.base import Outcome
+from ferryman.balancing.base import Balancer, Outcome
 from ferryman.balancing.round_robin import RoundRobin, lower_effective_weight
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ class LatencyPicker:
         return f"LatencyPicker(round={self.round:.2f}, typical={self.typical:.6f})"
 
 
-class LeastTime:
+class LeastTime(Balancer):
     """The `least_time` balancer; `last_byte` False measures to the response head."""
 
     __slots__ = ("_last_byte", "_picker")

@@ -25,7 +25,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
-from ferryman.balancing.base import Outcome
+from ferryman.balancing.base import Balancer, Outcome
 from ferryman.balancing.least_time import LatencyPicker, timing
 from ferryman.balancing.round_robin import lower_effective_weight
 
@@ -49,7 +49,7 @@ def peak_ewma(estimate: float, sample: float, keep: float) -> float:
     return estimate * keep + sample * (1.0 - keep)
 
 
-class PeakEwma:
+class PeakEwma(Balancer):
     """The `peak_ewma` balancer; `last_byte` False measures to the response head."""
 
     __slots__ = ("_last_byte", "_picker")

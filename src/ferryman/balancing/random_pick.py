@@ -27,7 +27,7 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
-from ferryman.balancing.base import Outcome
+from ferryman.balancing.base import Balancer, Outcome
 from ferryman.balancing.least_time import LatencyPicker, observe_least_time, timing
 from ferryman.balancing.round_robin import RoundRobin, lower_effective_weight
 from ferryman.balancing.weighted import WeightTable
@@ -42,7 +42,7 @@ _LOOKS: Final = 21
 METHODS: Final = ("least_conn", "least_time")
 
 
-class RandomPick:
+class RandomPick(Balancer):
     """The `random` balancer. `two` picks the better of two; `method` is "least_conn"
     (the default for two) or "least_time"; `last_byte` picks least_time's timing."""
 
@@ -120,6 +120,9 @@ class RandomPick:
         lower_effective_weight(peer, outcome)
         if self._by_time:
             observe_least_time(self._picker, peer, outcome, timing(peer, self._last_byte))
+
+    def hears_every_outcome(self) -> bool:
+        return self._by_time
 
     def __repr__(self) -> str:
         mode = ""

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ferryman.balancing.base import Outcome
+from ferryman.balancing.base import Balancer, Outcome
 
 if TYPE_CHECKING:
     from ferryman.upstream.peer import PeerState
@@ -40,7 +40,7 @@ def lower_effective_weight(peer: PeerState, outcome: Outcome) -> None:
         peer.effective_weight = 0
 
 
-class RoundRobin:
+class RoundRobin(Balancer):
     """The `round_robin` balancer (nginx's default). Stateless: state lives on peers."""
 
     __slots__ = ()
@@ -69,6 +69,9 @@ class RoundRobin:
 
     def release(self, peer: PeerState, outcome: Outcome) -> None:
         lower_effective_weight(peer, outcome)
+
+    def hears_every_outcome(self) -> bool:
+        return False
 
     def __repr__(self) -> str:
         return "RoundRobin()"

@@ -19,8 +19,6 @@ from dataclasses import replace
 from typing import Any, Final
 
 from ferryman.balancing.base import Balancer, Outcome
-from ferryman.balancing.least_conn import LeastConn
-from ferryman.balancing.round_robin import RoundRobin
 from ferryman.config.schema import UpstreamSpec
 from ferryman.upstream.peer import PeerState
 
@@ -37,12 +35,11 @@ class UpstreamGroup:
         "_clear_after",
         "_has_down",
         "_has_limits",
-        "_lc",
+        "_hears_all",
         "_peers",
         "_primary",
         "_ramp_until",
         "_ramping",
-        "_rr",
         "_single",
         "_spec",
         "key_fn",
@@ -56,9 +53,7 @@ class UpstreamGroup:
         self._spec = spec
         self._peers = tuple(peers)
         self._balancer = balancer
-        self._rr: RoundRobin | None = None
-        self._lc: LeastConn | None = None
-        self._typed(balancer)
+        self._hears_all = balancer.hears_every_outcome()
         self._primary = tuple(p for p in self._peers if not p.spec.backup)
         self._backup = tuple(p for p in self._peers if p.spec.backup)
         # nginx `peers->single`: with one primary (down ones count), max_fails and
@@ -116,13 +111,7 @@ class UpstreamGroup:
             if now >= self._ramp_until:
                 self._ramping = False  # that last pass restored every full weight
         if not tried and not self._has_down and not self._has_limits and now >= self._clear_after:
-            rr, lc = self._rr, self._lc
-            if rr is not None:
-                first = rr.pick(self._primary, key)
-            elif lc is not None:
-                first = lc.pick(self._primary, key)
-            else:
-                first = self._balancer.pick(self._primary, key)
+            first = self._balancer.pick(self._primary, key)
             first.active += 1
             first.requests += 1
             return first
@@ -166,16 +155,8 @@ class UpstreamGroup:
                 self._will_recover(peer, health.unavailable_until)
         elif outcome is _SUCCESS:
             peer.health.record_success(now)
-        if outcome is _FAILURE or (self._rr is None and self._lc is None):
-            # round_robin and least_conn learn from failures only (lower_effective_weight).
+        if outcome is _FAILURE or self._hears_all:
             self._balancer.release(peer, outcome)
-
-    def _typed(self, balancer: Balancer) -> None:
-        """The two commonest balancers (nginx's default, and the reference setup's
-        least_conn) kept typed as well: the compiled build calls them natively, where
-        a call through the Balancer protocol is a method lookup by name."""
-        self._rr = balancer if isinstance(balancer, RoundRobin) else None
-        self._lc = balancer if isinstance(balancer, LeastConn) else None
 
     def at_capacity(self, now: float, tried: int) -> bool:
         """True when some peer could take the request but for its max_conns."""
@@ -221,7 +202,7 @@ class UpstreamGroup:
             p.index = i
         self._peers = tuple(peers)
         self._balancer = balancer
-        self._typed(balancer)
+        self._hears_all = balancer.hears_every_outcome()
         self._primary = tuple(p for p in self._peers if not p.spec.backup)
         self._backup = tuple(p for p in self._peers if p.spec.backup)
         self._single = len(self._primary) == 1
@@ -245,7 +226,7 @@ class UpstreamGroup:
         peer.effective_weight = weight
         peer.current_weight = 0
         self._balancer = balancer()
-        self._typed(self._balancer)
+        self._hears_all = self._balancer.hears_every_outcome()
 
     def _will_recover(self, peer: PeerState, at: float) -> None:
         """slow_start: from `at`, `peer`'s weight ramps back up over spec.slow_start."""

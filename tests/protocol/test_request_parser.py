@@ -53,6 +53,7 @@ def summary(head: RequestHead) -> tuple[object, ...]:
         head.version,
         head.headers,
         head.host,
+        head.host_name,
         head.keep_alive,
         head.framing,
         head.content_length,
@@ -273,6 +274,36 @@ def test_absolute_form_target_takes_host_from_authority() -> None:
     assert head.path == b"/p/q"
     assert head.query == b"x=1&y"
     assert head.target == b"http://Example.com:8080/p/q?x=1&y"
+
+
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [
+        (request(b"Host: Example.COM:8080"), b"example.com"),
+        (request(b"Host: example.com."), b"example.com"),
+        (request(b"Host: [::1]:8080"), b"[::1]"),
+        (request(b"Host:"), b""),
+        (request(b"Host: other", start=b"GET http://Example.com:8080/ HTTP/1.1"), b"example.com"),
+        (request(b"Host: a:1", start=b"CONNECT Tunnel.Example:443 HTTP/1.1"), b"tunnel.example"),
+        (request(start=b"GET / HTTP/1.0"), None),
+    ],
+)
+def test_the_head_carries_the_host_as_nginx_host(data: bytes, name: bytes | None) -> None:
+    assert feed_all(data)[0].heads[0].host_name == name
+
+
+def test_the_host_name_follows_each_request_of_a_connection() -> None:
+    # The parser keeps the last Host's name: it must never outlive a change of Host,
+    # nor stand in for an absolute-form target's own authority.
+    data = (
+        request(b"Host: A.example")
+        + request(b"Host: A.example")
+        + request(b"Host: B.example:81")
+        + request(b"Host: B.example:81", start=b"GET http://C.example/ HTTP/1.1")
+        + request(b"Host: B.example:81")
+    )
+    names = [h.host_name for h in parse(data).heads]
+    assert names == [b"a.example", b"a.example", b"b.example", b"c.example", b"b.example"]
 
 
 def test_absolute_form_without_path_is_root() -> None:

@@ -14,6 +14,7 @@ from ferryman.errors import ProtocolError
 
 __all__ = [
     "HOP_BY_HOP",
+    "host_name",
     "is_valid_host",
     "lower_name",
     "parse_connection_tokens",
@@ -126,3 +127,13 @@ def lower_name(name: bytes) -> bytes:
 
 def is_valid_host(value: bytes) -> bool:
     return _HOST.fullmatch(value) is not None
+
+
+def host_name(host: bytes) -> bytes:
+    """The name a Host value (or an absolute target's authority) gives: lower-cased,
+    without the port, and without a trailing dot ("example.com." names the same host).
+    nginx's `$host`, and what server_name is matched against."""
+    if host.startswith(b"["):
+        end = host.find(b"]")
+        return (host[: end + 1] if end >= 0 else host).lower()
+    return host.partition(b":")[0].rstrip(b".").lower()

@@ -31,6 +31,7 @@ class RequestHead:
         "framing",
         "headers",
         "host",
+        "host_name",
         "keep_alive",
         "method",
         "path",
@@ -57,6 +58,7 @@ class RequestHead:
         fields: bytes,
         forwarded_for: bytes | None,
         forwarded_other: bytes = b"",
+        host_name: bytes | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -80,6 +82,9 @@ class RequestHead:
         self.forwarded_for = forwarded_for
         # The client's X-Forwarded-Proto/-Host lines as received.
         self.forwarded_other = forwarded_other
+        # `host` as nginx's $host (fields.host_name), when the parser had it at hand
+        # (it keeps the last one per connection); None: derive it from `host`.
+        self.host_name = host_name
 
     @property
     def request_line(self) -> bytes:

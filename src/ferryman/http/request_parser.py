@@ -29,6 +29,7 @@ from ferryman.config.schema import ClientLimits
 from ferryman.errors import ProtocolError
 from ferryman.http.fields import (
     HOP_BY_HOP,
+    host_name,
     is_valid_host,
     lower_name,
     parse_connection_tokens,
@@ -90,6 +91,7 @@ class RequestParser:
         "_expect_continue",
         "_fresh",
         "_good_host",
+        "_good_name",
         "_head_bytes",
         "_head_started",
         "_headers",
@@ -124,6 +126,8 @@ class RequestParser:
         # The last Host value that passed validation: a kept-alive client sends the same
         # one every time, and a bytes comparison is cheaper than the regex.
         self._good_host = b""
+        # And its $host form (fields.host_name), carried on each head that has it.
+        self._good_name = b""
         # The next read starts a request (none is part-read), and whether the first
         # request line in this read ended in " HTTP/1.1" (see `feed`).
         self._fresh = True
@@ -296,6 +300,7 @@ class RequestParser:
             if not is_valid_host(host):
                 raise ProtocolError("invalid Host header")
             self._good_host = host
+            self._good_name = host_name(host)
         if tokens and not tokens <= HOP_BY_HOP:
             # RFC 9110 7.6.1: fields named in Connection are hop-by-hop too, removed
             # before the proxy adds its own (X-Forwarded-* included).
@@ -317,6 +322,10 @@ class RequestParser:
                 upgrade = b"h2c"
         url = self._url
         path, query, host = _split_target(method, url, host)
+        named: bytes | None = None
+        if host is not None:
+            # An absolute-form or CONNECT target names a host of its own.
+            named = self._good_name if host == self._good_host else host_name(host)
         if chunked:
             framing = _CHUNKED
         elif content_length > 0:
@@ -345,6 +354,7 @@ class RequestParser:
             b"".join(lines),
             forwarded_for,
             b"".join(other_forwarded) if other_forwarded else b"",
+            named,
         )
 
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 from ferryman.errors import ConfigError
+from ferryman.http.fields import host_name
 from ferryman.tls.info import TLS_VARIABLES
 
 __all__ = ["Template", "compile_log_format", "compile_template", "known_variable"]
@@ -27,28 +28,15 @@ Template = bytes | Callable[[Any], bytes]
 _VAR = re.compile(r"\$(\{[A-Za-z0-9_]+\}|[A-Za-z0-9_]+)")
 
 
-# $host of the Host values seen, per worker: clients send the same few on every
-# request, and the lookup is cheaper than the three copies that make one. Bounded: once
-# full (Hosts made up by clients), new values are computed each time.
-_HOSTS: Final[dict[bytes, bytes]] = {}
-_HOSTS_MAX: Final = 256
-
-
 def _host(ctx: Any) -> bytes:
-    host: bytes | None = ctx.head.host
+    head = ctx.head
+    name: bytes | None = head.host_name
+    if name is not None:
+        return name
+    host: bytes | None = head.host
     if host is None:
         return ctx.server_name  # type: ignore[no-any-return]
-    found = _HOSTS.get(host)
-    if found is not None:
-        return found
-    # nginx $host: lower-cased, without the port.
-    if host.startswith(b"["):
-        found = host[: host.find(b"]") + 1].lower()
-    else:
-        found = host.partition(b":")[0].rstrip(b".").lower()
-    if len(_HOSTS) < _HOSTS_MAX:
-        _HOSTS[host] = found
-    return found
+    return host_name(host)
 
 
 def _http_host(ctx: Any) -> bytes:

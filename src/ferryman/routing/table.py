@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
+from ferryman.http.fields import host_name
 from ferryman.routing.locations import LocationTree, compile_regex
 
 __all__ = ["RouteTable", "VirtualServer"]
@@ -111,7 +112,7 @@ class RouteTable(Generic[T]):
     def server_for(self, host: bytes | None) -> VirtualServer[T]:
         if self._only is not None or host is None:
             return self._only or self._default
-        name = _strip_port(host).lower()
+        name = host_name(host)
         vs = self._exact.get(name)
         if vs is not None:
             return vs
@@ -136,7 +137,7 @@ class RouteTable(Generic[T]):
         server = self.server_for(host)
         if host is None or not self._regexes:
             return server, ()
-        text = _strip_port(host).lower().decode("latin-1")
+        text = host_name(host).decode("latin-1")
         for pattern, vs in self._regexes:
             if vs is server:
                 m = pattern.search(text)
@@ -146,11 +147,3 @@ class RouteTable(Generic[T]):
 
     def match(self, host: bytes | None, path: bytes) -> T | None:
         return self.server_for(host).match(path)
-
-
-def _strip_port(host: bytes) -> bytes:
-    if host.startswith(b"["):
-        end = host.find(b"]")
-        return host[: end + 1] if end >= 0 else host
-    # nginx drops a trailing dot: "example.com." names the same host.
-    return host.partition(b":")[0].rstrip(b".")

@@ -13,7 +13,7 @@ from typing import Final
 import pytest
 
 from ferryman.errors import ProtocolError
-from ferryman.http import Framing, RequestHead, RequestParser
+from ferryman.http import Framing, RequestHead, RequestParser, RequestSink
 from ferryman.http.fields import parse_content_length
 from ferryman.http.request_parser import MAX_HEAD_BYTES, MAX_HEADERS, MAX_REQUEST_LINE
 
@@ -21,7 +21,7 @@ from ferryman.http.request_parser import MAX_HEAD_BYTES, MAX_HEADERS, MAX_REQUES
 
 
 @dataclass
-class Recorder:
+class Recorder(RequestSink):
     """A RequestSink that keeps every event, with consecutive body pieces merged (how
     llhttp splits a body depends on the reads, what the body is does not)."""
 

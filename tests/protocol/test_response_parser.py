@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 import pytest
 
 from ferryman.errors import UpstreamError, UpstreamProtocolError
-from ferryman.http import Framing, ResponseHead, ResponseParser
+from ferryman.http import Framing, ResponseHead, ResponseParser, ResponseSink
 from ferryman.http.response_parser import MAX_HEAD_BYTES, MAX_HEADERS
 
 
 @dataclass
-class Recorder:
+class Recorder(ResponseSink):
     """A ResponseSink keeping every event; consecutive body pieces are merged."""
 
     events: list[tuple[str, object]] = field(default_factory=list)

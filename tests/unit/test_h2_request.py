@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ferryman.http.messages import Framing, RequestHead, ResponseHead
-from ferryman.http.request_parser import RequestParser
+from ferryman.http.request_parser import RequestParser, RequestSink
 from ferryman.server.h2_stream import Malformed, response_fields, to_http1_head
 
 Headers = list[tuple[bytes, bytes]]
@@ -20,7 +20,7 @@ _BASE: Headers = [
 ]
 
 
-class _Sink:
+class _Sink(RequestSink):
     def __init__(self) -> None:
         self.heads: list[RequestHead] = []
 

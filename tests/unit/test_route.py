@@ -11,7 +11,7 @@ from ferryman.balancing import create_balancer
 from ferryman.config.schema import PeerSpec, RouteSpec, UpstreamSpec
 from ferryman.errors import ConfigError
 from ferryman.http.messages import RequestHead
-from ferryman.http.request_parser import RequestParser
+from ferryman.http.request_parser import RequestParser, RequestSink
 from ferryman.proxy.route import Route
 from ferryman.server.sweeper import Sweeper
 from ferryman.upstream.group import UpstreamGroup
@@ -41,7 +41,7 @@ def make_route(spec: RouteSpec, npeers: int = 3, where: str = "servers[0].routes
     return Route(spec, group, pool, where)
 
 
-class Recorder:
+class Recorder(RequestSink):
     def __init__(self) -> None:
         self.heads: list[RequestHead] = []
 

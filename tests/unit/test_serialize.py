@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from ferryman.http import Framing, RequestHead, RequestParser, ResponseHead
+from ferryman.http import Framing, RequestHead, RequestParser, RequestSink, ResponseHead
 from ferryman.http.serialize import (
     CHUNKED_END,
     chunk,
@@ -22,7 +22,7 @@ from ferryman.http.serialize import (
 )
 
 
-class _Heads:
+class _Heads(RequestSink):
     def __init__(self) -> None:
         self.heads: list[RequestHead] = []
 

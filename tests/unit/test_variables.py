@@ -8,11 +8,11 @@ import pytest
 
 from ferryman.errors import ConfigError
 from ferryman.http.messages import RequestHead
-from ferryman.http.request_parser import RequestParser
+from ferryman.http.request_parser import RequestParser, RequestSink
 from ferryman.proxy.variables import compile_template, known_variable
 
 
-class Recorder:
+class Recorder(RequestSink):
     """A RequestSink that keeps what the parser produced."""
 
     def __init__(self) -> None:

@@ -21,9 +21,10 @@ Events go to a `RequestSink`; errors are `ProtocolError` with the status to answ
 
 from __future__ import annotations
 
-from typing import Final, Protocol
+from typing import Final
 
 import httptools
+from mypy_extensions import mypyc_attr
 
 from ferryman.config.schema import ClientLimits
 from ferryman.errors import ProtocolError
@@ -70,12 +71,22 @@ _LENGTH: Final = Framing.LENGTH
 _CHUNKED: Final = Framing.CHUNKED
 
 
-class RequestSink(Protocol):
-    def on_request_head(self, head: RequestHead) -> None: ...
+@mypyc_attr(allow_interpreted_subclasses=True)
+class RequestSink:
+    """Where a RequestParser's events go (the client connection; an HTTP/2 stream's
+    head parse). A base class rather than a typing.Protocol so that the compiled build
+    calls it through its vtable: through a protocol each event is a lookup by name."""
 
-    def on_request_body(self, data: bytes) -> None: ...
+    __slots__ = ()
 
-    def on_request_end(self) -> None: ...
+    def on_request_head(self, head: RequestHead) -> None:
+        raise NotImplementedError
+
+    def on_request_body(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def on_request_end(self) -> None:
+        raise NotImplementedError
 
 
 class RequestParser:

@@ -17,9 +17,10 @@ bounded, never carried into the next head.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Final
 
 import httptools
+from mypy_extensions import mypyc_attr
 
 from ferryman.errors import ProtocolError, UpstreamProtocolError
 from ferryman.http.fields import (
@@ -30,9 +31,6 @@ from ferryman.http.fields import (
     trim_ows,
 )
 from ferryman.http.messages import Framing, ResponseHead
-
-if TYPE_CHECKING:
-    from ferryman.proxy.exchange import Exchange
 
 __all__ = ["MAX_HEAD_BYTES", "ResponseParser", "ResponseSink"]
 
@@ -64,12 +62,22 @@ def _is_chunked(value: bytes) -> bool:
     return True
 
 
-class ResponseSink(Protocol):
-    def on_response_head(self, head: ResponseHead) -> None: ...
+@mypyc_attr(allow_interpreted_subclasses=True)
+class ResponseSink:
+    """Where a ResponseParser's events go (the exchange; the HTTP/2 parse-back). A base
+    class rather than a typing.Protocol so that the compiled build calls it through its
+    vtable: through a protocol each event is a method lookup by name."""
 
-    def on_response_body(self, data: bytes) -> None: ...
+    __slots__ = ()
 
-    def on_response_end(self, keep_alive: bool) -> None: ...
+    def on_response_head(self, head: ResponseHead) -> None:
+        raise NotImplementedError
+
+    def on_response_body(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def on_response_end(self, keep_alive: bool) -> None:
+        raise NotImplementedError
 
 
 class _HeadDone(Exception):
@@ -80,7 +88,6 @@ class ResponseParser:
     __slots__ = (
         "_body_seen",
         "_done",
-        "_ex",
         "_fresh",
         "_head_bytes",
         "_head_started",
@@ -90,17 +97,13 @@ class ResponseParser:
         "_no_body",
         "_p",
         "_quiet",
-        "_sink",
         "_status",
         "_v11",
+        "sink",
     )
 
     def __init__(self, sink: ResponseSink) -> None:
-        self._sink = sink
-        # The sink again when it is an exchange (set by UpstreamConnection.attach): a
-        # typed reference the compiled build calls natively, where a call through the
-        # protocol is a method lookup by name, three times per response.
-        self._ex: Exchange | None = None
+        self.sink = sink
         self._p = httptools.HttpResponseParser(self)
         self._headers: list[tuple[bytes, bytes]] = []
         self._in_head = True
@@ -143,7 +146,7 @@ class ResponseParser:
                 # llhttp is now in an error state; replace it for cleanliness even though
                 # the connection will not be reused.
                 self._p = httptools.HttpResponseParser(self)
-                self._sink.on_response_end(False)
+                self.sink.on_response_end(False)
                 return None
             if isinstance(cause, UpstreamProtocolError):
                 raise cause from None
@@ -266,21 +269,13 @@ class ResponseParser:
         # Reset for the next message here rather than in an on_message_begin callback.
         self._headers = []
         self._head_bytes = 0
-        ex = self._ex
-        if ex is not None:
-            ex.on_response_head(head)
-        else:
-            self._sink.on_response_head(head)
+        self.sink.on_response_head(head)
         if self._no_body:
             raise _HeadDone
 
     def on_body(self, body: bytes) -> None:
         self._body_seen = True
-        ex = self._ex
-        if ex is not None:
-            ex.on_response_body(body)
-        else:
-            self._sink.on_response_body(body)
+        self.sink.on_response_body(body)
 
     def on_message_complete(self) -> None:
         self._in_head = True
@@ -292,11 +287,7 @@ class ResponseParser:
         self._done = True
         # Must be read here: once feed_data() returns, llhttp has moved on and
         # should_keep_alive() no longer describes this message.
-        ex = self._ex
-        if ex is not None:
-            ex.on_response_end(self._p.should_keep_alive())
-        else:
-            self._sink.on_response_end(self._p.should_keep_alive())
+        self.sink.on_response_end(self._p.should_keep_alive())
 
     def __repr__(self) -> str:
         return f"ResponseParser(status={self._status} in_head={self._in_head})"

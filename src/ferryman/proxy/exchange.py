@@ -37,6 +37,7 @@ from ferryman.errors import (
 )
 from ferryman.filters.base import Delay, Deny, Pending
 from ferryman.http.messages import Framing, RequestHead, ResponseHead
+from ferryman.http.response_parser import ResponseSink
 from ferryman.http.serialize import (
     CHUNKED_END,
     chunk,
@@ -188,7 +189,7 @@ _REDIRECT_PHRASES: Final = {
 }
 
 
-class Exchange:
+class Exchange(ResponseSink):
     __slots__ = (
         "args",
         "attempts",

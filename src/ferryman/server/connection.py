@@ -27,7 +27,7 @@ from typing import Final
 
 from ferryman.errors import ProtocolError
 from ferryman.http.messages import Framing, RequestHead
-from ferryman.http.request_parser import RequestParser
+from ferryman.http.request_parser import RequestParser, RequestSink
 from ferryman.http.serialize import error_response
 from ferryman.proxy.exchange import Exchange
 from ferryman.server.context import ListenerContext, WorkerContext
@@ -49,7 +49,7 @@ _WAIT: Final = 3
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-class ClientConnection:
+class ClientConnection(RequestSink):
     """An asyncio protocol by duck typing (see UpstreamConnection for why)."""
 
     __slots__ = (

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Final
 from ferryman.errors import ProtocolError, UpstreamProtocolError
 from ferryman.http.fields import parse_content_length
 from ferryman.http.messages import RequestHead, ResponseHead
-from ferryman.http.request_parser import RequestParser
-from ferryman.http.response_parser import ResponseParser
+from ferryman.http.request_parser import RequestParser, RequestSink
+from ferryman.http.response_parser import ResponseParser, ResponseSink
 from ferryman.http.serialize import error_response
 from ferryman.proxy.exchange import Exchange
 
@@ -187,11 +187,47 @@ def response_fields(head: ResponseHead) -> Headers:
     return out
 
 
+class _HeadSink(RequestSink):
+    """The RequestSink of a stream's one-shot head parse, and the ResponseSink of the
+    parse-back of what its exchange writes, forwarding to the stream. (H2Stream cannot
+    be both sinks itself: they are compiled base classes, and two do not combine.)"""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: H2Stream) -> None:
+        self.stream = stream
+
+    def on_request_head(self, head: RequestHead) -> None:
+        self.stream.on_request_head(head)
+
+    def on_request_body(self, data: bytes) -> None:
+        pass  # only a head is ever fed to the parser
+
+    def on_request_end(self) -> None:
+        pass  # the request's end is END_STREAM (on_end), not the parser's
+
+
+class _ParseBack(ResponseSink):
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: H2Stream) -> None:
+        self.stream = stream
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        self.stream.on_response_head(head)
+
+    def on_response_body(self, data: bytes) -> None:
+        self.stream.on_response_body(data)
+
+    def on_response_end(self, keep_alive: bool) -> None:
+        self.stream.on_response_end(keep_alive)
+
+
 class H2Stream:
     """One request/response on an HTTP/2 connection, as the client of its Exchange.
 
-    Also the RequestSink of the one-shot head parse and the ResponseSink of the
-    parse-back of what the exchange writes."""
+    Also what the one-shot head parse and the parse-back of what the exchange writes
+    report to (through _HeadSink and _ParseBack)."""
 
     __slots__ = (
         "body_paused",
@@ -260,7 +296,7 @@ class H2Stream:
         """Parse the rendered head and start the exchange, or answer the error."""
         self.request_ended = ended
         self.content_length = request.content_length
-        parser = RequestParser(self, self.worker.client_limits)
+        parser = RequestParser(_HeadSink(self), self.worker.client_limits)
         try:
             parser.feed(request.head_bytes)
         except ProtocolError as exc:
@@ -281,12 +317,6 @@ class H2Stream:
 
     def on_request_head(self, head: RequestHead) -> None:
         self.head = head
-
-    def on_request_body(self, data: bytes) -> None:
-        pass  # only a head is ever fed to the parser
-
-    def on_request_end(self) -> None:
-        pass  # the request's end is END_STREAM (on_end), not the parser's
 
     def on_data(self, data: bytes) -> bool:
         """A DATA frame's payload; False when it breaks the declared content-length
@@ -323,7 +353,7 @@ class H2Stream:
             return
         parser = self.response_parser
         if parser is None:
-            parser = self.response_parser = ResponseParser(self)
+            parser = self.response_parser = ResponseParser(_ParseBack(self))
             parser.expect(self.head_only)
         try:
             parser.feed(data)

@@ -12,7 +12,8 @@ import asyncio
 from typing import TYPE_CHECKING, Final
 
 from ferryman.errors import UpstreamProtocolError
-from ferryman.http.response_parser import ResponseParser
+from ferryman.http.messages import ResponseHead
+from ferryman.http.response_parser import ResponseParser, ResponseSink
 
 if TYPE_CHECKING:
     # The one kind of user (typed, the compiled build calls it natively instead of by
@@ -23,10 +24,10 @@ if TYPE_CHECKING:
 __all__ = ["UpstreamConnection"]
 
 
-class _Idle:
+class _Idle(ResponseSink):
     """Sink used while no exchange is attached: a response nobody asked for."""
 
-    def on_response_head(self, head: object) -> None:
+    def on_response_head(self, head: ResponseHead) -> None:
         raise UpstreamProtocolError("unsolicited response")
 
     def on_response_body(self, data: bytes) -> None:
@@ -70,14 +71,12 @@ class UpstreamConnection:
     def attach(self, user: Exchange, head_request: bool) -> None:
         self.user = user
         self.requests += 1
-        self.parser._sink = user
-        self.parser._ex = user
+        self.parser.sink = user
         self.parser.expect(head_request)
 
     def detach(self) -> None:
         self.user = None
-        self.parser._sink = _IDLE
-        self.parser._ex = None
+        self.parser.sink = _IDLE
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None

@@ -170,7 +170,7 @@ def test_recent_log_writes_on_flush_only_what_the_ring_keeps() -> None:
     log = RecentLog(ring, 0)
     for i in range(10):
         ex = _Ex(b"/r%d" % i)
-        log.record(ex, ex.started + 0.5)
+        log.add(ex.started + 0.5, ex.started, ex.remote_addr, ex.head, ex.status, ex.peer, ex.group)
     assert ring.count(0) == 0  # nothing formatted on the request's path
     log.flush()
     rows = read_recent(ring, 10)
@@ -190,7 +190,7 @@ def test_recent_log_formats_at_most_per_tick() -> None:
     log = RecentLog(ring, 0)
     for i in range(PER_TICK + 36):
         ex = _Ex(b"/t%d" % i)
-        log.record(ex, ex.started + 0.5)
+        log.add(ex.started + 0.5, ex.started, ex.remote_addr, ex.head, ex.status, ex.peer, ex.group)
     log.flush()
     rows = read_recent(ring, 256)
     assert len(rows) == PER_TICK

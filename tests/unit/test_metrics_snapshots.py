@@ -43,6 +43,22 @@ def exchange(route: FakeRoute | None, status: int = 200, **kw: Any) -> SimpleNam
     return SimpleNamespace(**fields)
 
 
+def record(m: WorkerMetrics, ex: SimpleNamespace, now: float) -> None:
+    """Count `ex` as the exchange's end of life does (Exchange._log_access)."""
+    rare = ex.tries > 1 or ex.cache_op is not None
+    m.count(
+        ex.route,
+        ex.status,
+        ex.received,
+        ex.body_bytes,
+        ex.started,
+        ex.upstream_start,
+        now,
+        rare,
+        ex,
+    )
+
+
 def families(text: bytes) -> dict[str, Any]:
     return {f.name: f for f in text_string_to_metric_families(text.decode())}
 
@@ -59,9 +75,9 @@ def test_requests_by_route_and_code_summed_across_workers(tmp_path: Path) -> Non
     a, b = WorkerMetrics(str(tmp_path)), WorkerMetrics(str(tmp_path))
     b._path = str(tmp_path / "w-other.bin")  # two workers in one test process
     for _ in range(3):
-        a.record(exchange(route, received=5), 100.004)
-    b.record(exchange(route, 502), 100.2)
-    b.record(exchange(None, 404, upstream_start=0.0), 100.001)
+        record(a, exchange(route, received=5), 100.004)
+    record(b, exchange(route, 502), 100.2)
+    record(b, exchange(None, 404, upstream_start=0.0), 100.001)
     a.flush(force=True)
     b.flush(force=True)
     fams = families(render(str(tmp_path)))
@@ -90,7 +106,7 @@ def test_buckets_are_cumulative_and_le_inclusive(tmp_path: Path) -> None:
     m = WorkerMetrics(str(tmp_path))
     route = FakeRoute("/", "app")
     for took in (BUCKETS[0], BUCKETS[0] + 1e-6, 11.0):
-        m.record(exchange(route, started=100.0, upstream_start=0.0), 100.0 + took)
+        record(m, exchange(route, started=100.0, upstream_start=0.0), 100.0 + took)
     m.flush(force=True)
     fams = families(render(str(tmp_path)))
     hist = "ferryman_request_duration_seconds"
@@ -106,13 +122,13 @@ def test_retired_worker_counters_stay_gauges_go(tmp_path: Path) -> None:
     m = WorkerMetrics(str(tmp_path))
     m.connections = lambda: 7
     route = FakeRoute("/", "app")
-    m.record(exchange(route, tries=3), 100.01)
+    record(m, exchange(route, tries=3), 100.01)
     m.flush(force=True)
     assert aggregate(str(tmp_path)).connections == 7
     retire(str(tmp_path), os.getpid())
     assert not (tmp_path / f"w-{os.getpid()}.bin").exists()
     # A second worker that exits later adds to the retired totals.
-    m.record(exchange(route), 100.01)
+    record(m, exchange(route), 100.01)
     m.flush(force=True)
     retire(str(tmp_path), os.getpid())
     fams = families(render(str(tmp_path)))
@@ -159,7 +175,7 @@ def test_cache_results(tmp_path: Path) -> None:
         cache_op("stale", 200),
         cache_op("method"),  # not a cacheable request: not counted
     ):
-        m.record(exchange(route, cache_op=op), 100.01)
+        record(m, exchange(route, cache_op=op), 100.01)
     m.flush(force=True)
     fams = families(render(str(tmp_path)))
     name = "ferryman_cache_requests_total"
@@ -200,9 +216,9 @@ def test_peers_in_flight_summed_up_from_newest_generation(tmp_path: Path) -> Non
 def test_flush_is_rate_limited_and_route_entry_serves_text(tmp_path: Path) -> None:
     m = WorkerMetrics(str(tmp_path))
     route = FakeRoute("/", "app")
-    m.record(exchange(route), 100.01)
+    record(m, exchange(route), 100.01)
     m.flush()
-    m.record(exchange(route), 100.01)
+    record(m, exchange(route), 100.01)
     m.flush()  # within a second of the last: not written
     key, handler = route_entry(str(tmp_path))
     assert key == ("GET", "/metrics")

@@ -1,6 +1,6 @@
 """Load-balancing strategies: pure selection among eligible peers, picked by name.
 
-Each strategy is one module behind the `Balancer` protocol (`pick` + `release`);
+Each strategy is one module deriving from the `Balancer` base class (`pick` + `release`);
 `registry` maps configured names to them. Nothing here does I/O or reads a clock.
 """
 

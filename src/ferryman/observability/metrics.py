@@ -163,21 +163,6 @@ class WorkerMetrics:
 
     # ---- the hot path: once per request ----
 
-    def record(self, ex: Any, now: float) -> None:
-        """Count one finished exchange (duck-typed: its route, status, byte counts and
-        timings)."""
-        self.count(
-            ex.route,
-            ex.status,
-            ex.received,
-            ex.body_bytes,
-            ex.started,
-            ex.upstream_start,
-            now,
-            ex.tries > 1 or ex.cache_op is not None,
-            ex,
-        )
-
     def count(
         self,
         route: object,

@@ -133,10 +133,6 @@ class RecentLog:
         # second (at the 0.1 s tick), every one.
         self._pending: deque[tuple[Any, ...]] = deque(maxlen=min(ring.capacity, PER_TICK))
 
-    def record(self, ex: Any, now: float) -> None:
-        """`now`: the exchange's monotonic clock reading at its end."""
-        self.add(now, ex.started, ex.remote_addr, ex.head, ex.status, ex.peer, ex.group)
-
     def add(
         self,
         now: float,
@@ -147,7 +143,8 @@ class RecentLog:
         peer: Any,
         group: Any,
     ) -> None:
-        """`record` with the values passed in (the compiled exchange's call)."""
+        """One finished request; `now` is its monotonic clock reading at the end.
+        Formatted later, on the tick (`flush`)."""
         self._pending.append((now, started, remote_addr, head, status, peer, group))
 
     def flush(self) -> None:

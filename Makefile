@@ -53,7 +53,7 @@ bench: $(STAMP) deps accel
 bench-quick: $(STAMP) deps accel
 	QUICK=1 bash bench/all.sh
 
-## make bench-syscalls: system calls per request (strace -c) for Ferryman, nginx, the relay
+## make bench-syscalls: syscalls, TCP segments and CPU per request: Ferryman, nginx, HAProxy, the relay
 bench-syscalls: $(STAMP) deps accel
 	bash bench/syscalls.sh
 

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # System calls per proxied request, for Ferryman, Ferryman as deployed (access log +
-# metrics), nginx and the bare relay, each with 1 worker pinned to CPU 0, in front of the
-# same one-location nginx backend on NBACKENDS (6) ports, as the shared harness has, under
-# the c50 load (wrk, 50 keep-alive connections, small response) on CPU 1.
+# metrics), nginx, HAProxy and the bare relay, each with 1 worker pinned to CPU 0, in
+# front of the same one-location nginx backend on NBACKENDS (6) ports, as the shared
+# harness has, under the c50 load (wrk, 50 keep-alive connections, small response) on
+# CPU 1. Beside them, from the same wrk run: TCP segments sent per request (nstat
+# TcpOutSegs, the whole machine: client, proxy and backend legs; 4 is one data segment
+# per leg and no bare ACKs) and the proxy's CPU per request, user and system
+# microseconds (its processes' /proc/PID/stat ticks; perf's counting adds a little).
 #
 #   bench/syscalls.sh          (make bench-syscalls)
 #
@@ -16,7 +20,8 @@
 # also prints strace's breakdown per system call (a second run per target).
 #
 # Knobs (env): DURATION=5 CONNS=50 PYTHON (default .venv) OUT PERF=1 STRACE=0
-# TARGETS="ferryman ferryman-full nginx relay". Loopback only; every run time-bounded.
+# TARGETS="ferryman ferryman-full nginx haproxy relay". Loopback only; every run
+# time-bounded.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,7 +31,7 @@ CONNS=${CONNS:-50}
 OUT=${OUT:-/tmp/ferryman-bench-syscalls.$(date +%Y%m%d-%H%M%S)}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 RELAY="${RELAY:-$ROOT/../shared/reference/relay_sketch.py}"
-TARGETS=${TARGETS:-"ferryman ferryman-full nginx relay"}
+TARGETS=${TARGETS:-"ferryman ferryman-full nginx haproxy relay"}
 BACKEND_PORT=${BACKEND_PORT:-9231}
 PORT_BASE=${PORT_BASE:-8491}
 # Six backend ports, as the shared harness has: with one, 50 clients outgrow the
@@ -37,7 +42,7 @@ export WORK="$OUT"   # bench/targets.sh writes its configuration under $WORK
 
 # shellcheck source=bench/tls_common.sh
 source "$HERE/tls_common.sh"   # process groups, wait_port, temp_paths, the backend conf
-require_tools wrk nginx taskset pgrep
+require_tools wrk nginx haproxy taskset pgrep nstat
 use_perf=0
 if [ "${PERF:-1}" = 1 ] && command -v perf >/dev/null \
     && perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then
@@ -77,6 +82,27 @@ $(for b in ${backends//,/ }; do echo "        server $b;"; done)
 CONF
 }
 
+haproxy_conf() {  # haproxy_conf PORT: the shared harness's settings, one thread
+    cat >"$OUT/haproxy.cfg" <<CONF
+global
+    nbthread 1
+    maxconn $(( $(ulimit -n) / 2 - 100 ))
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+    timeout http-keep-alive 300s
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$1 backlog 4096
+    default_backend be
+backend be
+    balance roundrobin
+$(i=0; for b in ${backends//,/ }; do i=$((i + 1)); echo "    server s$i $b"; done)
+CONF
+}
+
 start_target() {  # start_target NAME PORT -> the process group id in $PGID
     local name=$1 port=$2
     case "$name" in
@@ -89,6 +115,9 @@ start_target() {  # start_target NAME PORT -> the process group id in $PGID
     nginx)
         nginx_conf "$port"
         start_group "$name" taskset -c 0 nginx -p "$OUT" -c "$OUT/nginx.conf" -g 'daemon off;' ;;
+    haproxy)
+        haproxy_conf "$port"
+        start_group "$name" taskset -c 0 haproxy -db -f "$OUT/haproxy.cfg" ;;
     relay)
         start_group "$name" taskset -c 0 "$PYTHON" "$RELAY" --port "$port" --backends "$backends" --workers 1 ;;
     *) echo "$BENCH: unknown target $name" >&2; exit 2 ;;
@@ -103,15 +132,25 @@ load() {  # load PORT SECONDS -> requests completed
         | awk '/requests in/ { print $1 }'
 }
 
-count_perf() {  # count_perf PGID PORT -> "syscalls requests"
+ticks() {  # ticks PID... -> "user system" clock ticks summed over the processes
+    for p in "$@"; do awk '{ print $14, $15 }' "/proc/$p/stat" 2>/dev/null || true; done \
+        | awk '{ u += $1; s += $2 } END { print u + 0, s + 0 }'
+}
+
+count_perf() {  # count_perf PGID PORT -> "syscalls requests segments user_ticks sys_ticks"
     local pids; pids=$(pgrep -g "$1" | paste -sd, -)
     perf stat -x, -e raw_syscalls:sys_enter -p "$pids" -o "$OUT/perf.$1.txt" &
     local perf_pid=$!
     sleep 0.2
+    local u0 s0 u1 s1 segments
+    read -r u0 s0 < <(ticks ${pids//,/ })
+    nstat -n >/dev/null 2>&1 || true   # the counters' history starts now
     local requests; requests=$(load "$2" "$DURATION")
+    segments=$(nstat TcpOutSegs 2>/dev/null | awk '$1 == "TcpOutSegs" { print $2 }')
+    read -r u1 s1 < <(ticks ${pids//,/ })
     kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
     local calls; calls=$(awk -F, '/raw_syscalls:sys_enter/ { print $1 }' "$OUT/perf.$1.txt")
-    echo "${calls:-0} ${requests:-0}"
+    echo "${calls:-0} ${requests:-0} ${segments:-0} $((u1 - u0)) $((s1 - s0))"
 }
 
 count_strace() {  # count_strace PGID PORT NAME -> "syscalls requests" (+ the breakdown file)
@@ -127,7 +166,12 @@ count_strace() {  # count_strace PGID PORT NAME -> "syscalls requests" (+ the br
 }
 
 method=$([ "$use_perf" = 1 ] && echo "perf stat raw_syscalls:sys_enter" || echo "strace -c -f")
-printf 'target\tmethod\tsyscalls\trequests\tsyscalls_per_request\n' | tee "$OUT/results.tsv"
+hz=$(getconf CLK_TCK)
+per() {  # per AMOUNT REQUESTS [SCALE] -> AMOUNT * SCALE / REQUESTS, 2 decimals, or n/a
+    awk -v a="$1" -v r="$2" -v k="${3:-1}" 'BEGIN { printf (r > 0 ? "%.2f" : "n/a"), a * k / r }'
+}
+printf 'target\tmethod\tsyscalls\trequests\tsyscalls_per_request\tsegments_per_request\tuser_us_per_request\tsys_us_per_request\n' \
+    | tee "$OUT/results.tsv"
 port=$PORT_BASE
 for name in $TARGETS; do
     if [ "$name" = relay ] && [ ! -f "$RELAY" ]; then
@@ -135,10 +179,14 @@ for name in $TARGETS; do
     fi
     start_target "$name" "$port"
     load "$port" 2 >/dev/null   # warm-up: the upstream pool filled, pages faulted in
-    if [ "$use_perf" = 1 ]; then read -r calls requests < <(count_perf "$PGID" "$port")
+    segments="" user="" sys=""
+    if [ "$use_perf" = 1 ]; then read -r calls requests segments user sys < <(count_perf "$PGID" "$port")
     else read -r calls requests < <(count_strace "$PGID" "$port" "$name"); fi
-    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$method" "$calls" "$requests" \
-        "$(awk -v c="$calls" -v r="$requests" 'BEGIN { printf (r > 0 ? "%.2f" : "n/a"), c / r }')" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$method" "$calls" "$requests" \
+        "$(per "$calls" "$requests")" \
+        "$([ -n "$segments" ] && per "$segments" "$requests" || echo n/a)" \
+        "$([ -n "$user" ] && per "$user" "$requests" "$((1000000 / hz))" || echo n/a)" \
+        "$([ -n "$sys" ] && per "$sys" "$requests" "$((1000000 / hz))" || echo n/a)" \
         | tee -a "$OUT/results.tsv"
     if [ "${STRACE:-0}" = 1 ] && [ "$use_perf" = 1 ] && command -v strace >/dev/null; then
         read -r calls requests < <(count_strace "$PGID" "$port" "$name")

@@ -203,10 +203,17 @@ def test_peer_health_flips_and_survives_a_reload(stack: Stack) -> None:
     # succeeds (retried on the live peer), and the dead peer is marked down.
     for _ in range(12):
         assert get(stack.port, "/") == 200
-    fams = stack.wait_for(lambda f: value(f, peer_up, upstream="app", peer=dead.address) == 0)
+    retries = ("ferryman_upstream_retries", "ferryman_upstream_retries_total")
+
+    def settled(f: dict[str, Any]) -> bool:
+        # Peer health is shared at once; the counters arrive with each worker's next
+        # snapshot (once a second): wait for both.
+        return value(f, peer_up, upstream="app", peer=dead.address) == 0 and value(f, *retries) >= 1
+
+    fams = stack.wait_for(settled)
     assert value(fams, peer_up, upstream="app", peer=dead.address) == 0
     assert value(fams, peer_up, upstream="app", peer=alive.address) == 1
-    assert value(fams, "ferryman_upstream_retries", "ferryman_upstream_retries_total") >= 1
+    assert value(fams, *retries) >= 1
     requests_before = value(fams, "ferryman_requests", REQUESTS)
 
     # Reload (a changed header only): the peer is unchanged, so the new generation knows

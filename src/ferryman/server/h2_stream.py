@@ -188,9 +188,9 @@ def response_fields(head: ResponseHead) -> Headers:
 
 
 class _HeadSink(RequestSink):
-    """The RequestSink of a stream's one-shot head parse, and the ResponseSink of the
-    parse-back of what its exchange writes, forwarding to the stream. (H2Stream cannot
-    be both sinks itself: they are compiled base classes, and two do not combine.)"""
+    """The RequestSink of a stream's one-shot head parse, forwarding to the stream.
+    (H2Stream cannot be this and a ResponseSink itself: both are compiled base classes,
+    and two do not combine in one class.)"""
 
     __slots__ = ("stream",)
 
@@ -208,6 +208,9 @@ class _HeadSink(RequestSink):
 
 
 class _ParseBack(ResponseSink):
+    """The ResponseSink of the parse-back of what a stream's exchange writes,
+    forwarding to the stream."""
+
     __slots__ = ("stream",)
 
     def __init__(self, stream: H2Stream) -> None:

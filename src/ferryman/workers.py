@@ -746,6 +746,10 @@ async def _worker_main(
         resolving.cancel()
     for server in servers:
         server.close()
+    # A connection accepted in the same loop turn as the stop signal still has its
+    # connection_made queued: let it run, or the drain below may find no connection,
+    # finish, and exit with that one unanswered (a reset for a client mid-reload).
+    await asyncio.sleep(0)
     start = loop.time()
     deadline = start + (0.0 if fast else config.worker_shutdown_timeout)
     # Idle keep-alive connections get a moment to send their next request (answered

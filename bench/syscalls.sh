@@ -82,25 +82,16 @@ $(for b in ${backends//,/ }; do echo "        server $b;"; done)
 CONF
 }
 
-haproxy_conf() {  # haproxy_conf PORT: the shared harness's settings, one thread
-    cat >"$OUT/haproxy.cfg" <<CONF
-global
-    nbthread 1
-    maxconn $(( $(ulimit -n) / 2 - 100 ))
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 120s
-    timeout server 120s
-    timeout http-keep-alive 300s
-    http-reuse always
-frontend fe
-    bind 127.0.0.1:$1 backlog 4096
-    default_backend be
-backend be
-    balance roundrobin
-$(i=0; for b in ${backends//,/ }; do i=$((i + 1)); echo "    server s$i $b"; done)
-CONF
+HAPROXY_TEMPLATE="${HAPROXY_TEMPLATE:-$ROOT/../shared/bench/conf/haproxy.cfg}"
+haproxy_conf() {  # haproxy_conf PORT: the shared harness's own template, one thread
+    local servers="" i=0
+    for b in ${backends//,/ }; do i=$((i + 1)); servers+="    server s$i $b"$'\n'; done
+    local template; template=$(<"$HAPROXY_TEMPLATE")
+    template=${template//@WORKERS@/1}
+    template=${template//@MAXCONN@/$(( $(ulimit -n) / 2 - 100 ))}
+    template=${template//@PORT@/$1}
+    template=${template//@HAPROXY_LB@/roundrobin}
+    printf '%s\n' "${template//@HAPROXY_SERVERS@/$servers}" >"$OUT/haproxy.cfg"
 }
 
 start_target() {  # start_target NAME PORT -> the process group id in $PGID

@@ -955,6 +955,7 @@ def _background_exchange(ex: Exchange) -> Exchange:
             head.fields,
             head.forwarded_for,
             head.forwarded_other,
+            head.host_name,
         )
     bg = Exchange(_DetachedClient(ex.client), head)  # type: ignore[arg-type]
     bg.route, bg.server = ex.route, ex.server

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import enum
 
+from ferryman.http.fields import host_name as _host_name
+
 __all__ = ["Framing", "RequestHead", "ResponseHead"]
 
 
@@ -82,9 +84,9 @@ class RequestHead:
         self.forwarded_for = forwarded_for
         # The client's X-Forwarded-Proto/-Host lines as received.
         self.forwarded_other = forwarded_other
-        # `host` as nginx's $host (fields.host_name), when the parser had it at hand
-        # (it keeps the last one per connection); None: derive it from `host`.
-        self.host_name = host_name
+        # `host` as nginx's $host and server_name matching see it (fields.host_name):
+        # the parser passes the one it keeps per connection; computed otherwise.
+        self.host_name = host_name if host_name is not None or host is None else _host_name(host)
 
     @property
     def request_line(self) -> bytes:

@@ -167,9 +167,7 @@ class AccessLog:
         if second != self._second:
             self._second = second
             self._stamp = _local_time(entry.time)
-        self._lines.append(self._fmt(entry, self._stamp))
-        if len(self._lines) >= FLUSH_ENTRIES:
-            self.flush()
+        self.record_line(self._fmt(entry, self._stamp))
 
     def record_line(self, line: bytes) -> None:
         self._lines.append(line)

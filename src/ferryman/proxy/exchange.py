@@ -444,11 +444,11 @@ class Exchange(ResponseSink):
             return
         table = self.client.listener.table
         if table.has_regexes:
-            server, named = table.server_and_captures(head.host)
+            server, named = table.server_and_captures(head.host_name)
             for name, value in named:
                 self.set_var(name, value.encode("latin-1"))
         else:
-            server = table.server_for(head.host)
+            server = table.server_named(head.host_name)
         self.server = server
         real_ip = self.client.listener.real_ip
         if real_ip is not None:

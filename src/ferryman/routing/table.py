@@ -110,9 +110,14 @@ class RouteTable(Generic[T]):
         self._only = servers[0] if len(servers) == 1 else None
 
     def server_for(self, host: bytes | None) -> VirtualServer[T]:
-        if self._only is not None or host is None:
+        """The server for a Host value as received (port, case, trailing dot and all)."""
+        return self.server_named(host_name(host) if host is not None else None)
+
+    def server_named(self, name: bytes | None) -> VirtualServer[T]:
+        """The server for a host name already in `fields.host_name` form (the request
+        head carries it: `RequestHead.host_name`)."""
+        if self._only is not None or name is None:
             return self._only or self._default
-        name = host_name(host)
         vs = self._exact.get(name)
         if vs is not None:
             return vs
@@ -130,14 +135,14 @@ class RouteTable(Generic[T]):
         return self._default
 
     def server_and_captures(
-        self, host: bytes | None
+        self, name: bytes | None
     ) -> tuple[VirtualServer[T], tuple[tuple[str, str], ...]]:
-        """Like server_for, with the named groups of a `~regex` server name that chose
+        """Like server_named, with the named groups of a `~regex` server name that chose
         the server (nginx makes them variables)."""
-        server = self.server_for(host)
-        if host is None or not self._regexes:
+        server = self.server_named(name)
+        if name is None or not self._regexes:
             return server, ()
-        text = host_name(host).decode("latin-1")
+        text = name.decode("latin-1")
         for pattern, vs in self._regexes:
             if vs is server:
                 m = pattern.search(text)

@@ -52,8 +52,7 @@ class UpstreamGroup:
         _check_indexes(spec.name, peers)
         self._spec = spec
         self._peers = tuple(peers)
-        self._balancer = balancer
-        self._hears_all = balancer.hears_every_outcome()
+        self._use(balancer)
         self._primary = tuple(p for p in self._peers if not p.spec.backup)
         self._backup = tuple(p for p in self._peers if p.spec.backup)
         # nginx `peers->single`: with one primary (down ones count), max_fails and
@@ -201,8 +200,7 @@ class UpstreamGroup:
         for i, p in enumerate(peers):
             p.index = i
         self._peers = tuple(peers)
-        self._balancer = balancer
-        self._hears_all = balancer.hears_every_outcome()
+        self._use(balancer)
         self._primary = tuple(p for p in self._peers if not p.spec.backup)
         self._backup = tuple(p for p in self._peers if p.spec.backup)
         self._single = len(self._primary) == 1
@@ -225,8 +223,12 @@ class UpstreamGroup:
         peer.weight_now = weight
         peer.effective_weight = weight
         peer.current_weight = 0
-        self._balancer = balancer()
-        self._hears_all = self._balancer.hears_every_outcome()
+        self._use(balancer())
+
+    def _use(self, balancer: Balancer) -> None:
+        self._balancer = balancer
+        # Asked once per balancer, not per request: the answer is the strategy's.
+        self._hears_all = balancer.hears_every_outcome()
 
     def _will_recover(self, peer: PeerState, at: float) -> None:
         """slow_start: from `at`, `peer`'s weight ramps back up over spec.slow_start."""

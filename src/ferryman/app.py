@@ -222,7 +222,7 @@ def build_worker(
             traced[vs] = trace.header.lower().encode()
         if server.forward is not None:
             engine = ForwardContext(loop, sweeper, connect_fn)
-            _add_forward(config, si, server, vs, engine, forwards)
+            _add_forward(config, si, server, vs, engine, forwards, filter_state)
         if server.real_ip is not None:
             real_ips[vs] = _real_ip(server.real_ip, f"{config.source}: servers[{si}].real_ip")
         for listen in server.listen:
@@ -279,6 +279,7 @@ def _add_forward(
     vs: VirtualServer[Route],
     ctx: ForwardContext,
     forwards: dict[ListenSpec, ForwardProxy],
+    filter_state: FilterState,
 ) -> None:
     """A forward server's engine on each of its addresses, which it must have to itself;
     proxy authentication joins its route's filters, after the access rules."""
@@ -305,7 +306,7 @@ def _add_forward(
         engine = ForwardProxy(spec, ctx.loop, ctx.sweeper, ctx.connect, hosts)
     except ValueError as exc:
         raise ConfigError(f"{where}.destinations", str(exc)) from None
-    auth = build_proxy_auth(spec, where)
+    auth = build_proxy_auth(spec, where, filter_state.users_in)
     if auth is not None:
         vs.single.filters = (*vs.single.filters, auth)
     for listen in server.listen:

@@ -46,7 +46,7 @@ from ferryman.app import (
 )
 from ferryman.config.schema import Config, HealthCheckSpec, ListenSpec, PeerSpec
 from ferryman.errors import ConfigError
-from ferryman.filters.registry import FilterState
+from ferryman.filters.registry import FilterState, read_user_files
 from ferryman.filters.zone import open_zones
 from ferryman.health.probe import probe
 from ferryman.health.shared import SharedHealth
@@ -160,13 +160,14 @@ class _Generation:
     admin: AdminTables | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        users = read_user_files(self.config)  # before any shared memory is made
         self.shared = SharedHealth(sum(len(u.servers) for u in self.config.upstreams))
         if self.previous is not None:
             moves = _unchanged_peers(self.previous.config, self.config)
             self.shared.carry_over(self.previous.shared, moves)
             self.previous = None
         self.filters = FilterState(
-            open_zones(self.config.limit_zones, self.config.source, self.previous_zones)
+            open_zones(self.config.limit_zones, self.config.source, self.previous_zones), users
         )
         self.previous_zones = None
         self.tls = build_tls(self.config)

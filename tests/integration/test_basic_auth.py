@@ -21,6 +21,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
+from support.memory import child_pids, wait_for_children
 from support.procs import EchoBackend, ProxyProcess, free_port, start_echo, start_proxy
 from support.rawhttp import http_get_json
 
@@ -212,6 +213,26 @@ def _wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_a_worker_restarted_after_the_file_went_bad_keeps_the_checked_users(
+    stack: Stack,
+) -> None:
+    # The master read and checked the file; a worker it restarts (here after SIGKILL)
+    # must use those users, not read the now broken file, fail and be restarted again.
+    original = stack.users.read_text()
+    try:
+        stack.users.write_text("broken-line-without-colon\n")
+        (worker,) = wait_for_children(stack.proxy.pid)
+        logged = len(stack.proxy.output())
+        os.kill(worker, signal.SIGKILL)
+        assert _wait_until(lambda: worker not in child_pids(stack.proxy.pid))
+        assert _wait_until(lambda: len(child_pids(stack.proxy.pid)) == 1)
+        assert curl(stack.url("/echo"), "-u", "plain:plain-pw").status == 200
+        assert curl(stack.url("/echo"), "-u", "plain:wrong").status == 401
+        assert "worker crashed" not in stack.proxy.output()[logged:]
+    finally:
+        stack.users.write_text(original)
 
 
 def test_reload_rereads_the_file_and_a_bad_file_keeps_the_old_one(stack: Stack) -> None:

@@ -19,17 +19,17 @@ from ferryman.app import check_config
 from ferryman.config.dump import dump_native
 from ferryman.config.native import load_native
 from ferryman.config.nginx import load_nginx
-from ferryman.config.schema import AuthBasicSpec, Config
+from ferryman.config.schema import AuthBasicSpec, Config, RouteSpec
 from ferryman.errors import ConfigError
 from ferryman.filters.auth import (
     BasicAuthFilter,
-    build_auth_filter,
     md5_crypt,
     parse_credentials,
     parse_htpasswd,
     verify,
 )
 from ferryman.filters.base import Deny
+from ferryman.filters.registry import FilterState, build_filters, read_user_files
 
 # (magic, salt, password, what openssl printed)
 OPENSSL_MD5_CRYPT = [
@@ -155,22 +155,84 @@ def test_a_file_without_users_is_refused() -> None:
         parse_htpasswd(b"# nobody\n\n", "empty")
 
 
-def test_build_reads_the_file_at_load(tmp_path: Path) -> None:
+def test_build_uses_the_users_the_master_read(tmp_path: Path) -> None:
+    # A worker builds its filter from the master's table: the file is not read again
+    # (here it does not even exist), so a file broken after the master checked it
+    # cannot stop a worker from starting.
+    missing = str(tmp_path / "gone")
+    state = FilterState(users={missing: {b"alice": b"{PLAIN}wonder"}})
+    route = RouteSpec(path="/", auth_basic=AuthBasicSpec("Staff", missing))
+    (f,) = build_filters(route, state, "servers[0].routes[0]", frozenset())
+    assert isinstance(f, BasicAuthFilter)
+    assert f.check(_Exchange(_basic(b"alice:wonder")), 0.0) is None
+
+
+def test_a_process_alone_reads_the_file_once(tmp_path: Path) -> None:
     path = tmp_path / "htpasswd"
     path.write_bytes(b"alice:{PLAIN}wonder\n")
-    f = build_auth_filter(AuthBasicSpec("Staff", str(path)), "servers[0].routes[0].auth_basic")
-    path.unlink()  # read once, at load: the filter no longer needs it
-    assert f.check(_Exchange(_basic(b"alice:wonder")), 0.0) is None
+    state = FilterState()
+    route = RouteSpec(path="/", auth_basic=AuthBasicSpec("Staff", str(path)))
+    (f,) = build_filters(route, state, "servers[0].routes[0]", frozenset())
+    path.unlink()  # read once: the filter and a second route no longer need it
+    (g,) = build_filters(route, state, "servers[0].routes[1]", frozenset())
+    for built in (f, g):
+        assert built.check(_Exchange(_basic(b"alice:wonder")), 0.0) is None
 
 
 def test_build_names_a_missing_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
+    route = RouteSpec(path="/", auth_basic=AuthBasicSpec("x", str(missing)))
     with pytest.raises(ConfigError) as info:
-        build_auth_filter(
-            AuthBasicSpec("x", str(missing)), "c.yaml: servers[0].routes[0].auth_basic"
-        )
+        build_filters(route, FilterState(), "c.yaml: servers[0].routes[0]", frozenset())
     assert info.value.where == "c.yaml: servers[0].routes[0].auth_basic.user_file"
     assert str(missing) in info.value.reason
+
+
+def _config_with_files(tmp_path: Path, route_file: Path, proxy_file: Path) -> Config:
+    text = f"""\
+upstreams:
+  app: {{servers: ["127.0.0.1:9"]}}
+servers:
+  - listen: "127.0.0.1:8080"
+    routes:
+      - path: /
+        upstream: app
+        routes:
+          - path: /deep/
+            upstream: app
+            auth_basic: {{realm: r, user_file: "{route_file}"}}
+      - path: /again/
+        upstream: app
+        auth_basic: {{realm: r, user_file: "{route_file}"}}
+  - listen: "127.0.0.1:3128"
+    forward:
+      auth: {{realm: proxy, user_file: "{proxy_file}"}}
+"""
+    return load_native(text, str(tmp_path / "c.yaml"))
+
+
+def test_read_user_files_finds_nested_routes_and_forward_auth(tmp_path: Path) -> None:
+    route_file, proxy_file = tmp_path / "staff", tmp_path / "proxy"
+    route_file.write_bytes(b"alice:{PLAIN}wonder\n")
+    proxy_file.write_bytes(b"bob:{PLAIN}builder\n")
+    users = read_user_files(_config_with_files(tmp_path, route_file, proxy_file))
+    assert users == {
+        str(route_file): {b"alice": b"{PLAIN}wonder"},
+        str(proxy_file): {b"bob": b"{PLAIN}builder"},
+    }
+
+
+def test_read_user_files_names_file_and_line_of_a_bad_file(tmp_path: Path) -> None:
+    route_file, proxy_file = tmp_path / "staff", tmp_path / "proxy"
+    route_file.write_bytes(b"alice:{PLAIN}wonder\n")
+    proxy_file.write_bytes(b"bob:{PLAIN}builder\nno-colon-here\n")
+    with pytest.raises(ConfigError) as info:
+        read_user_files(_config_with_files(tmp_path, route_file, proxy_file))
+    assert info.value.where == f"{proxy_file}:2"
+    proxy_file.unlink()
+    with pytest.raises(ConfigError) as info:
+        read_user_files(_config_with_files(tmp_path, route_file, proxy_file))
+    assert info.value.where.endswith("servers[1].forward.auth.user_file")
 
 
 # ---- credentials ----

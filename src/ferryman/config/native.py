@@ -1080,7 +1080,8 @@ def _connect_ports(section: _Section) -> tuple[int, ...]:
 
 
 def _proxy_auth(value: object, path: _Path) -> ProxyAuthSpec:
-    """`{realm, user_file}`: an htpasswd file, read when the worker is built."""
+    """`{realm, user_file}`: an htpasswd file, read by the master at load and on each
+    reload (filters/registry.py read_user_files)."""
     section = _section(value, path, _AUTH_BASIC_KEYS, required=_AUTH_BASIC_KEYS)
     return ProxyAuthSpec(
         realm=section.text("realm", "", _FIELD_VALUE),
@@ -1403,7 +1404,8 @@ _AUTH_BASIC_KEYS = ("realm", "user_file")
 
 def _auth_basic(value: object, path: _Path) -> AuthBasicSpec | None:
     """`{realm: "...", user_file: htpasswd}`, or `off` (none, not inherited). The file
-    is read when the route is built (a missing or bad file is refused then)."""
+    is read by the master at load and on each reload (a missing or bad file is refused
+    then); workers use what it read."""
     if value == "off":
         return None
     section = _section(value, path, _AUTH_BASIC_KEYS, required=_AUTH_BASIC_KEYS)

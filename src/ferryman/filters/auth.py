@@ -23,14 +23,12 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
-from ferryman.config.schema import AuthBasicSpec
 from ferryman.errors import ConfigError
 from ferryman.filters.base import Deny, Verdict
 from ferryman.http.fields import trim_ows
 
 __all__ = [
     "BasicAuthFilter",
-    "build_auth_filter",
     "md5_crypt",
     "parse_credentials",
     "parse_htpasswd",
@@ -242,10 +240,6 @@ class BasicAuthFilter:
             del self._verified[next(iter(self._verified))]
         self._verified[key] = None
         return True
-
-
-def build_auth_filter(spec: AuthBasicSpec, where: str) -> BasicAuthFilter:
-    return BasicAuthFilter(spec.realm, read_htpasswd(spec.user_file, f"{where}.user_file"))
 
 
 def _quoted(realm: str) -> bytes:

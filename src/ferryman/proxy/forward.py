@@ -37,7 +37,7 @@ from ferryman.balancing.base import Outcome
 from ferryman.balancing.registry import create_balancer
 from ferryman.config.schema import CacheSpec, ForwardSpec, PeerSpec, RouteSpec, UpstreamSpec
 from ferryman.errors import UpstreamError
-from ferryman.filters.auth import BasicAuthFilter, parse_credentials, read_htpasswd
+from ferryman.filters.auth import BasicAuthFilter, parse_credentials
 from ferryman.filters.base import Deny, Verdict
 from ferryman.filters.destination import Address, Decision, DestinationPolicy, parse_host
 from ferryman.http.fields import trim_ows
@@ -173,10 +173,13 @@ def forward_route(spec: ForwardSpec) -> RouteSpec:
     )
 
 
-def build_proxy_auth(spec: ForwardSpec, where: str) -> ProxyAuthFilter | None:
+def build_proxy_auth(
+    spec: ForwardSpec, where: str, users_in: Callable[[str, str], dict[bytes, bytes]]
+) -> ProxyAuthFilter | None:
+    """`users_in(path, where)`: the users of an htpasswd file (FilterState.users_in)."""
     if spec.auth is None:
         return None
-    users = read_htpasswd(spec.auth.user_file, f"{where}.auth.user_file")
+    users = users_in(spec.auth.user_file, f"{where}.auth.user_file")
     return ProxyAuthFilter(spec.auth.realm, users)
 
 

@@ -238,6 +238,7 @@ class _Master:
         # workers only once the new ones listen (see reload).
         self.ready: dict[int, int] = {}
         self.old: list[_Generation] = []
+        self.last_number = 0  # the newest generation's number
         self.stopping = False
         self.stop_deadline = 0.0
         self.crashes: list[float] = []
@@ -367,10 +368,12 @@ class _Master:
             os.close(fd)
         self.ready.clear()
 
-    def await_ready(self, pids: list[int], timeout: float) -> list[int]:
+    def await_ready(self, pids: list[int], timeout: float) -> tuple[list[int], list[int]]:
         """Wait until each new worker says it accepts on its sockets (or exits, or
-        `timeout` passes); returns the pids that never said so."""
+        `timeout` passes); returns the pids that never said so: (still starting,
+        exited before accepting)."""
         waiting = {self.ready[pid]: pid for pid in pids if pid in self.ready}
+        exited = []
         deadline = time.monotonic() + timeout
         while waiting:
             left = deadline - time.monotonic()
@@ -378,11 +381,14 @@ class _Master:
                 break
             readable, _, _ = select.select(list(waiting), [], [], left)
             for fd in readable:
+                said = b""
                 with contextlib.suppress(OSError):
-                    os.read(fd, 1)  # a byte: accepting; b"": it exited first
+                    said = os.read(fd, 1)  # a byte: accepting; b"": it exited first
+                if not said:
+                    exited.append(waiting[fd])
                 del waiting[fd]
         self.close_ready()
-        return sorted(waiting.values())
+        return sorted(waiting.values()), sorted(exited)
 
     # ---- signals ----
 
@@ -477,7 +483,9 @@ class _Master:
                 resolve_peers(config),
                 previous_zones=self.current.filters.zones,
                 metrics_dir=self.metrics_dir,
-                number=self.current.number + 1,
+                # Never reused, even after a rolled back reload (metrics tell the
+                # newest generation's health by it).
+                number=self.last_number + 1,
                 previous=self.current,
                 overrides=self.overrides,
             )
@@ -489,6 +497,7 @@ class _Master:
             return
         old = self.current
         self.current = gen
+        self.last_number = gen.number
         for slot in range(config.workers):
             self.spawn(gen, slot)
         if gen.needs_prober:
@@ -496,7 +505,10 @@ class _Master:
         self.spawn_admin(gen)
         # No gap: the old workers stop accepting only once every new one accepts on the
         # same sockets (connections arriving meanwhile wait in the shared accept queue).
-        late = self.await_ready([p for p, s in gen.pids.items() if s >= 0], _READY_TIMEOUT)
+        late, failed = self.await_ready([p for p, s in gen.pids.items() if s >= 0], _READY_TIMEOUT)
+        if failed:
+            self.roll_back(old, gen, failed)
+            return
         if late:
             _log.error("new workers %s did not start accepting in time", late)
         for pid in old.pids:
@@ -505,6 +517,27 @@ class _Master:
         self.old.append(old)
         self.close_unused_sockets(config)
         _log.info("reloaded configuration from %s", config.source)
+
+    def roll_back(self, old: _Generation, new: _Generation, failed: list[int]) -> None:
+        """A new worker exited before it accepted (it could not build what the master
+        checked, e.g. a file that changed in between; its error is logged above): the
+        running generation stays, and the new one's processes stop (those that
+        accept drain their connections first, as any stopping worker does)."""
+        _log.error(
+            "reload failed, keeping the running configuration: new worker %s exited "
+            "before accepting",
+            ", ".join(map(str, failed)),
+        )
+        self.current = old
+        for pid in new.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        self.old.append(new)
+        self.close_unused_sockets(old.config)
+        # The admin socket of the running configuration, should the new one have moved
+        # it (its process still holds a copy, but a restarted one needs the master's).
+        with contextlib.suppress(ConfigError):
+            self.admin_socket(old.config)
 
     def close_unused_sockets(self, config: Config) -> None:
         """Sockets of worker slots or addresses the new configuration no longer has.

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from support.memory import child_pids, wait_for_children
 from support.procs import EchoFactory, ProxyProcess, child_env, free_port, proxy_config
 
 ProxyFactory = Callable[..., ProxyProcess]
@@ -57,6 +58,51 @@ def test_reload_switches_config_and_refuses_a_bad_one(
     assert wait_until(lambda: answers.append(body(port)) or answers[-1] == b.uuid)
     assert set(answers) <= {a.uuid, b.uuid}
     assert all(body(port) == b.uuid for _ in range(5))
+
+
+def _catch_new_child(master: int, known: set[int], timeout: float = 10.0) -> int:
+    # A tight loop, no sleep: the new worker must be caught while it is still building
+    # (about 0.1 s with the configuration below), before it says it accepts.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fresh = set(child_pids(master)) - known
+        if fresh:
+            return fresh.pop()
+    raise AssertionError("no new worker appeared")
+
+
+def test_a_reload_whose_new_worker_dies_starting_keeps_the_old_one(
+    echo_server: EchoFactory, proxy: ProxyFactory
+) -> None:
+    # A new worker can die before it accepts for reasons the master's check cannot see
+    # (the OOM killer; a file that changed between the check and the worker's build).
+    # The reload is then rolled back: the running workers are never told to stop.
+    a, b = echo_server(2)
+    port = free_port()
+    p = proxy(proxy_config(port, [a.address]), port)
+    assert body(port) == a.uuid
+    (old_worker,) = wait_for_children(p.pid)
+
+    # Thousands of routes make building a worker take long enough to catch it.
+    many = "".join(f"      - {{path: /r{i}/, upstream: app}}\n" for i in range(4000))
+    p.config_path.write_text(proxy_config(port, [b.address]) + many)
+    os.kill(p.pid, signal.SIGHUP)
+    new_worker = _catch_new_child(p.pid, {old_worker})
+    os.kill(new_worker, signal.SIGKILL)
+    assert wait_until(lambda: "reload failed, keeping the running configuration" in p.output())
+    assert f"new worker {new_worker} exited before accepting" in p.output()
+    assert "reloaded configuration" not in p.output()
+    assert all(body(port) == a.uuid for _ in range(5))
+    # The killed one is reaped and not restarted either.
+    assert wait_until(lambda: child_pids(p.pid) == [old_worker])
+    time.sleep(0.6)  # the master's next turns (it reaps every 0.5 s at most)
+    assert child_pids(p.pid) == [old_worker]
+
+    # The master is not stuck half-way: the next reload works as usual.
+    p.config_path.write_text(proxy_config(port, [b.address]))
+    os.kill(p.pid, signal.SIGHUP)
+    assert wait_until(lambda: body(port) == b.uuid)
+    assert wait_until(lambda: old_worker not in child_pids(p.pid))
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

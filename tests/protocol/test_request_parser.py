@@ -7,6 +7,8 @@ the bytes were split into reads.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -1140,3 +1142,37 @@ def test_a_read_that_continues_a_request_is_not_read_off() -> None:
     parser.feed(b"bc HTTP/1.1\r\n\r\n")
     assert [h.version for h in rec.heads] == [b"1.0"]
     assert rec.heads[0].keep_alive is False
+
+
+# ---------------------------------------------------------------- closing
+
+
+def _unreachable_after(build: Callable[[], object]) -> int:
+    """Objects the cyclic collector finds after `build()`'s objects were dropped: with
+    automatic collection off, only what reference counting could not free."""
+    gc.collect()
+    gc.disable()
+    try:
+        build()
+        return gc.collect()
+    finally:
+        gc.enable()
+
+
+def test_close_lets_parser_and_sink_be_freed_without_the_collector() -> None:
+    @dataclass
+    class Connection(Recorder):
+        """A sink that holds its parser, as ClientConnection does."""
+
+        parser: RequestParser | None = None
+
+    def served(close: bool) -> None:
+        conn = Connection()
+        parser = conn.parser = RequestParser(conn)
+        assert parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n") is None
+        assert [kind for kind, _ in conn.events] == ["head", "end"]
+        if close:
+            parser.close()
+
+    assert _unreachable_after(lambda: served(close=False)) > 0  # the cycle this is about
+    assert _unreachable_after(lambda: served(close=True)) == 0

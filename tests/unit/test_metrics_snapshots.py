@@ -3,6 +3,7 @@ and the Prometheus exposition, read back with prometheus_client's own text parse
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -249,3 +250,38 @@ def test_bucket_scan_matches_bisect() -> None:
     values += [b * 0.9999 for b in BUCKETS]
     for v in values:
         assert _bucket(v) == bisect_left(BUCKETS, v), v
+
+
+def _garbage_cycles(count: int) -> None:
+    for _ in range(count):
+        pair: list[Any] = []
+        pair.append(pair)  # a list that holds itself: only the collector frees it
+
+
+def test_gc_counters_count_this_workers_collections_and_survive_its_exit(
+    tmp_path: Path,
+) -> None:
+    gc.collect()  # what came before the worker is not its work
+    m = WorkerMetrics(str(tmp_path))
+    m._path = str(tmp_path / "w-1.bin")
+    gc.disable()
+    try:
+        _garbage_cycles(50)
+        gc.collect(0)
+        _garbage_cycles(30)
+        gc.collect(2)
+    finally:
+        gc.enable()
+    m.flush(force=True)
+    fams = families(render(str(tmp_path)))
+    runs, found = "ferryman_gc_collections", "ferryman_gc_collected_objects"
+    assert sample(fams, runs, runs + "_total", generation="0") >= 1
+    assert sample(fams, runs, runs + "_total", generation="2") >= 1
+    assert sample(fams, found, found + "_total", generation="0") >= 50
+    assert sample(fams, found, found + "_total", generation="2") >= 30
+    before = sum(s.value for s in fams[found].samples if s.name == found + "_total")
+    # The worker exits: its counts are folded into the retired totals, not lost.
+    retire(str(tmp_path), 1)
+    assert not (tmp_path / "w-1.bin").exists()
+    fams = families(render(str(tmp_path)))
+    assert sum(s.value for s in fams[found].samples if s.name == found + "_total") == before

@@ -116,6 +116,8 @@ class RequestParser:
         "_url",
         "_v11",
     )
+    # `close` deletes these (mypyc lets a native class delete only what is listed).
+    __deletable__ = ("_p", "_sink")
 
     def __init__(self, sink: RequestSink, limits: ClientLimits = _DEFAULT_LIMITS) -> None:
         self._sink = sink
@@ -153,6 +155,15 @@ class RequestParser:
     def expect_continue(self) -> bool:
         """The last request head asked for `100 Continue` before sending its body."""
         return self._expect_continue
+
+    def close(self) -> None:
+        """The connection is gone; nothing is fed after this. httptools' parser holds
+        this object's callbacks (bound methods) and this object holds it and its sink,
+        the connection, which holds this object: reference cycles that only the cyclic
+        garbage collector would free. Letting go of both frees a closed connection at
+        once (with one connection per request, the collector took 5.7% of a worker)."""
+        del self._p
+        del self._sink
 
     def feed(self, data: bytes) -> bytes | None:
         if self._fresh:

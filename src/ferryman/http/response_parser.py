@@ -101,6 +101,8 @@ class ResponseParser:
         "_v11",
         "sink",
     )
+    # `close` deletes these (mypyc lets a native class delete only what is listed).
+    __deletable__ = ("_p", "sink")
 
     def __init__(self, sink: ResponseSink) -> None:
         self.sink = sink
@@ -127,6 +129,14 @@ class ResponseParser:
         self._no_body = no_body
         self._done = False
         self._fresh = True
+
+    def close(self) -> None:
+        """The connection (or HTTP/2 stream) is gone; nothing is fed after this. As
+        RequestParser.close: httptools' parser holds this object's callbacks, so the two
+        (and a sink that holds this object) would wait for the cyclic garbage collector;
+        letting go of both frees them at once."""
+        del self._p
+        del self.sink
 
     def feed(self, data: bytes) -> bytes | None:
         """Returns the bytes after a `101 Switching Protocols` head, else None."""

@@ -26,6 +26,7 @@ attributes duck-typed (route, server, status, timings) once per request.
 from __future__ import annotations
 
 import contextlib
+import gc
 import marshal
 import os
 import time
@@ -133,6 +134,7 @@ class WorkerMetrics:
     """One worker's counters, and where and when it publishes them."""
 
     __slots__ = (
+        "_gc_base",
         "_last_flush",
         "_path",
         "cache",
@@ -160,6 +162,9 @@ class WorkerMetrics:
         # The worker's ClusterAgent (cluster/agent.py) when the config has `cluster`:
         # its `status()` is read at flush time.
         self.cluster: Any = None
+        # The cyclic garbage collector's totals when this worker started counting: a
+        # forked worker inherits the master's, which are not this worker's work.
+        self._gc_base = _gc_totals()
 
     # ---- the hot path: once per request ----
 
@@ -269,10 +274,19 @@ class WorkerMetrics:
             "rejects": list(self.rejects.items()),
             "connections": self.connections() if self.connections is not None else 0,
             "peers": peers,
+            "gc": [
+                (n - n0, c - c0)
+                for (n, c), (n0, c0) in zip(_gc_totals(), self._gc_base, strict=True)
+            ],
         }
 
     def __repr__(self) -> str:
         return f"WorkerMetrics({len(self.routes)} routes, file={self._path})"
+
+
+def _gc_totals() -> list[tuple[int, int]]:
+    """(collections, objects found unreachable) per generation, since the process began."""
+    return [(int(g["collections"]), int(g["collected"])) for g in gc.get_stats()]
 
 
 def cluster_status(directory: str) -> dict[str, Any] | None:
@@ -314,6 +328,8 @@ class _Totals:
         self.cluster_workers = 0
         self.cluster_workers_up = 0
         self.cluster_instances = 0
+        # Per generation of the cyclic garbage collector: [collections, collected].
+        self.gc: list[list[int]] = []
 
     def add_counters(self, snap: dict[str, Any]) -> None:
         for s, loc, up, codes, b_in, b_out, total, t_sum, ups, u_sum in snap["routes"]:
@@ -334,6 +350,11 @@ class _Totals:
             self.cache[key] = self.cache.get(key, 0) + n
         for key, n in snap["rejects"]:
             self.rejects[key] = self.rejects.get(key, 0) + n
+        for generation, (runs, collected) in enumerate(snap.get("gc", ())):
+            if generation == len(self.gc):
+                self.gc.append([0, 0])
+            self.gc[generation][0] += runs
+            self.gc[generation][1] += collected
         self.cluster_failed += snap.get("cluster_failed", 0)
         for feature, n in snap.get("cluster_fallbacks", {}).items():
             self.cluster_fallbacks[feature] = self.cluster_fallbacks.get(feature, 0) + n
@@ -385,6 +406,7 @@ class _Totals:
             "cluster_fallbacks": self.cluster_fallbacks,
             "connections": 0,
             "peers": [],
+            "gc": [tuple(g) for g in self.gc],
         }
 
 
@@ -521,7 +543,32 @@ class _Collector:
         for key, value in sorted(t.in_flight.items()):
             flight.add_metric(list(key), value)
         yield from (up, flight)
+        yield from _gc_families(t)
         yield from _cluster_families(t)
+
+
+def _gc_families(t: _Totals) -> Iterator[Any]:
+    """Python's cyclic garbage collector in the workers (prometheus-client's own
+    python_gc_* would show the admin process instead). What a worker allocates per
+    request is freed by reference counting; objects collected here were held in
+    reference cycles, and a rate that grows with traffic points at one per request or
+    per connection (each cost time in collections that hold the event loop)."""
+    from prometheus_client.core import CounterMetricFamily
+
+    runs = CounterMetricFamily(
+        "ferryman_gc_collections",
+        "Collections of Python's cyclic garbage collector in the workers",
+        labels=["generation"],
+    )
+    found = CounterMetricFamily(
+        "ferryman_gc_collected_objects",
+        "Objects the collector found unreachable (held only by reference cycles)",
+        labels=["generation"],
+    )
+    for generation, (n, collected) in enumerate(t.gc):
+        runs.add_metric([str(generation)], n)
+        found.add_metric([str(generation)], collected)
+    yield from (runs, found)
 
 
 def _cluster_families(t: _Totals) -> Iterator[Any]:

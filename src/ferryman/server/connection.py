@@ -165,6 +165,7 @@ class ClientConnection(RequestSink):
             self.tunnel.finish_tunnel()
         self.current = self.receiving = self.tunnel = None
         self.pending.clear()
+        self.parser.close()
 
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel

@@ -508,6 +508,7 @@ class H2Connection:
                 ex.client_paused(False)
 
     def _finish(self, stream: H2Stream) -> None:
+        stream.release()
         if self.streams.pop(stream.stream_id, None) is not None:
             self._after_stream()
 

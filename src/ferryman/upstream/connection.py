@@ -130,6 +130,7 @@ class UpstreamConnection:
         if user is not None:
             self.detach()
             user.upstream_lost(exc)
+        self.parser.close()
 
     def pause_writing(self) -> None:
         if self.user is not None:

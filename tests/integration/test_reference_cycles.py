@@ -3,7 +3,7 @@ reference cycles for Python's cyclic garbage collector (whose collections hold a
 worker's event loop): read from the workers' own collector counters
 (`ferryman_gc_collected_objects_total` on /metrics) of a real `ferryman run`, after
 traffic that closes a client connection and an upstream connection per request
-(HTTP/1.1, http.client) and after HTTP/2 streams (h2load over TLS).
+(HTTP/1.1 and HTTPS, http.client) and after HTTP/2 streams (h2load over TLS).
 
 Before the parsers let go of httptools at close (and HTTP/2 streams of their exchange),
 this traffic left 1,834 objects (HTTP/1.1) and 7,097 (HTTP/2) to the collector; the
@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import re
 import shutil
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ BOUND = 100  # collected objects allowed for all of it (none expected)
 @dataclass
 class Stack:
     proxy: ProxyProcess
+    ca: Path
     port: int
     tls_port: int
     admin_port: int
@@ -64,7 +66,7 @@ servers:
 """
         proxy = start_proxy(workdir / "proxy", text, port)
         try:
-            yield Stack(proxy, port, tls_port, admin_port, backend)
+            yield Stack(proxy, workdir / "ca" / "ca.pem", port, tls_port, admin_port, backend)
         finally:
             proxy.stop()
     finally:
@@ -119,6 +121,22 @@ def test_a_connection_per_request_leaves_no_cycles(stack: Stack) -> None:
         finally:
             conn.close()
     after = _counters_after(stack, before.get("ferryman_requests_total", 0) + REQUESTS)
+    assert _collected(after) - _collected(before) < BOUND
+
+
+def test_https_connection_per_request_leaves_no_cycles(stack: Stack) -> None:
+    context = ssl.create_default_context(cafile=str(stack.ca))
+    before = _counters_after(stack, 0)
+    for i in range(REQUESTS // 2):
+        conn = http.client.HTTPSConnection("127.0.0.1", stack.tls_port, timeout=10, context=context)
+        try:
+            conn.request("GET", f"/echo?{i}", headers={"Connection": "close"})
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 200
+        finally:
+            conn.close()
+    after = _counters_after(stack, before.get("ferryman_requests_total", 0) + REQUESTS // 2)
     assert _collected(after) - _collected(before) < BOUND
 
 

@@ -54,11 +54,14 @@ class UpstreamConnection:
         "transport",
         "user",
     )
+    # Made once connected (connection_made): the event loop builds this protocol before
+    # it connects, and a parser made for a connect that failed would be left in a
+    # reference cycle (see ResponseParser.close), one per failed attempt.
+    parser: ResponseParser
 
     def __init__(self, peer: PeerState) -> None:
         self.peer = peer
         self.transport: asyncio.Transport | None = None
-        self.parser = ResponseParser(_IDLE)
         self.user: Exchange | None = None
         self.requests = 0
         self.deadline = 0.0
@@ -97,6 +100,7 @@ class UpstreamConnection:
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport  # type: ignore[assignment]
+        self.parser = ResponseParser(_IDLE)
 
     def data_received(self, data: bytes) -> None:
         user = self.user

@@ -19,7 +19,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +111,29 @@ def _collected(metrics: dict[str, float]) -> float:
     return metrics["ferryman_gc_collected_objects_total"]
 
 
+def _left_to_the_collector(stack: Stack, traffic: Callable[[], None], requests: int) -> float:
+    """Objects the worker's collector found unreachable while `traffic` (that many
+    requests) went through."""
+    before = _counters_after(stack, 0)
+    traffic()
+    after = _counters_after(stack, before.get("ferryman_requests_total", 0) + requests)
+    return _collected(after) - _collected(before)
+
+
+def _each_on_a_new_connection(
+    connect: Callable[[], http.client.HTTPConnection], target: Callable[[int], str], count: int
+) -> None:
+    for i in range(count):
+        conn = connect()
+        try:
+            conn.request("GET", target(i), headers={"Connection": "close"})
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 200
+        finally:
+            conn.close()
+
+
 def test_the_collector_counters_are_published(stack: Stack) -> None:
     metrics = _counters_after(stack, 0)
     assert "ferryman_gc_collections_total" in metrics
@@ -118,100 +141,83 @@ def test_the_collector_counters_are_published(stack: Stack) -> None:
 
 
 def test_a_connection_per_request_leaves_no_cycles(stack: Stack) -> None:
-    before = _counters_after(stack, 0)
-    for i in range(REQUESTS):
-        conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
-        try:
-            conn.request("GET", f"/echo?{i}", headers={"Connection": "close"})
-            resp = conn.getresponse()
-            resp.read()
-            assert resp.status == 200
-        finally:
-            conn.close()
-    after = _counters_after(stack, before.get("ferryman_requests_total", 0) + REQUESTS)
-    assert _collected(after) - _collected(before) < BOUND
+    def connect() -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
+
+    def traffic() -> None:
+        _each_on_a_new_connection(connect, lambda i: f"/echo?{i}", REQUESTS)
+
+    assert _left_to_the_collector(stack, traffic, REQUESTS) < BOUND
 
 
 def test_https_connection_per_request_leaves_no_cycles(stack: Stack) -> None:
     context = ssl.create_default_context(cafile=str(stack.ca))
-    before = _counters_after(stack, 0)
-    for i in range(REQUESTS // 2):
-        conn = http.client.HTTPSConnection("127.0.0.1", stack.tls_port, timeout=10, context=context)
-        try:
-            conn.request("GET", f"/echo?{i}", headers={"Connection": "close"})
-            resp = conn.getresponse()
-            resp.read()
-            assert resp.status == 200
-        finally:
-            conn.close()
-    after = _counters_after(stack, before.get("ferryman_requests_total", 0) + REQUESTS // 2)
-    assert _collected(after) - _collected(before) < BOUND
+
+    def connect() -> http.client.HTTPConnection:
+        return http.client.HTTPSConnection("127.0.0.1", stack.tls_port, timeout=10, context=context)
+
+    def traffic() -> None:
+        _each_on_a_new_connection(connect, lambda i: f"/echo?{i}", REQUESTS // 2)
+
+    assert _left_to_the_collector(stack, traffic, REQUESTS // 2) < BOUND
 
 
 def test_http2_streams_leave_no_cycles(stack: Stack) -> None:
     if shutil.which("h2load") is None:
         pytest.fail("h2load missing: run scripts/install-system-deps.sh (nghttp2-client)")
-    before = _counters_after(stack, 0)
-    result = subprocess.run(
-        [
-            "h2load",
-            "-n",
-            str(STREAMS),
-            "-c",
-            "2",
-            "-m",
-            "20",
-            f"https://127.0.0.1:{stack.tls_port}/",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    match = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored", result.stdout)
-    assert match is not None and int(match[1]) == STREAMS, result.stdout
-    after = _counters_after(stack, before.get("ferryman_requests_total", 0) + STREAMS)
-    assert _collected(after) - _collected(before) < BOUND
+
+    def traffic() -> None:
+        url = f"https://127.0.0.1:{stack.tls_port}/"
+        result = subprocess.run(
+            ["h2load", "-n", str(STREAMS), "-c", "2", "-m", "20", url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        match = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored", result.stdout)
+        assert match is not None and int(match[1]) == STREAMS, result.stdout
+
+    assert _left_to_the_collector(stack, traffic, STREAMS) < BOUND
 
 
 def test_failed_upstream_connects_leave_no_cycles(stack: Stack) -> None:
     # The event loop builds the upstream protocol before it connects: nothing of it may
     # stay behind when the connect fails (here, every time: 502).
-    before = _counters_after(stack, 0)
-    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
-    try:
-        for _ in range(REQUESTS):
-            conn.request("GET", "/gone")
-            resp = conn.getresponse()
-            resp.read()
-            assert resp.status == 502
-    finally:
-        conn.close()
-    after = _counters_after(stack, before.get("ferryman_requests_total", 0) + REQUESTS)
-    assert _collected(after) - _collected(before) < BOUND
+    def traffic() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
+        try:
+            for _ in range(REQUESTS):
+                conn.request("GET", "/gone")
+                resp = conn.getresponse()
+                resp.read()
+                assert resp.status == 502
+        finally:
+            conn.close()
+
+    assert _left_to_the_collector(stack, traffic, REQUESTS) < BOUND
 
 
 def test_forward_requests_and_connect_tunnels_leave_no_cycles(stack: Stack) -> None:
-    before = _counters_after(stack, 0)
     target = stack.backend.address
-    for i in range(REQUESTS // 2):
-        conn = http.client.HTTPConnection("127.0.0.1", stack.forward_port, timeout=10)
-        try:
-            conn.request("GET", f"http://{target}/echo?{i}", headers={"Connection": "close"})
-            resp = conn.getresponse()
-            resp.read()
-            assert resp.status == 200
-        finally:
-            conn.close()
-    for _ in range(REQUESTS // 2):
-        with socket.create_connection(("127.0.0.1", stack.forward_port), timeout=10) as sock:
-            sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
-            sock.sendall(b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            answer = b""
-            while chunk := sock.recv(65536):
-                answer += chunk
-            assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
-            assert answer.count(b"HTTP/1.1 200") == 2  # the tunnel's, then the backend's
-    after = _counters_after(stack, before.get("ferryman_requests_total", 0) + REQUESTS)
-    assert _collected(after) - _collected(before) < BOUND
+
+    def connect() -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", stack.forward_port, timeout=10)
+
+    def tunnels() -> None:
+        for _ in range(REQUESTS // 2):
+            with socket.create_connection(("127.0.0.1", stack.forward_port), timeout=10) as sock:
+                sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+                sock.sendall(b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+                assert answer.count(b"HTTP/1.1 200") == 2  # the tunnel's, then the backend's
+
+    def traffic() -> None:
+        _each_on_a_new_connection(connect, lambda i: f"http://{target}/echo?{i}", REQUESTS // 2)
+        tunnels()
+
+    assert _left_to_the_collector(stack, traffic, REQUESTS) < BOUND

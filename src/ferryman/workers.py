@@ -208,7 +208,11 @@ def _fork_child() -> int:
     with contextlib.suppress(AttributeError, OSError):
         ctypes.CDLL(None).malloc_trim(0)  # glibc only
     gc.freeze()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        gc.unfreeze()
+        raise
     if pid != 0:
         gc.unfreeze()  # the master goes on collecting what it frees
     return pid
@@ -242,6 +246,9 @@ class _Master:
         self.stopping = False
         self.stop_deadline = 0.0
         self.crashes: list[float] = []
+        # Slots whose process could not be started again (fork failed: no memory, or
+        # the process limit): tried again each turn of the master's loop.
+        self.unborn: list[int] = []
         # Client connections of every worker, old generations included, for
         # Config.max_connections: one counter per worker process (pid -> its slot).
         self.conn_count = SharedConnectionCount()
@@ -269,7 +276,14 @@ class _Master:
         socks = self.sockets_for(slot, gen.config)
         count_slot = self.conn_count.claim()
         ready_r, ready_w = os.pipe()
-        pid = _fork_child()
+        try:
+            pid = _fork_child()
+        except OSError:
+            os.close(ready_r)
+            os.close(ready_w)
+            if count_slot is not None:
+                self.conn_count.release(count_slot)
+            raise
         if pid == 0:
             code = 1
             try:
@@ -401,6 +415,9 @@ class _Master:
             if info is not None:
                 self.on_signal(info.si_signo, info.si_pid)
             self.reap()
+            if self.unborn and not self.stopping:
+                for slot in list(self.unborn):
+                    self.respawn(slot)
             if self.stopping:
                 if not self.current.pids and not any(g.pids for g in self.old):
                     return 0
@@ -468,7 +485,22 @@ class _Master:
         self.crashes = [t for t in self.crashes if now - t < 10] + [now]
         if len(self.crashes) > 10:
             time.sleep(1.0)  # a worker that dies at once must not make the master spin
-        self.spawn(self.current, slot)
+        self.respawn(slot)
+
+    def respawn(self, slot: int) -> None:
+        """Start the current generation's process for `slot` again. A fork that fails
+        is logged and tried again on the master's next turn: the master must outlive
+        a moment without memory or processes, or every worker would go with it."""
+        try:
+            self.spawn(self.current, slot)
+        except OSError as exc:
+            if slot not in self.unborn:  # said once, not on every retry
+                _log.error("cannot start a process (%s); trying again", exc.strerror or exc)
+                self.unborn.append(slot)
+        else:
+            if slot in self.unborn:
+                self.unborn.remove(slot)
+                _log.info("process for slot %d started again", slot)
         self.close_ready()
 
     def reload(self) -> None:
@@ -498,16 +530,22 @@ class _Master:
         old = self.current
         self.current = gen
         self.last_number = gen.number
-        for slot in range(config.workers):
-            self.spawn(gen, slot)
-        if gen.needs_prober:
-            self.spawn_prober(gen)
-        self.spawn_admin(gen)
+        try:
+            for slot in range(config.workers):
+                self.spawn(gen, slot)
+            if gen.needs_prober:
+                self.spawn_prober(gen)
+            self.spawn_admin(gen)
+        except OSError as exc:
+            self.close_ready()
+            self.roll_back(old, gen, f"cannot start a new worker ({exc.strerror or exc})")
+            return
         # No gap: the old workers stop accepting only once every new one accepts on the
         # same sockets (connections arriving meanwhile wait in the shared accept queue).
         late, failed = self.await_ready([p for p, s in gen.pids.items() if s >= 0], _READY_TIMEOUT)
         if failed:
-            self.roll_back(old, gen, failed)
+            which = ", ".join(map(str, failed))
+            self.roll_back(old, gen, f"new worker {which} exited before accepting")
             return
         if late:
             _log.error("new workers %s did not start accepting in time", late)
@@ -515,19 +553,17 @@ class _Master:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         self.old.append(old)
+        self.unborn.clear()  # the old generation's: the new one started every slot
         self.close_unused_sockets(config)
         _log.info("reloaded configuration from %s", config.source)
 
-    def roll_back(self, old: _Generation, new: _Generation, failed: list[int]) -> None:
-        """A new worker exited before it accepted (it could not build what the master
-        checked, e.g. a file that changed in between; its error is logged above): the
-        running generation stays, and the new one's processes stop (those that
-        accept drain their connections first, as any stopping worker does)."""
-        _log.error(
-            "reload failed, keeping the running configuration: new worker %s exited "
-            "before accepting",
-            ", ".join(map(str, failed)),
-        )
+    def roll_back(self, old: _Generation, new: _Generation, why: str) -> None:
+        """A new worker could not be started, or exited before it accepted (it could
+        not build what the master checked, e.g. a file that changed in between; its
+        error is logged above): the running generation stays, and the new one's
+        processes stop (those that accept drain their connections first, as any
+        stopping worker does)."""
+        _log.error("reload failed, keeping the running configuration: %s", why)
         self.current = old
         for pid in new.pids:
             with contextlib.suppress(ProcessLookupError):

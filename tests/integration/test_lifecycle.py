@@ -3,14 +3,17 @@ configuration at start with the key path, and `ferryman check`."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 from support.memory import child_pids, wait_for_children
 from support.procs import EchoFactory, ProxyProcess, child_env, free_port, proxy_config
@@ -103,6 +106,60 @@ def test_a_reload_whose_new_worker_dies_starting_keeps_the_old_one(
     os.kill(p.pid, signal.SIGHUP)
     assert wait_until(lambda: body(port) == b.uuid)
     assert wait_until(lambda: old_worker not in child_pids(p.pid))
+
+
+_PIDS_CGROUPS = Path("/sys/fs/cgroup/pids")  # cgroup v1's pids controller
+
+
+@contextlib.contextmanager
+def _no_room_for_processes(pid: int) -> Iterator[Callable[[], None]]:
+    """Puts process `pid` alone in a pids cgroup with no room for one more process, so
+    that its forks fail (EAGAIN, for root too, unlike RLIMIT_NPROC); yields a function
+    that lifts the limit. Whatever is in the cgroup goes back to the root one after."""
+    group = _PIDS_CGROUPS / f"ferryman-test-{os.getpid()}-{pid}"
+    try:
+        group.mkdir()
+    except OSError as exc:
+        pytest.skip(f"no pids cgroup can be made here ({exc}): fork failures untested")
+    try:
+        (group / "cgroup.procs").write_text(str(pid))
+        (group / "pids.max").write_text((group / "pids.current").read_text().strip())
+        yield lambda: (group / "pids.max").write_text("max")
+    finally:
+        for member in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):  # it may have exited meanwhile
+                (_PIDS_CGROUPS / "cgroup.procs").write_text(member)
+        group.rmdir()
+
+
+def test_a_master_that_cannot_fork_keeps_serving_and_recovers(
+    echo_server: EchoFactory, proxy: ProxyFactory
+) -> None:
+    a, b = echo_server(2)
+    port = free_port()
+    p = proxy(proxy_config(port, [a.address]), port)
+    assert body(port) == a.uuid
+    (worker,) = wait_for_children(p.pid)
+    with _no_room_for_processes(p.pid) as lift:
+        # A reload that cannot start its workers is rolled back, not half done.
+        p.config_path.write_text(proxy_config(port, [b.address]))
+        os.kill(p.pid, signal.SIGHUP)
+        assert wait_until(lambda: "cannot start a new worker" in p.output())
+        assert "reload failed, keeping the running configuration" in p.output()
+        assert all(body(port) == a.uuid for _ in range(5))
+        # A worker that dies cannot be replaced for now: the master stays up and tries
+        # again (before, the fork's error ended the master, and every worker with it).
+        os.kill(worker, signal.SIGKILL)
+        assert wait_until(lambda: "cannot start a process" in p.output())
+        time.sleep(1.0)  # two more turns of the master's loop, each one failing
+        assert p.proc.is_running()
+        assert child_pids(p.pid) == []
+        lift()
+        assert wait_until(lambda: len(child_pids(p.pid)) == 1)
+        assert wait_until(lambda: "started again" in p.output())
+        assert body(port) == a.uuid  # the running configuration, restarted
+    os.kill(p.pid, signal.SIGHUP)  # the same file, now that processes can be made
+    assert wait_until(lambda: body(port) == b.uuid)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

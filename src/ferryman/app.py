@@ -44,7 +44,7 @@ from ferryman.filters.real_ip import RealIp
 from ferryman.filters.registry import FilterState, build_filters
 from ferryman.filters.zone import open_zones
 from ferryman.health.shared import SharedHealth
-from ferryman.observability.access_log import AccessLog
+from ferryman.observability.access_log import AccessLog, open_access_log
 from ferryman.observability.admin import AdminTables
 from ferryman.observability.recent import RecentLog
 from ferryman.observability.trace import Tracer
@@ -143,14 +143,22 @@ def build_worker(
     conn_cap: ConnectionCap | None = None,
     tls: dict[ListenSpec, ListenerTls] | None = None,
     admin: AdminTables | None = None,
+    access_fd: int | None = None,
 ) -> WorkerRuntime:
     # TLS contexts come from the master (shared session-ticket keys, see tls/contexts.py).
     tls = build_tls(config) if tls is None else tls
     _check_listen_options(config)
     sweeper = Sweeper(loop, _tick(config))
     user_vars = _user_variables(config)
+    # The access log's file: the master's (workers.py), else opened here; an open that
+    # fails is a ConfigError (a reload refuses it, where an OSError would end the master).
+    if access_fd is None:
+        access_fd = open_access_log(config.access_log.path, config.source)
     access = AccessLog(
-        config.access_log.path, config.access_log.format, _log_format(config, user_vars)
+        config.access_log.path,
+        config.access_log.format,
+        _log_format(config, user_vars),
+        access_fd,
     )
     worker = WorkerContext(loop, sweeper, access, config.client_timeouts, config.worker_connections)
     worker.maps = _bind_maps(config, user_vars)
@@ -715,7 +723,9 @@ def check_config(config: Config, resolve: bool = True) -> None:
     resolved = resolve_peers(config) if resolve else {}
     loop = asyncio.new_event_loop()
     try:
-        build_worker(config, loop, resolved)
+        runtime = build_worker(config, loop, resolved)
+        # The master checks every reload: what the check opened must not pile up.
+        runtime.context.access_log.close()
     finally:
         loop.close()
 

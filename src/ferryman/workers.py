@@ -51,6 +51,7 @@ from ferryman.filters.zone import open_zones
 from ferryman.health.probe import probe
 from ferryman.health.shared import SharedHealth
 from ferryman.health.thresholds import ProbeState
+from ferryman.observability.access_log import open_access_log
 from ferryman.observability.admin import AdminTables, Routes, bind_admin, load_token, make_tables
 from ferryman.observability.error_log import LEVELS, install, reopen_all
 from ferryman.observability.metrics import WorkerMetrics, cluster_status
@@ -158,6 +159,10 @@ class _Generation:
     # generation's tables for the admin process (None without `admin:`).
     overrides: SharedOverrides | None = field(default=None, repr=False)
     admin: AdminTables | None = field(default=None, init=False, repr=False)
+    # The access log, opened here and inherited by the workers (nginx's master does the
+    # same): a worker started again after the log's directory went away still has a
+    # file to write to, where opening the path itself would fail at every start.
+    access_fd: int | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         users = read_user_files(self.config)  # before any shared memory is made
@@ -172,6 +177,25 @@ class _Generation:
         self.previous_zones = None
         self.tls = build_tls(self.config)
         self.admin = _admin_tables(self.config, self.shared, self.overrides)
+        self.access_fd = open_access_log(self.config.access_log.path, self.config.source)
+
+    def reopen_access_log(self) -> None:
+        """USR1 (logrotate): the workers open the path again themselves; the master's
+        copy, for workers started from now on, follows. Kept as it is if the path
+        cannot be opened (a worker's reopen keeps its old file too)."""
+        if self.access_fd is None:
+            return
+        with contextlib.suppress(ConfigError):
+            fresh = open_access_log(self.config.access_log.path, self.config.source)
+            if fresh is not None:
+                os.close(self.access_fd)
+                self.access_fd = fresh
+
+    def close_files(self) -> None:
+        """Every process of this generation has exited."""
+        if self.access_fd is not None:
+            os.close(self.access_fd)
+            self.access_fd = None
 
     @property
     def needs_prober(self) -> bool:
@@ -309,6 +333,7 @@ class _Master:
                     ready_fd=ready_w,
                     metrics=(gen.metrics_dir, gen.number),
                     admin=gen.admin,
+                    access_fd=gen.access_fd,
                 )
             except BaseException:
                 _log.exception("worker crashed")
@@ -442,6 +467,7 @@ class _Master:
             # their own descriptors to the error and access logs).
             _log.log(NOTICE, "reopening logs")
             reopen_all()
+            self.current.reopen_access_log()
             self.kill_all(signal.SIGUSR1)
         # SIGWINCH: nginx stops its workers gracefully only when daemonized, to hand
         # over to a new binary (USR2); Ferryman has no binary upgrade, so WINCH is
@@ -476,6 +502,8 @@ class _Master:
             retire_metrics(self.metrics_dir, pid)  # its counters join the retired totals
         for gen in self.old:
             gen.pids.pop(pid, None)
+            if not gen.pids:
+                gen.close_files()
         self.old = [g for g in self.old if g.pids]
         slot = self.current.pids.pop(pid, None)
         if slot is None or self.stopping:
@@ -568,7 +596,10 @@ class _Master:
         for pid in new.pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        self.old.append(new)
+        if new.pids:
+            self.old.append(new)
+        else:
+            new.close_files()
         self.close_unused_sockets(old.config)
         # The admin socket of the running configuration, should the new one have moved
         # it (its process still holds a copy, but a restarted one needs the master's).
@@ -734,6 +765,7 @@ def run_worker(
     ready_fd: int | None = None,
     metrics: tuple[str | None, int] | None = None,
     admin: AdminTables | None = None,
+    access_fd: int | None = None,
 ) -> int:
     _die_with_parent()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
@@ -755,6 +787,7 @@ def run_worker(
                 ready_fd=ready_fd,
                 metrics=metrics,
                 admin=admin,
+                access_fd=access_fd,
             )
         )
     finally:
@@ -775,6 +808,7 @@ async def _worker_main(
     ready_fd: int | None = None,
     metrics: tuple[str | None, int] | None = None,
     admin: AdminTables | None = None,
+    access_fd: int | None = None,
 ) -> int:
     runtime = build_worker(
         config,
@@ -786,6 +820,7 @@ async def _worker_main(
         tls=tls,
         filter_state=filters,
         admin=admin,
+        access_fd=access_fd,
     )
     ctx = runtime.context
     counters = _worker_metrics(runtime, metrics)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -160,6 +161,56 @@ def test_a_master_that_cannot_fork_keeps_serving_and_recovers(
         assert body(port) == a.uuid  # the running configuration, restarted
     os.kill(p.pid, signal.SIGHUP)  # the same file, now that processes can be made
     assert wait_until(lambda: body(port) == b.uuid)
+
+
+def _fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_access_log_files_reloads_and_restarts(
+    echo_server: EchoFactory, proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    (a,) = echo_server(1)
+    port = free_port()
+    logs = tmp_path / "access-logs"
+    logs.mkdir()
+
+    def config(path: Path) -> str:
+        return proxy_config(port, [a.address], top=f"access_log: {{path: {path}}}")
+
+    p = proxy(config(logs / "access.log"), port)
+    assert body(port) == a.uuid
+    assert wait_until(lambda: "GET / HTTP/1.1" in (logs / "access.log").read_text())
+
+    # A log path that cannot be opened refuses the reload, naming the setting; before,
+    # the open's OSError ended the master (and every worker with it).
+    p.config_path.write_text(config(tmp_path / "missing-dir" / "access.log"))
+    os.kill(p.pid, signal.SIGHUP)
+    assert wait_until(lambda: "reload refused" in p.output())
+    assert "access_log.path" in p.output()
+    assert p.proc.is_running()
+    assert body(port) == a.uuid
+
+    # Each reload's check opened the log and left it open: the master's descriptors
+    # grew by one per reload.
+    p.config_path.write_text(config(logs / "access.log"))
+    before = _fd_count(p.pid)
+    for n in range(1, 4):
+        os.kill(p.pid, signal.SIGHUP)
+        assert wait_until(lambda n=n: p.output().count("reloaded configuration") == n)
+        assert wait_until(lambda: len(child_pids(p.pid)) == 1)  # the old worker gone
+    assert _fd_count(p.pid) <= before
+
+    # The workers write to the file the master opened: a worker started again after
+    # the log's directory went away still starts and serves (opening the path itself,
+    # it failed at every start and nothing served).
+    shutil.rmtree(logs)
+    (worker,) = child_pids(p.pid)
+    logged = len(p.output())
+    os.kill(worker, signal.SIGKILL)
+    assert wait_until(lambda: child_pids(p.pid) not in ([], [worker]))
+    assert body(port) == a.uuid
+    assert "worker crashed" not in p.output()[logged:]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["FLUSH_ENTRIES", "AccessLog", "Entry", "format_combined", "format_json"]
+from ferryman.errors import ConfigError
+
+__all__ = [
+    "FLUSH_ENTRIES",
+    "AccessLog",
+    "Entry",
+    "format_combined",
+    "format_json",
+    "open_access_log",
+]
 
 # Lines written at once when this many are buffered (else on the tick). Each entry is
 # formatted when recorded, after its response was written: formatting a whole batch
@@ -142,8 +151,14 @@ class AccessLog:
     )
 
     def __init__(
-        self, path: str | None, fmt: str = "combined", custom: Callable[[Any], bytes] | None = None
+        self,
+        path: str | None,
+        fmt: str = "combined",
+        custom: Callable[[Any], bytes] | None = None,
+        fd: int | None = None,
     ) -> None:
+        """`fd`: the file `path` names, already open (the master opens it for its
+        workers, open_access_log); None: opened here."""
         self.enabled = path is not None
         self.custom = custom
         # A custom format renders lines itself; otherwise the name must be a built-in.
@@ -159,7 +174,7 @@ class AccessLog:
         elif path == "-":
             self._fd = 1
         else:
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = fd if fd is not None else _open(path)
             self._owns_fd = True
 
     def record(self, entry: Entry) -> None:
@@ -197,7 +212,7 @@ class AccessLog:
         if not self._owns_fd or self._path is None:
             return
         try:
-            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = _open(self._path)
         except OSError:
             return
         old, self._fd = self._fd, fd
@@ -208,3 +223,20 @@ class AccessLog:
         if self._owns_fd:
             os.close(self._fd)
             self._owns_fd = False
+
+
+def open_access_log(path: str | None, source: str) -> int | None:
+    """The access log file `path` names, opened for appending (created if need be);
+    None for no log or stdout. ConfigError naming the configuration if it cannot be."""
+    if path is None or path == "-":
+        return None
+    try:
+        return _open(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"{source}: access_log.path", f"cannot open {path}: {exc.strerror}"
+        ) from None
+
+
+def _open(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

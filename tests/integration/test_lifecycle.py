@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 
 from support.memory import child_pids, wait_for_children
-from support.procs import EchoFactory, ProxyProcess, child_env, free_port, proxy_config
+from support.procs import (
+    EchoBackend,
+    EchoFactory,
+    ProxyProcess,
+    child_env,
+    free_port,
+    proxy_config,
+)
 
 ProxyFactory = Callable[..., ProxyProcess]
 
@@ -75,17 +82,25 @@ def _catch_new_child(master: int, known: set[int], timeout: float = 10.0) -> int
     raise AssertionError("no new worker appeared")
 
 
+def _one_worker_in_front_of_a(
+    echo_server: EchoFactory, proxy: ProxyFactory
+) -> tuple[EchoBackend, EchoBackend, int, ProxyProcess, int]:
+    """Backends a and b, and a proxy (one worker: its pid) answering from a."""
+    a, b = echo_server(2)
+    port = free_port()
+    p = proxy(proxy_config(port, [a.address]), port)
+    assert body(port) == a.uuid
+    (worker,) = wait_for_children(p.pid)
+    return a, b, port, p, worker
+
+
 def test_a_reload_whose_new_worker_dies_starting_keeps_the_old_one(
     echo_server: EchoFactory, proxy: ProxyFactory
 ) -> None:
     # A new worker can die before it accepts for reasons the master's check cannot see
     # (the OOM killer; a file that changed between the check and the worker's build).
     # The reload is then rolled back: the running workers are never told to stop.
-    a, b = echo_server(2)
-    port = free_port()
-    p = proxy(proxy_config(port, [a.address]), port)
-    assert body(port) == a.uuid
-    (old_worker,) = wait_for_children(p.pid)
+    a, b, port, p, old_worker = _one_worker_in_front_of_a(echo_server, proxy)
 
     # Thousands of routes make building a worker take long enough to catch it.
     many = "".join(f"      - {{path: /r{i}/, upstream: app}}\n" for i in range(4000))
@@ -136,11 +151,7 @@ def _no_room_for_processes(pid: int) -> Iterator[Callable[[], None]]:
 def test_a_master_that_cannot_fork_keeps_serving_and_recovers(
     echo_server: EchoFactory, proxy: ProxyFactory
 ) -> None:
-    a, b = echo_server(2)
-    port = free_port()
-    p = proxy(proxy_config(port, [a.address]), port)
-    assert body(port) == a.uuid
-    (worker,) = wait_for_children(p.pid)
+    a, b, port, p, worker = _one_worker_in_front_of_a(echo_server, proxy)
     with _no_room_for_processes(p.pid) as lift:
         # A reload that cannot start its workers is rolled back, not half done.
         p.config_path.write_text(proxy_config(port, [b.address]))

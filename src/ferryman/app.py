@@ -42,7 +42,6 @@ from ferryman.config.schema import (
 from ferryman.errors import ConfigError
 from ferryman.filters.real_ip import RealIp
 from ferryman.filters.registry import FilterState, build_filters
-from ferryman.filters.zone import open_zones
 from ferryman.health.shared import SharedHealth
 from ferryman.observability.access_log import AccessLog, open_access_log
 from ferryman.observability.admin import AdminTables
@@ -205,8 +204,7 @@ def build_worker(
     groups[""] = UpstreamGroup(none, [], create_balancer("round_robin", none))
     pools[""] = ConnectionPool(none, 0, sweeper, connect_fn)
     if filter_state is None:
-        # One process alone (tests, `check`): zones nobody else maps, same interface.
-        filter_state = FilterState(open_zones(config.limit_zones, config.source))
+        filter_state = FilterState.alone(config)
     if cluster is not None:
         filter_state.shared = cluster.limiter  # zones marked `shared`
     build = _RouteBuilder(config, groups, pools, user_vars, filter_state)
@@ -718,12 +716,18 @@ def _stagger(group: UpstreamGroup, slot: int, workers: int) -> None:
         group.release(peer, Outcome.NEUTRAL, 0.0)
 
 
-def check_config(config: Config, resolve: bool = True) -> None:
-    """Everything `run` would refuse, without binding a socket (`nginx -t`)."""
+def check_config(
+    config: Config, resolve: bool = True, users: dict[str, dict[bytes, bytes]] | None = None
+) -> None:
+    """Everything `run` would refuse, without binding a socket (`nginx -t`). `users`:
+    the htpasswd files as the caller already read them (read_user_files), so that what
+    is checked is what its workers will use; None: read here."""
     resolved = resolve_peers(config) if resolve else {}
     loop = asyncio.new_event_loop()
     try:
-        runtime = build_worker(config, loop, resolved)
+        runtime = build_worker(
+            config, loop, resolved, filter_state=FilterState.alone(config, users)
+        )
         # The master checks every reload: what the check opened must not pile up.
         runtime.context.access_log.close()
     finally:

@@ -149,6 +149,8 @@ class _Generation:
     # passed in on reload so that zones whose spec is unchanged keep their state.
     previous_zones: dict[str, Any] | None = field(default=None, repr=False)
     filters: FilterState = field(init=False)
+    # The htpasswd files' users as the reload's check read them (None: read here).
+    users: dict[str, dict[bytes, bytes]] | None = field(default=None, repr=False)
     # Metrics (observability/metrics.py): the master's snapshot directory, and this
     # generation's number (peer health is reported from the newest one only).
     metrics_dir: str | None = None
@@ -165,7 +167,9 @@ class _Generation:
     access_fd: int | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        users = read_user_files(self.config)  # before any shared memory is made
+        # Before any shared memory is made: a bad file then leaves nothing to undo.
+        users = read_user_files(self.config) if self.users is None else self.users
+        self.users = None
         self.shared = SharedHealth(sum(len(u.servers) for u in self.config.upstreams))
         if self.previous is not None:
             moves = _unchanged_peers(self.previous.config, self.config)
@@ -537,7 +541,9 @@ class _Master:
             return
         try:
             config = self.reload_fn()
-            check_config(config)
+            # Read once: the check and the new workers see the same users.
+            users = read_user_files(config)
+            check_config(config, users=users)
             gen = _Generation(
                 config,
                 resolve_peers(config),
@@ -548,6 +554,7 @@ class _Master:
                 number=self.last_number + 1,
                 previous=self.current,
                 overrides=self.overrides,
+                users=users,
             )
             for slot in range(config.workers):
                 self.sockets_for(slot, config)

@@ -13,11 +13,8 @@ bound is 100 each, and 0 is what it finds now.
 from __future__ import annotations
 
 import http.client
-import re
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ferryman.tls.devcert import issue
+from support.h2load import run_h2load
 from support.procs import EchoBackend, ProxyProcess, free_port, start_echo, start_proxy
 
 REQUESTS = 200  # each on a new client connection, each on a new upstream connection
@@ -163,21 +161,9 @@ def test_https_connection_per_request_leaves_no_cycles(stack: Stack) -> None:
 
 
 def test_http2_streams_leave_no_cycles(stack: Stack) -> None:
-    if shutil.which("h2load") is None:
-        pytest.fail("h2load missing: run scripts/install-system-deps.sh (nghttp2-client)")
-
     def traffic() -> None:
-        url = f"https://127.0.0.1:{stack.tls_port}/"
-        result = subprocess.run(
-            ["h2load", "-n", str(STREAMS), "-c", "2", "-m", "20", url],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        match = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored", result.stdout)
-        assert match is not None and int(match[1]) == STREAMS, result.stdout
+        result = run_h2load(f"https://127.0.0.1:{stack.tls_port}/", STREAMS, 2, 20)
+        assert result.succeeded == STREAMS, result.stdout
 
     assert _left_to_the_collector(stack, traffic, STREAMS) < BOUND
 

@@ -15,7 +15,7 @@ from ferryman.filters.auth import BasicAuthFilter, read_htpasswd
 from ferryman.filters.base import RequestFilter, SharedZones
 from ferryman.filters.conn_limit import LimitConnFilter
 from ferryman.filters.rate_limit import LimitReqFilter
-from ferryman.filters.zone import LimitZone
+from ferryman.filters.zone import LimitZone, open_zones
 from ferryman.proxy.variables import Template
 
 __all__ = ["FilterState", "build_filters", "read_user_files"]
@@ -45,6 +45,12 @@ class FilterState:
         """`shared` as filter kind `kind` uses it (the cluster counts local fallbacks
         per kind)."""
         return None if self.shared is None else self.shared.for_filter(kind)
+
+    @classmethod
+    def alone(cls, config: Config, users: dict[str, Users] | None = None) -> FilterState:
+        """For a process alone (tests, `check`): zones nobody else maps, same interface;
+        `users` as already read (read_user_files), else read when a filter needs them."""
+        return cls(open_zones(config.limit_zones, config.source), users)
 
     def users_in(self, path: str, where: str) -> Users:
         """The users of htpasswd file `path`: as the master read it, or read now (a

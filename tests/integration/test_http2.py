@@ -64,6 +64,7 @@ servers:
         tls: {{certificates: {certs}}}
     routes:
       - {{path: /, upstream: app}}
+      - {{path: /fixed, match: exact, script: [{{return: {{status: 200, text: "fixed"}}}}]}}
 """
 
 
@@ -121,17 +122,90 @@ class _Unlimited(_Client):
         return 0
 
 
+class _CountingTls:
+    """TLS over memory BIOs instead of ssl's socket, so that the test sees the record
+    boundaries of what the server sent: `records` counts those received after the
+    handshake. The part of ssl.SSLSocket's interface that H2Client uses."""
+
+    def __init__(self, raw: socket.socket, ctx: ssl.SSLContext) -> None:
+        self.raw = raw
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        self.records = 0
+        self.partial = b""  # bytes of a record not yet whole
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._send_out()
+                data = raw.recv(65536)
+                if not data:
+                    raise ConnectionError("closed during the TLS handshake") from None
+                self._take(data)
+        self._send_out()
+        self.records = 0
+
+    def _take(self, data: bytes) -> None:
+        self.partial += data
+        while len(self.partial) >= 5:  # type(1) version(2) length(2), RFC 8446 5.1
+            end = 5 + int.from_bytes(self.partial[3:5], "big")
+            if len(self.partial) < end:
+                break
+            self.records += 1
+            self.partial = self.partial[end:]
+        self.incoming.write(data)
+
+    def _send_out(self) -> None:
+        out = self.outgoing.read()
+        if out:
+            self.raw.sendall(out)
+
+    def selected_alpn_protocol(self) -> str | None:
+        return self.tls.selected_alpn_protocol()
+
+    def sendall(self, data: bytes) -> None:
+        self.tls.write(data)
+        self._send_out()
+
+    def settimeout(self, timeout: float) -> None:
+        self.raw.settimeout(timeout)
+
+    def recv(self, size: int) -> bytes:
+        while True:
+            try:
+                return self.tls.read(size)
+            except ssl.SSLWantReadError:
+                data = self.raw.recv(65536)
+                if not data:
+                    return b""
+                self._take(data)
+
+    def close(self) -> None:
+        self.raw.close()
+
+
 class H2Client:
     """A blocking HTTP/2 client over TLS: send frames, read until a condition holds."""
 
     def __init__(
-        self, stack: Stack, *, unlimited: bool = False, raw: socket.socket | None = None
+        self,
+        stack: Stack,
+        *,
+        unlimited: bool = False,
+        raw: socket.socket | None = None,
+        count_records: bool = False,
     ) -> None:
         ctx = ssl.create_default_context(cafile=str(stack.ca))
         ctx.set_alpn_protocols(["h2"])
         # `raw`: a TCP connection opened earlier (the TLS handshake starts now).
         raw = raw or socket.create_connection(("127.0.0.1", stack.port), timeout=10)
-        self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
+        self.counted: _CountingTls | None = None
+        if count_records:
+            self.counted = _CountingTls(raw, ctx)
+            self.sock: ssl.SSLSocket | _CountingTls = self.counted
+        else:
+            self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
         assert self.sock.selected_alpn_protocol() == "h2"
         # Sends what it is told, malformed or not.
         config = h2.config.H2Configuration(
@@ -358,6 +432,27 @@ def test_100_concurrent_streams_one_connection(stack: Stack) -> None:
                 assert json.loads(answer.body)["target"] == path
             else:
                 assert answer.body.strip() == stack.backend.uuid.encode()
+    finally:
+        client.close()
+
+
+def test_answers_finished_in_one_turn_leave_in_one_write(stack: Stack) -> None:
+    """Fifty requests in one TLS record are answered (a `return`, no upstream) while the
+    proxy handles that one read: their frames leave together, in a few TLS records,
+    not one write (and one record) per stream."""
+    client = H2Client(stack, count_records=True)
+    counted = client.counted
+    assert counted is not None
+    try:
+        # Settings, their acknowledgements and the session tickets go out first.
+        (first,) = client.wait(client.request("/fixed"))
+        assert first.status == 200
+        counted.records = 0
+        sids = [client.request(f"/fixed?i={i}", flush=False) for i in range(50)]
+        client.flush()
+        answers = client.wait(*sids)
+        assert all(a.status == 200 and a.ended and bytes(a.body) == b"fixed" for a in answers)
+        assert 1 <= counted.records <= 2, counted.records
     finally:
         client.close()
 

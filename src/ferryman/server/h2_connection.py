@@ -64,7 +64,8 @@ _CONNECTION_WINDOW: Final = MAX_CONCURRENT_STREAMS * _STREAM_WINDOW
 _FLOOD_WINDOW: Final = 1.0
 _RESET_LIMIT: Final = 2 * MAX_CONCURRENT_STREAMS
 _CONTROL_LIMIT: Final = 1000
-# Closed streams h2 may keep before they are dropped (see _H2.open_inbound_streams).
+# Streams h2 may hold beyond the concurrent limit before the closed ones are dropped
+# (see _H2.open_inbound_streams).
 _PRUNE_SLACK: Final = 32
 _CONFIG: Final = h2.config.H2Configuration(
     client_side=False,
@@ -104,11 +105,14 @@ class _H2(h2.connection.H2Connection):
     def open_inbound_streams(self) -> int:
         # h2's count walks every stream it holds, for each new stream, and drops the
         # closed ones as it goes: about 100 steps a stream at 100 concurrent ones. Here
-        # the walk runs only once closed streams may have piled up, a few steps a
-        # stream, and at most _PRUNE_SLACK closed ones wait for it.
+        # the walk runs only once more streams are held than may be open at once (a few
+        # steps a stream), and when the connection has none left (drop_closed).
         if len(self.streams) > MAX_CONCURRENT_STREAMS + _PRUNE_SLACK:
-            super().open_inbound_streams  # noqa: B018 (for its pruning)
+            self.drop_closed()
         return 0
+
+    def drop_closed(self) -> None:
+        super().open_inbound_streams  # noqa: B018 (for its pruning)
 
     def _receive_data_frame(self, frame: DataFrame) -> tuple[list[Frame], list[h2.events.Event]]:
         """h2 makes DATA beyond (or short of) the content-length a connection error;
@@ -524,6 +528,7 @@ class H2Connection:
     def _after_stream(self) -> None:
         if self.streams:
             return
+        self.h2.drop_closed()  # an idle connection holds no finished streams
         if self.goaway_sent or self.worker.draining:
             self._flush()
             self.close()

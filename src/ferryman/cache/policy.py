@@ -301,40 +301,74 @@ def _method(method: bytes | str) -> str:
 # -- Requests ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class RequestRules:
-    """What a request asks of the cache (RFC 9111 5.2.1)."""
+    """What a request asks of the cache (RFC 9111 5.2.1). Read-only by convention.
 
-    method: str
-    # The request does not forbid storing the response (5.2.1.5 no-store).
-    may_store: bool
-    # A stored response may not be used without revalidation: no-cache, max-age=0 or
-    # Pragma: no-cache without Cache-Control (5.2.1.4, 5.4).
-    must_revalidate: bool
-    max_age: float | None
-    max_stale: float | None
-    min_fresh: float | None
-    # 5.2.1.7: answer from the cache or 504, never contact upstream.
-    only_if_cached: bool
-    # 3.5: the response is then shared only if it allows it.
-    authorization: bool
+    A plain slotted class, not a dataclass: made for every cacheable request, and a
+    dataclass's generated __init__ stays interpreted in the compiled build (it cost
+    about a microsecond a cache hit)."""
+
+    __slots__ = (
+        "authorization",
+        "max_age",
+        "max_stale",
+        "may_store",
+        "method",
+        "min_fresh",
+        "must_revalidate",
+        "only_if_cached",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        may_store: bool,
+        must_revalidate: bool,
+        max_age: float | None,
+        max_stale: float | None,
+        min_fresh: float | None,
+        only_if_cached: bool,
+        authorization: bool,
+    ) -> None:
+        self.method = method
+        # The request does not forbid storing the response (5.2.1.5 no-store).
+        self.may_store = may_store
+        # A stored response may not be used without revalidation: no-cache, max-age=0
+        # or Pragma: no-cache without Cache-Control (5.2.1.4, 5.4).
+        self.must_revalidate = must_revalidate
+        self.max_age = max_age
+        self.max_stale = max_stale
+        self.min_fresh = min_fresh
+        # 5.2.1.7: answer from the cache or 504, never contact upstream.
+        self.only_if_cached = only_if_cached
+        # 3.5: the response is then shared only if it allows it.
+        self.authorization = authorization
 
 
 def request_rules(method: bytes | str, headers: Headers) -> RequestRules:
-    cc = parse_cache_control(headers)
-    has_cc = _has(headers, b"cache-control")
-    pragma_no_cache = not has_cc and any(
-        d == b"no-cache" for d, _ in _directives(headers, b"pragma")
-    )
+    # One pass over the fields for what the cache asks of every request; Cache-Control
+    # is parsed only when present (most requests have none).
+    has_cc = authorization = False
+    pragma: list[tuple[bytes, bytes | None]] = []
+    for name, value in headers:
+        ln = name.lower()
+        if ln == b"cache-control":
+            has_cc = True
+        elif ln == b"authorization":
+            authorization = True
+        elif ln == b"pragma":
+            _split_directives(value, pragma)
+    cc = parse_cache_control(headers) if has_cc else _EMPTY_CC
+    pragma_no_cache = not has_cc and any(d == b"no-cache" for d, _ in pragma)
     return RequestRules(
-        method=_method(method),
-        may_store=not cc.no_store,
-        must_revalidate=cc.no_cache or cc.max_age == 0 or pragma_no_cache,
-        max_age=cc.max_age,
-        max_stale=cc.max_stale,
-        min_fresh=cc.min_fresh,
-        only_if_cached=cc.only_if_cached,
-        authorization=_has(headers, b"authorization"),
+        _method(method),
+        not cc.no_store,
+        cc.no_cache or cc.max_age == 0 or pragma_no_cache,
+        cc.max_age,
+        cc.max_stale,
+        cc.min_fresh,
+        cc.only_if_cached,
+        authorization,
     )
 
 

@@ -467,10 +467,14 @@ def test_variant_key_equivalent_requests_match() -> None:
         (cc("min-fresh=10"), {"min_fresh": 10.0}),
         ([(b"authorization", b"Bearer x")], {"authorization": True}),
         # Field names in any case, Cache-Control after Pragma, both in one pass.
-        ([(b"PRAGMA", b"no-cache"), (b"CACHE-CONTROL", b"no-store")],
-         {"may_store": False, "must_revalidate": False}),  # fmt: skip
-        ([(b"Host", b"a"), (b"Authorization", b"x"), (b"pragma", b"no-cache")],
-         {"authorization": True, "must_revalidate": True}),  # fmt: skip
+        (
+            [(b"PRAGMA", b"no-cache"), (b"CACHE-CONTROL", b"no-store")],
+            {"may_store": False, "must_revalidate": False},
+        ),
+        (
+            [(b"Host", b"a"), (b"Authorization", b"x"), (b"pragma", b"no-cache")],
+            {"authorization": True, "must_revalidate": True},
+        ),
     ],
 )
 def test_request_rules(headers: H, attrs: dict[str, object]) -> None:

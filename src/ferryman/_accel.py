@@ -38,6 +38,13 @@ ACCEL_MODULES = (
     "ferryman.cache.policy",
     "ferryman.cache.handler",
     "ferryman.cache.zones",
+    # A cache hit's lookup: the memory tier, the disk tier's coherence stamps, the
+    # entry's age (disk.py, a hit's rarer path, stays interpreted).
+    "ferryman.cache.entry",
+    "ferryman.cache.store",
+    "ferryman.cache.memory",
+    "ferryman.cache.stamps",
+    "ferryman.cache.tiered",
     "ferryman.balancing.base",
     "ferryman.balancing.round_robin",
     "ferryman.balancing.least_conn",

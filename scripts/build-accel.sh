@@ -14,6 +14,9 @@ for f in "${files[@]}"; do
     so=$(ls "${f%.py}".*.so 2>/dev/null | head -n 1 || true)
     if [ -z "$so" ] || [ "$f" -nt "$so" ]; then fresh=0; break; fi
 done
+# The list itself: a module taken off it must not stay compiled into the shared library.
+lib=$(ls ./*__mypyc*.so 2>/dev/null | head -n 1 || true)
+if [ -z "$lib" ] || [ ferryman/_accel.py -nt "$lib" ]; then fresh=0; fi
 if [ "$fresh" = 1 ]; then echo "build-accel: up to date"; exit 0; fi
 echo "build-accel: compiling ${#files[@]} modules with mypyc"
 rm -f ./*__mypyc*.so

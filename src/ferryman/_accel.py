@@ -66,6 +66,14 @@ ACCEL_MODULES = (
     "ferryman.proxy.route",
     "ferryman.proxy.exchange",
     "ferryman.server.connection",
+    # The filters a route's limits and rules run on each request: rate and connection
+    # limits, their shared tables and locks, access rules.
+    "ferryman.filters.base",
+    "ferryman.filters.shared_locks",
+    "ferryman.filters.zone",
+    "ferryman.filters.rate_limit",
+    "ferryman.filters.conn_limit",
+    "ferryman.filters.access",
     # Read on every request (timeouts, the Date line, the sweeper's clock): compiled,
     # their attributes are struct fields instead of lookups by name.
     "ferryman.server.context",

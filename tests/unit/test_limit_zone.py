@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,6 +47,17 @@ def test_tables_hash_with_their_own_key() -> None:
     b = ZoneTable.create("b", 64 * 1024, evicts=True)
     assert a.hash(b"k") != b.hash(b"k")
     assert a.hash(b"k") != 0
+
+
+def test_remembered_hashes_stay_the_same_past_the_memory() -> None:
+    # More distinct keys than a table remembers: the memory is dropped and refilled,
+    # and every key still hashes as on first sight, in this handle and another.
+    t = ZoneTable.create("z", 64 * 1024, evicts=True)
+    keys = [b"10.0.%d.%d" % (i // 256, i % 256) for i in range(3000)]
+    first = [t.hash(k) for k in keys]
+    assert len(set(first)) == len(keys)
+    assert [t.hash(k) for k in reversed(keys)] == first[::-1]
+    assert [t.attach().hash(k) for k in keys[:10]] == first[:10]
 
 
 def test_none_removes_an_entry() -> None:
@@ -90,10 +103,18 @@ def _increment(state: State | None) -> tuple[None, State]:
     return None, ((state[0] if state else 0) + 1, 0)
 
 
-def test_a_forked_worker_and_this_one_lose_no_update() -> None:
+@pytest.fixture(params=[True, False], ids=["mutex", "fcntl"])
+def mutexes(request: pytest.FixtureRequest) -> bool:
+    """Tables locked by shared mutexes, and by fcntl (where the C library has none)."""
+    used: bool = request.param
+    return used
+
+
+def test_a_forked_worker_and_this_one_lose_no_update(mutexes: bool) -> None:
     # Read-modify-write under the group lock: with two processes racing on one entry,
     # every increment lands.
-    t = ZoneTable.create("z", 64 * 1024, evicts=False)
+    t = ZoneTable.create("z", 64 * 1024, evicts=False, mutexes=mutexes)
+    assert ("mutexes=0" in repr(t)) != mutexes
     h = t.hash(b"shared")
     rounds = 3000
     pid = os.fork()
@@ -111,6 +132,43 @@ def test_a_forked_worker_and_this_one_lose_no_update() -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert t.peek(h) == (2 * rounds, 0)
+
+
+def _exit_holding_the_lock(state: State | None) -> tuple[None, State]:
+    os._exit(0)
+
+
+def test_a_worker_dying_with_the_lock_held_wedges_no_one(mutexes: bool) -> None:
+    t = ZoneTable.create("z", ONE_GROUP, evicts=False, mutexes=mutexes)
+    h = t.hash(b"k")
+    t.update(h, 1, put(5))
+    pid = os.fork()
+    if pid == 0:  # dies inside the critical section, the group's lock held
+        try:
+            t.attach().update(h, 2, _exit_holding_the_lock)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # Another worker still gets the lock (in a child: a wedged lock would block this
+    # process in C, where no timeout reaches).
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            mine = t.attach()
+            code = 0 if mine.update(h, 3, put(6)) == (5, 0) else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 10
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the lock a dead worker held was never given back")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert t.peek(h) == (6, 0)
 
 
 def test_reload_keeps_the_state_of_unchanged_zones() -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, tzinfo
@@ -53,6 +54,8 @@ _WINDOW: Final = re.compile(r"([0-9]{2}):([0-9]{2})-([0-9]{2}):([0-9]{2})")
 # RFC 9110 5.6.2: a method is a token.
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _NO_MATCH: Final = "no rule matched"
+# ::ffff:a.b.c.d (RFC 4291 2.5.5.2)
+_V4_MAPPED: Final = bytes(10) + b"\xff\xff"
 
 # (version, network as int, mask as int); version 0 is "all".
 _Network = tuple[int, int, int]
@@ -269,18 +272,21 @@ def _uri(exchange: Any) -> bytes:
 
 
 def _parse_address(addr: bytes) -> tuple[int, int] | None:
-    """(4 or 6, the address as an int), IPv4-mapped IPv6 as IPv4; None if not an IP."""
+    """(4 or 6, the address as an int), IPv4-mapped IPv6 as IPv4; None if not an IP.
+    inet_pton, not ipaddress.ip_address: the same answers (leading zeros and spaces
+    refused alike) for a tenth of the time, on every request of a route with rules."""
     text = addr.decode("latin-1").partition("%")[0]  # a link-local zone id is no part
     try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except OSError:
+        pass
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, text)
+    except OSError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address):
-        mapped = ip.ipv4_mapped
-        if mapped is not None:
-            return 4, int(mapped)
-        return 6, int(ip)
-    return 4, int(ip)
+    if packed[:12] == _V4_MAPPED:
+        return 4, int.from_bytes(packed[12:], "big")
+    return 6, int.from_bytes(packed, "big")
 
 
 def _in_networks(ip: tuple[int, int] | None, networks: tuple[_Network, ...]) -> bool:

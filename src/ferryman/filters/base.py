@@ -11,12 +11,11 @@ the cluster's Redis needs a round trip: cluster/; local zones never return one).
 
 from __future__ import annotations
 
+# At run time too: compiled (mypyc), the dataclasses' annotations are evaluated.
+import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    import asyncio
+from typing import Any, Protocol
 
 __all__ = ["Delay", "Deny", "Pending", "RequestFilter", "SharedZones", "Verdict"]
 

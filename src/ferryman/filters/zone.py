@@ -10,17 +10,20 @@ The table lives in a memfd (an anonymous file), mapped MAP_SHARED and created by
 master before it forks, so every worker maps the same pages; a process that calls
 `build_worker` directly gets a table nobody else sees, behind the same interface.
 
-Layout: a 64-byte header (magic, group count, the hash key), then groups of `WAYS`
-entries (set-associative: a key may sit only in the group its hash picks):
+Layout: a 64-byte header (magic, group count, the hash key, the mutex count), the
+mutexes (64 bytes each; none with fcntl), then groups of `WAYS` entries
+(set-associative: a key may sit only in the group its hash picks):
 
     8 x uint64  key hashes (0: free)
     8 x (int64 a, int64 b, int64 used)   the state (a, b) and the last touch, in ms
 
 A key is stored as its 64-bit keyed BLAKE2b hash (the key is random per zone, so a
 client cannot choose keys that collide in one group and push others out). A group is
-locked with fcntl.lockf on one byte of the file, at the group's index: a lock is held
-for one read-modify-write only, and the kernel drops it if its process dies, so a
-crashed worker cannot wedge the others (nginx's shmtx recovers the same way, by pid).
+locked for one read-modify-write only, with one of up to 256 robust process-shared
+mutexes kept between the header and the groups (filters/shared_locks.py: no system call
+unless two workers meet), or, where the C library has none, with fcntl.lockf on one
+byte of the file at the group's index. Either way a crashed worker cannot wedge the
+others (nginx's shmtx recovers the same way, by pid).
 When a group is full, a zone that allows it evicts its least recently used entry (nginx
 limit_req frees the oldest node when its slab is full); a zone that does not (limit_conn:
 an entry there counts requests still in flight) refuses with `ZoneFull`.
@@ -41,7 +44,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 from ferryman.config.schema import LimitZoneSpec
+from ferryman.filters.shared_locks import SLOT, MutexArray
 from ferryman.proxy.variables import Template, compile_template
 
 __all__ = ["WAYS", "LimitZone", "State", "ZoneFull", "ZoneTable", "open_zones"]
@@ -51,9 +57,14 @@ T = TypeVar("T")
 State = tuple[int, int]
 
 WAYS: Final = 8
-_MAGIC: Final = b"FMZONE01"
-_HEADER: Final = struct.Struct("=8sQ16s")  # magic, groups, hash key
+_MAGIC: Final = b"FMZONE02"
+_HEADER: Final = struct.Struct("=8sQ16sQ")  # magic, groups, hash key, mutexes
 _HEADER_SIZE: Final = 64
+# Groups share mutexes beyond this many: with a handful of workers, two meeting on one
+# is rare already, and the mutexes stay within 16 KiB.
+_MAX_MUTEXES: Final = 256
+# Keys whose hash a table remembers (ZoneTable.hash): at most about 100 KiB a worker.
+_KNOWN_HASHES: Final = 1024
 _HASHES: Final = struct.Struct(f"={WAYS}Q")
 _ENTRY: Final = struct.Struct("=qqq")  # a, b, used
 _HASH: Final = struct.Struct("=Q")
@@ -66,38 +77,84 @@ class ZoneFull(Exception):
     """No room for a new key in its group, and the zone may not evict."""
 
 
+@mypyc_attr(native_class=False)
+class _Descriptor:
+    """A table's file descriptor, closed at `close()` or with the last handle that holds
+    it (a reload drops old zones). A plain Python class in the compiled build too:
+    weakref.finalize needs a weak reference, which compiled classes do not take."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.close = weakref.finalize(self, os.close, fd)
+
+
 class ZoneTable:
     """One zone's table. `create` makes a new one; `attach` maps an existing one again
     (another handle on the same memory, as a second worker has)."""
 
-    __slots__ = ("__weakref__", "_closer", "_fd", "_groups", "_key", "_map", "evicts", "name")
+    __slots__ = (
+        "_fd",
+        "_groups",
+        "_groups_at",
+        "_hasher",
+        "_hashes",
+        "_key",
+        "_locks",
+        "_map",
+        "evicts",
+        "name",
+    )
 
     def __init__(self, fd: int, name: str, evicts: bool) -> None:
-        self._fd = fd
-        # The descriptor goes with the last reference (a reload drops old zones).
-        self._closer = weakref.finalize(self, os.close, fd)
+        self._fd = _Descriptor(fd)
         self.name = name
         self.evicts = evicts
         self._map = mmap.mmap(fd, os.fstat(fd).st_size, mmap.MAP_SHARED)
-        magic, groups, key = _HEADER.unpack_from(self._map, 0)
+        magic, groups, key, mutexes = _HEADER.unpack_from(self._map, 0)
         if magic != _MAGIC:
             raise ValueError(f"zone {name!r}: not a zone table")
         self._groups: int = groups
         self._key: bytes = key
+        self._hasher = hashlib.blake2b(digest_size=8, key=key)
+        self._hashes: dict[bytes, int] = {}
+        self._groups_at = _HEADER_SIZE + mutexes * SLOT
+        self._locks = MutexArray.attach(self._map, _HEADER_SIZE, mutexes) if mutexes else None
 
     @classmethod
-    def create(cls, name: str, size: int, *, evicts: bool) -> ZoneTable:
-        """A new, empty table of about `size` bytes (at least one group)."""
+    def create(cls, name: str, size: int, *, evicts: bool, mutexes: bool = True) -> ZoneTable:
+        """A new, empty table of about `size` bytes (at least one group), locked with
+        shared mutexes where the C library has them, else (or `mutexes=False`) fcntl."""
         groups = max(1, (size - _HEADER_SIZE) // _GROUP_SIZE)
+        count = min(groups, _MAX_MUTEXES) if mutexes else 0
         fd = _anonymous_file(name)
-        os.ftruncate(fd, _HEADER_SIZE + groups * _GROUP_SIZE)
-        with mmap.mmap(fd, _HEADER_SIZE, mmap.MAP_SHARED) as header:
-            _HEADER.pack_into(header, 0, _MAGIC, groups, secrets.token_bytes(16))
+        length = _HEADER_SIZE + count * SLOT + groups * _GROUP_SIZE
+        os.ftruncate(fd, length)
+        with mmap.mmap(fd, length, mmap.MAP_SHARED) as fresh:
+            made = MutexArray.create(fresh, _HEADER_SIZE, count) if count else None
+            if made is not None:
+                made.detach()
+            else:
+                count = 0  # fcntl locks: the groups start after the header
+            _HEADER.pack_into(fresh, 0, _MAGIC, groups, secrets.token_bytes(16), count)
         return cls(fd, name, evicts)
+
+    def _lock(self, group: int) -> None:
+        locks = self._locks
+        if locks is not None:
+            locks.lock(group)
+        else:
+            fcntl.lockf(self._fd.fd, fcntl.LOCK_EX, 1, group)
+
+    def _unlock(self, group: int) -> None:
+        locks = self._locks
+        if locks is not None:
+            locks.unlock(group)
+        else:
+            fcntl.lockf(self._fd.fd, fcntl.LOCK_UN, 1, group)
 
     def attach(self) -> ZoneTable:
         """Another handle on the same table (its own mapping of the same file)."""
-        return ZoneTable(os.dup(self._fd), self.name, self.evicts)
+        return ZoneTable(os.dup(self._fd.fd), self.name, self.evicts)
 
     @property
     def capacity(self) -> int:
@@ -105,8 +162,20 @@ class ZoneTable:
 
     def hash(self, key: bytes) -> int:
         """The key's 64-bit hash, never 0 (0 marks a free entry)."""
-        digest = hashlib.blake2b(key, digest_size=8, key=self._key).digest()
-        return int.from_bytes(digest, "little") or 1
+        # Remembered: the same client's requests (a keep-alive connection's) ask again
+        # and again, and a keyed BLAKE2b costs 0.4 us. Forgotten all at once when full,
+        # so a flood of distinct keys bounds it.
+        known = self._hashes.get(key)
+        if known is not None:
+            return known
+        # A copy of the keyed hasher skips hashing the key block again.
+        hasher = self._hasher.copy()
+        hasher.update(key)
+        value = int.from_bytes(hasher.digest(), "little") or 1
+        if len(self._hashes) >= _KNOWN_HASHES:
+            self._hashes.clear()
+        self._hashes[key] = value
+        return value
 
     def update(
         self, key_hash: int, now_ms: int, change: Callable[[State | None], tuple[T, State | None]]
@@ -115,8 +184,8 @@ class ZoneTable:
         stores what it returns: a state, or None to drop the entry (or not create it).
         Returns `change`'s result. Raises ZoneFull when a new entry finds no room."""
         group = key_hash % self._groups
-        base = _HEADER_SIZE + group * _GROUP_SIZE
-        fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, group)
+        base = self._groups_at + group * _GROUP_SIZE
+        self._lock(group)
         try:
             buf = self._map
             hashes = _HASHES.unpack_from(buf, base)
@@ -136,7 +205,7 @@ class ZoneTable:
             _ENTRY.pack_into(buf, base + _HASH_BYTES + way * _ENTRY.size, new[0], new[1], now_ms)
             return result
         finally:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, group)
+            self._unlock(group)
 
     def _free_way(self, hashes: tuple[int, ...], base: int) -> int:
         if 0 in hashes:
@@ -151,8 +220,8 @@ class ZoneTable:
     def peek(self, key_hash: int) -> State | None:
         """The key's state, read under the lock without touching it (tests, admin)."""
         group = key_hash % self._groups
-        base = _HEADER_SIZE + group * _GROUP_SIZE
-        fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, group)
+        base = self._groups_at + group * _GROUP_SIZE
+        self._lock(group)
         try:
             hashes = _HASHES.unpack_from(self._map, base)
             if key_hash not in hashes:
@@ -161,22 +230,29 @@ class ZoneTable:
             a, b, _ = _ENTRY.unpack_from(self._map, offset)
             return (a, b)
         finally:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, group)
+            self._unlock(group)
 
     def entries(self) -> int:
         """How many keys the table holds (walks the whole table: tests, admin)."""
         total = 0
         for g in range(self._groups):
-            total += WAYS - _HASHES.unpack_from(self._map, _HEADER_SIZE + g * _GROUP_SIZE).count(0)
+            total += WAYS - _HASHES.unpack_from(self._map, self._groups_at + g * _GROUP_SIZE).count(
+                0
+            )
         return total
 
     def close(self) -> None:
+        if self._locks is not None:
+            self._locks.detach()
         self._map.close()
-        self._closer()
+        self._fd.close()
 
     def __repr__(self) -> str:
         kind = "evicting" if self.evicts else "non-evicting"
-        return f"ZoneTable({self.name!r}, {self._groups} groups x {WAYS}, {kind})"
+        mutexes = self._locks.count if self._locks is not None else 0
+        return (
+            f"ZoneTable({self.name!r}, {self._groups} groups x {WAYS}, {kind}, mutexes={mutexes})"
+        )
 
 
 def _anonymous_file(name: str) -> int:

@@ -1,0 +1,130 @@
+"""Locks shared by processes, kept in a shared mapping: robust pthread mutexes of the C
+library, through ctypes. The limit zones' tables (filters/zone.py) lock their groups
+with them.
+
+Why not fcntl byte-range locks (what the zones used first): each critical section costs
+two system calls, lock and unlock, about 1.3 us each, and a request through limit_req
+and limit_conn takes three (limit_conn counts in and out). An uncontended pthread mutex
+is one atomic instruction in user space; the kernel is entered only when two workers
+meet on one lock.
+
+Robust (PTHREAD_MUTEX_ROBUST), as fcntl locks are: a process that dies holding one
+(SIGKILL, the OOM killer) does not wedge the others. The kernel marks the mutex, the
+next locker gets EOWNERDEAD, makes it consistent and goes on; what the dead process
+was writing under it is at worst one entry's state half-updated, which for a rate or a
+count is one wrong answer, not a wedge.
+
+Where the C library lacks these functions (not glibc or musl), `MutexArray.create`
+returns None and the caller keeps fcntl.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+from typing import Final
+
+__all__ = ["SLOT", "MutexArray"]
+
+# Bytes per mutex: pthread_mutex_t is 40 on x86-64 glibc, 48 on some other ABIs; a
+# cache line each also keeps two workers' locks off one line.
+SLOT: Final = 64
+_PTHREAD_PROCESS_SHARED: Final = 1
+_PTHREAD_MUTEX_ROBUST: Final = 1
+
+
+class _Pthread:
+    """The C library's mutex functions, typed for ctypes."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        def fn(name: str, nargs: int) -> ctypes._NamedFuncPointer:
+            f = getattr(lib, name)
+            f.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * (nargs - 1)
+            f.restype = ctypes.c_int
+            return f  # type: ignore[no-any-return]
+
+        self.attr_init = fn("pthread_mutexattr_init", 1)
+        self.attr_setpshared = fn("pthread_mutexattr_setpshared", 2)
+        self.attr_setrobust = fn("pthread_mutexattr_setrobust", 2)
+        self.init = fn("pthread_mutex_init", 1)
+        self.init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self.lock = fn("pthread_mutex_lock", 1)
+        self.unlock = fn("pthread_mutex_unlock", 1)
+        self.consistent = fn("pthread_mutex_consistent", 1)
+
+
+def _load() -> _Pthread | None:
+    try:
+        # PyDLL, not CDLL: a call keeps the GIL instead of dropping and taking it back
+        # around a lock held for a microsecond (the worker's other threads can wait).
+        return _Pthread(ctypes.PyDLL(None))
+    except (OSError, AttributeError):
+        return None
+
+
+_PTHREAD: Final = _load()
+
+
+class MutexArray:
+    """`count` mutexes at `offset` in a MAP_SHARED mapping; every process that maps the
+    same file uses the same mutexes (their address may differ from process to
+    process)."""
+
+    __slots__ = ("_anchor", "_base", "_consistent", "_lock", "_unlock", "count")
+
+    def __init__(self, mapping: mmap.mmap, offset: int, count: int, pthread: _Pthread) -> None:
+        # Holds the mapping's buffer while the mutexes are in use: detach() lets it go.
+        self._anchor: ctypes.Array[ctypes.c_char] | None = (
+            ctypes.c_char * (count * SLOT)
+        ).from_buffer(mapping, offset)
+        self._base = ctypes.addressof(self._anchor)
+        self.count = count
+        self._lock = pthread.lock
+        self._unlock = pthread.unlock
+        self._consistent = pthread.consistent
+
+    @classmethod
+    def create(cls, mapping: mmap.mmap, offset: int, count: int) -> MutexArray | None:
+        """Initialises `count` mutexes in fresh (zeroed) shared memory; None where the C
+        library has no robust process-shared mutexes."""
+        pthread = _PTHREAD
+        if pthread is None:
+            return None
+        attr = ctypes.create_string_buffer(64)  # pthread_mutexattr_t: 4 bytes on glibc
+        if (
+            pthread.attr_init(attr)
+            or pthread.attr_setpshared(attr, _PTHREAD_PROCESS_SHARED)
+            or pthread.attr_setrobust(attr, _PTHREAD_MUTEX_ROBUST)
+        ):
+            return None
+        mutexes = cls(mapping, offset, count, pthread)
+        for i in range(count):
+            if pthread.init(mutexes._base + i * SLOT, attr):
+                mutexes.detach()
+                return None
+        return mutexes
+
+    @classmethod
+    def attach(cls, mapping: mmap.mmap, offset: int, count: int) -> MutexArray:
+        """The mutexes `create` made, in another mapping of the same file."""
+        assert _PTHREAD is not None
+        return cls(mapping, offset, count, _PTHREAD)
+
+    def lock(self, index: int) -> None:
+        """Locks mutex `index % count` (indexes beyond the array share its mutexes)."""
+        address = self._base + (index % self.count) * SLOT
+        rc = self._lock(address)
+        if rc:
+            if rc != errno.EOWNERDEAD:
+                raise OSError(rc, "pthread_mutex_lock failed")
+            # Its holder died: this process holds it now, and says it is usable again.
+            self._consistent(address)
+
+    def unlock(self, index: int) -> None:
+        self._unlock(self._base + (index % self.count) * SLOT)
+
+    def detach(self) -> None:
+        """Lets the mapping go (it cannot be closed while the mutexes point into it)."""
+        self._anchor = None
+        self._base = 0

@@ -6,7 +6,8 @@
 #                Ferryman as deployed (access log + metrics/admin: bench/targets.sh),
 #                the bare relay and proxy.py; tests c50, c1000, c1 (latency), bulk (1 MiB)
 #   2. variants  the harness again, c50 only: nginx and Ferryman with 1 and 2 workers,
-#                Ferryman on the stock asyncio loop (--no-uvloop), and the pure sources
+#                Ferryman on the stock asyncio loop (--no-uvloop), the pure sources, and
+#                both with limit_req, limit_conn and an allow list on (targets.sh *-limits)
 #   3. tls       bench/tls.sh: HTTPS keep-alive req/s (and handshakes/s) beside nginx
 #   4. h2        bench/h2.sh: HTTP/2 req/s beside nginx
 #   5. cache     bench/cache.sh: cache hits beside nginx proxy_cache
@@ -94,7 +95,9 @@ phase_variants() {
     TAG=variants TESTS=c50 bash "$SHARED_RUN" nginx:1 nginx:2 \
         "ferryman-w1=$(ferryman_cmd 1)" "ferryman-w2=$(ferryman_cmd 2)" \
         "ferryman-asyncio=$(ferryman_cmd 1 --no-uvloop)" \
-        "ferryman-pure=export FERRYMAN_PURE=1; $(ferryman_cmd 1)"
+        "ferryman-pure=export FERRYMAN_PURE=1; $(ferryman_cmd 1)" \
+        "nginx-limits=exec bash '$HERE/targets.sh' nginx-limits {port} {backends} 1" \
+        "ferryman-limits=exec bash '$HERE/targets.sh' ferryman-limits {port} {backends} 1"
 }
 phase_tls() { OUT="$OUT/tls" bash "$HERE/tls.sh"; }
 phase_h2() { OUT="$OUT/h2" bash "$HERE/h2.sh"; }

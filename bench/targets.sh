@@ -13,6 +13,11 @@
 #   nginx-log      the harness's nginx (keepalive 32 upstream, HTTP/1.1) with its access
 #                  log on, to a file, combined format, `buffer=64k flush=1s` (Ferryman's
 #                  sink is buffered too: like for like). Beside ferryman-full.
+#   ferryman-limits, nginx-limits
+#                  ferryman-full and nginx-log with what a route facing the internet has
+#                  besides: limit_req (per client address, burst, nodelay), limit_conn
+#                  and an allow/deny list, set so that none ever refuses (the load comes
+#                  from one address): what the checks cost, not what a refusal costs.
 #   proxypy        abhinavsingh/proxy.py (PROXYPY_VERSION, in its own venv $PROXYPY_VENV,
 #                  made by bench/all.sh before the harness starts) as a reverse proxy to
 #                  the same backends (bench/proxypy/bench_reverse.py), in its --threaded
@@ -31,7 +36,7 @@ dir="$work/$kind-$port"
 rm -rf "$dir"; mkdir -p "$dir/tmp"
 
 case "$kind" in
-ferryman-full)
+ferryman-full | ferryman-limits)
     python=${PYTHON:-$root/.venv/bin/python}
     admin_port=$(( ${ADMIN_PORT_BASE:-9950} + port % 100 ))
     {
@@ -40,6 +45,11 @@ ferryman-full)
         echo "access_log: {path: $dir/access.log, format: combined}"
         echo "admin: {listen: \"127.0.0.1:$admin_port\"}"
         echo "keepalive_requests: 1000000  # client side: the schema's maximum"
+        if [ "$kind" = ferryman-limits ]; then
+            echo "limit_zones:"
+            echo "  - {name: rq, kind: req, key: \$binary_remote_addr, rate: 1000000r/s, size: 10m}"
+            echo "  - {name: cn, kind: conn, key: \$binary_remote_addr, size: 10m}"
+        fi
         echo "upstreams:"
         echo "  backends:"
         echo "    keepalive: 32"
@@ -49,15 +59,33 @@ ferryman-full)
         echo "servers:"
         echo "  - listen: \"127.0.0.1:$port\""
         echo "    routes:"
-        echo "      - {path: /, upstream: backends, forwarded_headers: false}"
+        if [ "$kind" = ferryman-limits ]; then
+            echo "      - path: /"
+            echo "        upstream: backends"
+            echo "        forwarded_headers: false"
+            echo "        limit_req: [{zone: rq, burst: 1000, nodelay: true}]"
+            echo "        limit_conn: [{zone: cn, limit: 10000}]"
+            echo "        access: [{allow: 127.0.0.0/8}, {deny: all}]"
+        else
+            echo "      - {path: /, upstream: backends, forwarded_headers: false}"
+        fi
     } > "$dir/ferryman.yaml"
     cd "$root/src"
     # shellcheck disable=SC2086  # FERRYMAN_EXTRA is a list of flags
     exec "$python" -m ferryman run -c "$dir/ferryman.yaml" ${FERRYMAN_EXTRA:-}
     ;;
-nginx-log)
+nginx-log | nginx-limits)
     servers=""
     for b in ${backends//,/ }; do servers+="        server $b;"$'\n'; done
+    zones="" checks=""
+    if [ "$kind" = nginx-limits ]; then
+        zones="limit_req_zone \$binary_remote_addr zone=rq:10m rate=1000000r/s;
+    limit_conn_zone \$binary_remote_addr zone=cn:10m;"
+        checks="limit_req zone=rq burst=1000 nodelay;
+            limit_conn cn 10000;
+            allow 127.0.0.0/8;
+            deny all;"
+    fi
     cat > "$dir/nginx.conf" <<CONF
 worker_processes $workers;
 worker_rlimit_nofile ${NOFILE:-65536};
@@ -66,6 +94,7 @@ error_log $dir/error.log warn;
 events { worker_connections 65536; }
 http {
     access_log $dir/access.log combined buffer=64k flush=1s;
+    $zones
     keepalive_requests 10000000;
     keepalive_timeout 300s;
     client_body_temp_path $dir/tmp/body;
@@ -82,6 +111,7 @@ $servers
     server {
         listen 127.0.0.1:$port backlog=4096;
         location / {
+            $checks
             proxy_pass http://backends;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -99,5 +129,5 @@ proxypy)
         --num-workers "$workers" --num-acceptors 1 --enable-reverse-proxy \
         --plugins bench_reverse.BenchReverseProxy --log-level e ${PROXYPY_FLAGS---threaded}
     ;;
-*) echo "bench/targets.sh: ferryman-full, nginx-log or proxypy, not $kind" >&2; exit 2 ;;
+*) echo "bench/targets.sh: ferryman-full, ferryman-limits, nginx-log, nginx-limits or proxypy, not $kind" >&2; exit 2 ;;
 esac

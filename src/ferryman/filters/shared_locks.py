@@ -15,17 +15,19 @@ was writing under it is at worst one entry's state half-updated, which for a rat
 count is one wrong answer, not a wedge.
 
 Where the C library lacks these functions (not glibc or musl), `MutexArray.create`
-returns None and the caller keeps fcntl.
+returns None and the caller locks with `FileLocks` (fcntl, one byte of the file per
+index) instead: both are `GroupLocks`, so the caller's critical sections do not care.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import mmap
 from typing import Final
 
-__all__ = ["SLOT", "MutexArray"]
+__all__ = ["SLOT", "FileLocks", "GroupLocks", "MutexArray"]
 
 # Bytes per mutex: pthread_mutex_t is 40 on x86-64 glibc, 48 on some other ABIs; a
 # cache line each also keeps two workers' locks off one line.
@@ -38,20 +40,20 @@ class _Pthread:
     """The C library's mutex functions, typed for ctypes."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
-        def fn(name: str, nargs: int) -> ctypes._NamedFuncPointer:
+        def fn(name: str, *argtypes: type) -> ctypes._NamedFuncPointer:
             f = getattr(lib, name)
-            f.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * (nargs - 1)
+            f.argtypes = argtypes
             f.restype = ctypes.c_int
             return f  # type: ignore[no-any-return]
 
-        self.attr_init = fn("pthread_mutexattr_init", 1)
-        self.attr_setpshared = fn("pthread_mutexattr_setpshared", 2)
-        self.attr_setrobust = fn("pthread_mutexattr_setrobust", 2)
-        self.init = fn("pthread_mutex_init", 1)
-        self.init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        self.lock = fn("pthread_mutex_lock", 1)
-        self.unlock = fn("pthread_mutex_unlock", 1)
-        self.consistent = fn("pthread_mutex_consistent", 1)
+        ptr, num = ctypes.c_void_p, ctypes.c_int
+        self.attr_init = fn("pthread_mutexattr_init", ptr)
+        self.attr_setpshared = fn("pthread_mutexattr_setpshared", ptr, num)
+        self.attr_setrobust = fn("pthread_mutexattr_setrobust", ptr, num)
+        self.init = fn("pthread_mutex_init", ptr, ptr)
+        self.lock = fn("pthread_mutex_lock", ptr)
+        self.unlock = fn("pthread_mutex_unlock", ptr)
+        self.consistent = fn("pthread_mutex_consistent", ptr)
 
 
 def _load() -> _Pthread | None:
@@ -66,7 +68,39 @@ def _load() -> _Pthread | None:
 _PTHREAD: Final = _load()
 
 
-class MutexArray:
+class GroupLocks:
+    """Locks numbered from 0, shared by every process that maps one file. An index
+    beyond those a kind has shares a lock with a lower one."""
+
+    __slots__ = ()
+
+    def lock(self, index: int) -> None:
+        raise NotImplementedError
+
+    def unlock(self, index: int) -> None:
+        raise NotImplementedError
+
+    def detach(self) -> None:
+        """Lets go of the mapping or file (nothing to do by default)."""
+
+
+class FileLocks(GroupLocks):
+    """fcntl byte-range locks, one byte of the file per index: two system calls per
+    critical section, but everywhere; the kernel drops a dead process's locks."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd  # owned by the caller, open as long as these locks are used
+
+    def lock(self, index: int) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, index)
+
+    def unlock(self, index: int) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, index)
+
+
+class MutexArray(GroupLocks):
     """`count` mutexes at `offset` in a MAP_SHARED mapping; every process that maps the
     same file uses the same mutexes (their address may differ from process to
     process)."""

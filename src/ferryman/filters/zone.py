@@ -31,7 +31,6 @@ an entry there counts requests still in flight) refuses with `ZoneFull`.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import mmap
 import os
@@ -47,7 +46,7 @@ from typing import Final, TypeVar
 from mypy_extensions import mypyc_attr
 
 from ferryman.config.schema import LimitZoneSpec
-from ferryman.filters.shared_locks import SLOT, MutexArray
+from ferryman.filters.shared_locks import SLOT, FileLocks, GroupLocks, MutexArray
 from ferryman.proxy.variables import Template, compile_template
 
 __all__ = ["WAYS", "LimitZone", "State", "ZoneFull", "ZoneTable", "open_zones"]
@@ -98,7 +97,6 @@ class ZoneTable:
         "_groups_at",
         "_hasher",
         "_hashes",
-        "_key",
         "_locks",
         "_map",
         "evicts",
@@ -114,11 +112,12 @@ class ZoneTable:
         if magic != _MAGIC:
             raise ValueError(f"zone {name!r}: not a zone table")
         self._groups: int = groups
-        self._key: bytes = key
         self._hasher = hashlib.blake2b(digest_size=8, key=key)
         self._hashes: dict[bytes, int] = {}
         self._groups_at = _HEADER_SIZE + mutexes * SLOT
-        self._locks = MutexArray.attach(self._map, _HEADER_SIZE, mutexes) if mutexes else None
+        self._locks: GroupLocks = (
+            MutexArray.attach(self._map, _HEADER_SIZE, mutexes) if mutexes else FileLocks(fd)
+        )
 
     @classmethod
     def create(cls, name: str, size: int, *, evicts: bool, mutexes: bool = True) -> ZoneTable:
@@ -137,20 +136,6 @@ class ZoneTable:
                 count = 0  # fcntl locks: the groups start after the header
             _HEADER.pack_into(fresh, 0, _MAGIC, groups, secrets.token_bytes(16), count)
         return cls(fd, name, evicts)
-
-    def _lock(self, group: int) -> None:
-        locks = self._locks
-        if locks is not None:
-            locks.lock(group)
-        else:
-            fcntl.lockf(self._fd.fd, fcntl.LOCK_EX, 1, group)
-
-    def _unlock(self, group: int) -> None:
-        locks = self._locks
-        if locks is not None:
-            locks.unlock(group)
-        else:
-            fcntl.lockf(self._fd.fd, fcntl.LOCK_UN, 1, group)
 
     def attach(self) -> ZoneTable:
         """Another handle on the same table (its own mapping of the same file)."""
@@ -185,7 +170,7 @@ class ZoneTable:
         Returns `change`'s result. Raises ZoneFull when a new entry finds no room."""
         group = key_hash % self._groups
         base = self._groups_at + group * _GROUP_SIZE
-        self._lock(group)
+        self._locks.lock(group)
         try:
             buf = self._map
             hashes = _HASHES.unpack_from(buf, base)
@@ -205,7 +190,7 @@ class ZoneTable:
             _ENTRY.pack_into(buf, base + _HASH_BYTES + way * _ENTRY.size, new[0], new[1], now_ms)
             return result
         finally:
-            self._unlock(group)
+            self._locks.unlock(group)
 
     def _free_way(self, hashes: tuple[int, ...], base: int) -> int:
         if 0 in hashes:
@@ -221,7 +206,7 @@ class ZoneTable:
         """The key's state, read under the lock without touching it (tests, admin)."""
         group = key_hash % self._groups
         base = self._groups_at + group * _GROUP_SIZE
-        self._lock(group)
+        self._locks.lock(group)
         try:
             hashes = _HASHES.unpack_from(self._map, base)
             if key_hash not in hashes:
@@ -230,7 +215,7 @@ class ZoneTable:
             a, b, _ = _ENTRY.unpack_from(self._map, offset)
             return (a, b)
         finally:
-            self._unlock(group)
+            self._locks.unlock(group)
 
     def entries(self) -> int:
         """How many keys the table holds (walks the whole table: tests, admin)."""
@@ -242,14 +227,13 @@ class ZoneTable:
         return total
 
     def close(self) -> None:
-        if self._locks is not None:
-            self._locks.detach()
+        self._locks.detach()
         self._map.close()
         self._fd.close()
 
     def __repr__(self) -> str:
         kind = "evicting" if self.evicts else "non-evicting"
-        mutexes = self._locks.count if self._locks is not None else 0
+        mutexes = self._locks.count if isinstance(self._locks, MutexArray) else 0
         return (
             f"ZoneTable({self.name!r}, {self._groups} groups x {WAYS}, {kind}, mutexes={mutexes})"
         )

@@ -165,6 +165,30 @@ def test_record_buffers_until_flush(tmp_path: Path) -> None:
         log.close()
 
 
+def test_record_escapes_as_format_combined_does(tmp_path: Path) -> None:
+    # The sink renders combined lines itself (a direct call, the time stamp as bytes):
+    # the same bytes as the formatter, escaping included, field by field.
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path))
+    entries = [
+        entry(),
+        entry(referer=b"", user_agent=b""),
+        entry(remote_addr=b'1"2'),
+        entry(request_line=b"GET /\xff HTTP/1.1"),
+        entry(referer=b"a\\b"),
+        entry(user_agent=b"x\ny"),
+        entry(user_agent=b'"', referer=b'"'),
+    ]
+    try:
+        for e in entries:
+            log.record(e)
+        log.flush()
+        assert read_lines(path) == [format_combined(e) for e in entries]
+        assert b"1\\x222 - - [" in path.read_bytes()
+    finally:
+        log.close()
+
+
 def test_flush_appends_to_an_existing_file(tmp_path: Path) -> None:
     path = tmp_path / "access.log"
     path.write_bytes(b"old line\n")

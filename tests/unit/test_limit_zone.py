@@ -60,6 +60,26 @@ def test_remembered_hashes_stay_the_same_past_the_memory() -> None:
     assert [t.attach().hash(k) for k in keys[:10]] == first[:10]
 
 
+def test_an_entry_that_moved_under_another_handle_is_still_found() -> None:
+    # A handle remembers where it last saw each key. Another worker may drop the key
+    # and put it back elsewhere in the group: the remembered place then holds another
+    # key, and the update must still find the real entry, not add a second one.
+    a = ZoneTable.create("z", ONE_GROUP, evicts=True)
+    b = a.attach()
+    k, other = a.hash(b"k"), a.hash(b"other")
+    a.update(k, 1, put(1))  # k in the first way, remembered there by `a`
+    b.update(k, 2, lambda s: (s, None))  # dropped by the other worker
+    b.update(other, 3, put(2))  # the first way now holds another key
+    b.update(k, 4, put(3))  # and k comes back in the second way
+    assert a.update(k, 5, put(4)) == (3, 0)
+    assert a.peek(other) == (2, 0)
+    assert a.entries() == 2
+    # And a key dropped everywhere is not found at its remembered place either.
+    b.update(k, 6, lambda s: (s, None))
+    assert a.peek(k) is None
+    assert a.update(k, 7, put(5)) is None
+
+
 def test_none_removes_an_entry() -> None:
     t = ZoneTable.create("z", ONE_GROUP, evicts=False)
     h = t.hash(b"k")

@@ -54,6 +54,7 @@ _WINDOW: Final = re.compile(r"([0-9]{2}):([0-9]{2})-([0-9]{2}):([0-9]{2})")
 # RFC 9110 5.6.2: a method is a token.
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _NO_MATCH: Final = "no rule matched"
+_KNOWN_ADDRESSES: Final = 1024  # parsed client addresses a rule set remembers
 # ::ffff:a.b.c.d (RFC 4291 2.5.5.2)
 _V4_MAPPED: Final = bytes(10) + b"\xff\xff"
 
@@ -175,12 +176,16 @@ class _Clock:
 class RuleSet:
     """Compiled rules, in order. Pure: the caller passes every fact, time included."""
 
-    __slots__ = ("needs_path", "needs_user_agent", "rules")
+    __slots__ = ("_addresses", "needs_path", "needs_user_agent", "rules")
 
     def __init__(self, rules: tuple[CompiledRule, ...]) -> None:
         self.rules = rules
         self.needs_user_agent = any(r.has_user_agent for r in rules)
         self.needs_path = any(r.has_path for r in rules)
+        # Client addresses parsed before: a keep-alive connection's requests, and a
+        # client's connections, ask again and again. Forgotten all at once when full,
+        # so a flood of distinct addresses bounds it.
+        self._addresses: dict[bytes, tuple[int, int] | None] = {}
 
     def __repr__(self) -> str:
         return f"RuleSet({', '.join(repr(r) for r in self.rules)})"
@@ -194,7 +199,14 @@ class RuleSet:
         now_wall: float,
     ) -> tuple[bool, str]:
         """(allowed, the label of the rule that decided); allowed when none matched."""
-        ip = _parse_address(addr)
+        addresses = self._addresses
+        if addr in addresses:
+            ip = addresses[addr]
+        else:
+            ip = _parse_address(addr)
+            if len(addresses) >= _KNOWN_ADDRESSES:
+                addresses.clear()
+            addresses[addr] = ip
         ua = user_agent.decode("latin-1") if user_agent is not None else ""
         clock = _Clock(now_wall)
         for rule in self.rules:

@@ -64,12 +64,12 @@ _HEADER_SIZE: Final = 64
 _MAX_MUTEXES: Final = 256
 # Keys whose hash a table remembers (ZoneTable.hash): at most about 100 KiB a worker.
 _KNOWN_HASHES: Final = 1024
-_HASHES: Final = struct.Struct(f"={WAYS}Q")
-_ENTRY: Final = struct.Struct("=qqq")  # a, b, used
-_HASH: Final = struct.Struct("=Q")
 _BINARY_ADDR: Final = re.compile(r"\$(\{?)binary_remote_addr(?![A-Za-z0-9_])")
-_HASH_BYTES: Final = WAYS * 8
-_GROUP_SIZE: Final = _HASH_BYTES + WAYS * _ENTRY.size  # 256 bytes
+# Sizes in 8-byte words: the table is read and written through views of the mapping as
+# arrays of uint64 (the hashes) and int64 (the entries), not with struct.
+_ENTRY_WORDS: Final = 3  # a, b, used
+_GROUP_WORDS: Final = WAYS + WAYS * _ENTRY_WORDS
+_GROUP_SIZE: Final = _GROUP_WORDS * 8  # 256 bytes
 
 
 class ZoneFull(Exception):
@@ -93,12 +93,15 @@ class ZoneTable:
 
     __slots__ = (
         "_fd",
+        "_first_word",
         "_groups",
-        "_groups_at",
         "_hasher",
         "_hashes",
+        "_ints",
         "_locks",
         "_map",
+        "_ways",
+        "_words",
         "evicts",
         "name",
     )
@@ -114,7 +117,11 @@ class ZoneTable:
         self._groups: int = groups
         self._hasher = hashlib.blake2b(digest_size=8, key=key)
         self._hashes: dict[bytes, int] = {}
-        self._groups_at = _HEADER_SIZE + mutexes * SLOT
+        self._ways: dict[int, int] = {}  # key hash -> where this table last saw it
+        # Both views cover the whole mapping; the groups start on a word boundary.
+        self._words = memoryview(self._map).cast("Q")
+        self._ints = memoryview(self._map).cast("q")
+        self._first_word = (_HEADER_SIZE + mutexes * SLOT) // 8
         self._locks: GroupLocks = (
             MutexArray.attach(self._map, _HEADER_SIZE, mutexes) if mutexes else FileLocks(fd)
         )
@@ -169,65 +176,90 @@ class ZoneTable:
         stores what it returns: a state, or None to drop the entry (or not create it).
         Returns `change`'s result. Raises ZoneFull when a new entry finds no room."""
         group = key_hash % self._groups
-        base = self._groups_at + group * _GROUP_SIZE
+        first = self._first_word + group * _GROUP_WORDS
         self._locks.lock(group)
         try:
-            buf = self._map
-            hashes = _HASHES.unpack_from(buf, base)
-            way = hashes.index(key_hash) if key_hash in hashes else -1
+            words = self._words
+            ints = self._ints
+            way = self._find(words, first, key_hash)
             old: State | None = None
             if way >= 0:
-                a, b, _ = _ENTRY.unpack_from(buf, base + _HASH_BYTES + way * _ENTRY.size)
-                old = (a, b)
+                entry = first + WAYS + way * _ENTRY_WORDS
+                old = (ints[entry], ints[entry + 1])
             result, new = change(old)
             if new is None:
                 if way >= 0:
-                    _HASH.pack_into(buf, base + way * 8, 0)
+                    words[first + way] = 0
                 return result
             if way < 0:
-                way = self._free_way(hashes, base)
-                _HASH.pack_into(buf, base + way * 8, key_hash)
-            _ENTRY.pack_into(buf, base + _HASH_BYTES + way * _ENTRY.size, new[0], new[1], now_ms)
+                way = self._free_way(first)
+                words[first + way] = key_hash
+                self._remember_way(key_hash, way)
+            entry = first + WAYS + way * _ENTRY_WORDS
+            ints[entry] = new[0]
+            ints[entry + 1] = new[1]
+            ints[entry + 2] = now_ms
             return result
         finally:
             self._locks.unlock(group)
 
-    def _free_way(self, hashes: tuple[int, ...], base: int) -> int:
-        if 0 in hashes:
-            return hashes.index(0)
+    def _find(self, words: memoryview, first: int, key_hash: int) -> int:
+        """The key's way in its group, or -1. Where this table last saw the key is tried
+        first: it is nearly always still there (entries move only when one is dropped
+        and the key comes back), and one read beats scanning the group."""
+        hint = self._ways.get(key_hash)
+        if hint is not None and words[first + hint] == key_hash:
+            return hint
+        for way in range(WAYS):
+            if words[first + way] == key_hash:
+                self._remember_way(key_hash, way)
+                return way
+        return -1
+
+    def _remember_way(self, key_hash: int, way: int) -> None:
+        if len(self._ways) >= _KNOWN_HASHES:
+            self._ways.clear()
+        self._ways[key_hash] = way
+
+    def _free_way(self, first: int) -> int:
+        words = self._words
+        for way in range(WAYS):
+            if words[first + way] == 0:
+                return way
         if not self.evicts:
             raise ZoneFull(self.name)
         # The least recently touched entry of the group goes.
-        entry = base + _HASH_BYTES
-        used = [_ENTRY.unpack_from(self._map, entry + w * _ENTRY.size)[2] for w in range(WAYS)]
+        used = [self._ints[first + WAYS + w * _ENTRY_WORDS + 2] for w in range(WAYS)]
         return used.index(min(used))
 
     def peek(self, key_hash: int) -> State | None:
         """The key's state, read under the lock without touching it (tests, admin)."""
         group = key_hash % self._groups
-        base = self._groups_at + group * _GROUP_SIZE
+        first = self._first_word + group * _GROUP_WORDS
         self._locks.lock(group)
         try:
-            hashes = _HASHES.unpack_from(self._map, base)
-            if key_hash not in hashes:
+            way = self._find(self._words, first, key_hash)
+            if way < 0:
                 return None
-            offset = base + _HASH_BYTES + hashes.index(key_hash) * _ENTRY.size
-            a, b, _ = _ENTRY.unpack_from(self._map, offset)
-            return (a, b)
+            entry = first + WAYS + way * _ENTRY_WORDS
+            return (self._ints[entry], self._ints[entry + 1])
         finally:
             self._locks.unlock(group)
 
     def entries(self) -> int:
         """How many keys the table holds (walks the whole table: tests, admin)."""
+        words = self._words
         total = 0
         for g in range(self._groups):
-            total += WAYS - _HASHES.unpack_from(self._map, self._groups_at + g * _GROUP_SIZE).count(
-                0
-            )
+            first = self._first_word + g * _GROUP_WORDS
+            total += sum(1 for w in range(WAYS) if words[first + w] != 0)
         return total
 
     def close(self) -> None:
         self._locks.detach()
+        # The mapping cannot close while views of it are held.
+        self._words.release()
+        self._ints.release()
         self._map.close()
         self._fd.close()
 

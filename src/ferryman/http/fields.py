@@ -45,6 +45,13 @@ _OWS: Final = b" \t"
 
 def trim_ows(value: bytes) -> bytes:
     """Remove optional whitespace (SP / HTAB only) from both ends."""
+    # Most values have none: two byte reads (native in the compiled build) instead of a
+    # method call by name.
+    if value:
+        first = value[0]
+        last = value[-1]
+        if first != 0x20 and first != 0x09 and last != 0x20 and last != 0x09:
+            return value
     return value.strip(_OWS)
 
 

@@ -36,6 +36,7 @@ from ferryman.errors import (
     UpstreamTimeoutError,
 )
 from ferryman.filters.base import Delay, Deny, Pending
+from ferryman.http.fields import lower_name
 from ferryman.http.messages import Framing, RequestHead, ResponseHead
 from ferryman.http.response_parser import ResponseSink
 from ferryman.http.serialize import (
@@ -1759,7 +1760,7 @@ class Exchange(ResponseSink):
         head = self.head
         referer = user_agent = b""
         for n, v in head.headers:
-            ln = n.lower()
+            ln = lower_name(n)  # a table lookup for these two names, not a new string
             if ln == b"referer":
                 referer = v
             elif ln == b"user-agent":

@@ -15,7 +15,6 @@ the `hostnames` and `volatile` parameters (not in MapSpec).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from ferryman.config.schema import MapSpec
 from ferryman.routing.locations import compile_regex
@@ -25,14 +24,38 @@ __all__ = ["CompiledMap", "MapResult"]
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 
-@dataclass(frozen=True, slots=True)
 class MapResult:
     """`captures[i]` is `$<i+1>` of the regex that matched; `named` are its named groups
-    (which nginx sets as variables)."""
+    (which nginx sets as variables). A plain slotted class, read-only by convention: a
+    regex match makes one per request, and a dataclass's `__init__` stays Python code
+    in the compiled build."""
 
-    value: str
-    captures: tuple[str, ...] = ()
-    named: tuple[tuple[str, str], ...] = ()
+    __slots__ = ("captures", "named", "value")
+
+    def __init__(
+        self,
+        value: str,
+        captures: tuple[str, ...] = (),
+        named: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.value = value
+        self.captures = captures
+        self.named = named
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MapResult):
+            return NotImplemented
+        return (self.value, self.captures, self.named) == (
+            other.value,
+            other.captures,
+            other.named,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.value, self.captures, self.named))
+
+    def __repr__(self) -> str:
+        return f"MapResult(value={self.value!r}, captures={self.captures!r}, named={self.named!r})"
 
 
 class CompiledMap:

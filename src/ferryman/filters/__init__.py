@@ -1,4 +1,4 @@
-"""Request filters: one feature per module behind one `RequestFilter` protocol
+"""Request filters: one feature per module behind one `RequestFilter` base class
 (access rules, basic auth, rate and connection limits). A route holds its filters in
 nginx's phase order; each may let the request continue, answer it locally, or delay
 it."""

@@ -42,7 +42,7 @@ from typing import Any, Final
 
 from ferryman.config.schema import AccessRule
 from ferryman.errors import ConfigError, ProtocolError
-from ferryman.filters.base import Deny, Verdict
+from ferryman.filters.base import Deny, RequestFilter, Verdict
 from ferryman.http.uri import normalize_path
 from ferryman.routing.locations import compile_regex
 
@@ -228,11 +228,9 @@ def compile_rules(rules: tuple[AccessRule, ...], where: str) -> RuleSet:
     return RuleSet(tuple(compiled))
 
 
-class AccessFilter:
+class AccessFilter(RequestFilter):
     """The access phase's rule check (nginx's access handler): a deny answers
     `status` with `body` (empty: the standard page)."""
-
-    holds = False
 
     def __init__(
         self,

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ferryman.errors import ConfigError
-from ferryman.filters.base import Deny, Verdict
+from ferryman.filters.base import Deny, RequestFilter, Verdict
 from ferryman.http.fields import trim_ows
 
 __all__ = [
@@ -187,10 +187,8 @@ def parse_credentials(value: bytes | None) -> tuple[bytes, bytes] | None:
     return (user, password) if colon else None
 
 
-class BasicAuthFilter:
+class BasicAuthFilter(RequestFilter):
     """nginx's auth_basic access handler."""
-
-    holds = False
 
     def __init__(
         self,

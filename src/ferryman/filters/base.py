@@ -17,6 +17,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mypy_extensions import mypyc_attr
+
 __all__ = ["Delay", "Deny", "Pending", "RequestFilter", "SharedZones", "Verdict"]
 
 
@@ -55,17 +57,22 @@ class Pending:
 Verdict = Deny | Delay | Pending | None
 
 
-class RequestFilter(Protocol):
+@mypyc_attr(allow_interpreted_subclasses=True)
+class RequestFilter:
+    """What every filter is. A base class rather than a Protocol: the exchange calls
+    each filter of a route for every request, and through a compiled base class those
+    calls are native, where a Protocol's methods are looked up by name. Filters outside
+    the compiled build (basic auth) derive from it as plain Python classes."""
+
     # True when `done` must be called once the exchange ends (limit_conn's release).
-    holds: bool
+    holds: bool = False
 
     def check(self, exchange: Any, now: float) -> Verdict:
         """Decide for one request; `now` is the worker's monotonic clock."""
-        ...
+        raise NotImplementedError
 
     def done(self, exchange: Any) -> None:
         """The exchange that passed `check` ended (only for filters that hold)."""
-        ...
 
 
 class SharedZones(Protocol):

@@ -22,7 +22,7 @@ from functools import partial
 from typing import Any, Final
 
 from ferryman.config.schema import LimitConnSpec
-from ferryman.filters.base import Deny, SharedZones, Verdict
+from ferryman.filters.base import Deny, RequestFilter, SharedZones, Verdict
 from ferryman.filters.rate_limit import describe, printable
 from ferryman.filters.zone import LimitZone, State, ZoneFull, ZoneTable
 from ferryman.proxy.variables import Template
@@ -59,7 +59,7 @@ class _Limit:
     shared: bool = False  # counted in the cluster's Redis (the table: fallback)
 
 
-class LimitConnFilter:
+class LimitConnFilter(RequestFilter):
     """A route's `limit_conn` list. Holds: `done` gives back what `check` counted."""
 
     holds = True

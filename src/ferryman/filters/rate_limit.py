@@ -31,7 +31,7 @@ from functools import partial
 from typing import Any, Final
 
 from ferryman.config.schema import LimitReqSpec
-from ferryman.filters.base import Delay, Deny, SharedZones, Verdict
+from ferryman.filters.base import Delay, Deny, RequestFilter, SharedZones, Verdict
 from ferryman.filters.zone import LimitZone, State, ZoneTable
 from ferryman.proxy.variables import Template
 
@@ -163,10 +163,8 @@ class _Limit:
     shared: bool = False  # its buckets live in the cluster's Redis (the table: fallback)
 
 
-class LimitReqFilter:
+class LimitReqFilter(RequestFilter):
     """A route's `limit_req` list, applied as one filter (nginx's preaccess handler)."""
-
-    holds = False
 
     def __init__(
         self,

@@ -28,6 +28,9 @@ __all__ = ["ACCEL_MODULES", "implementation", "select_implementation"]
 
 # The per-request path; keep in step with scripts/build-accel.sh (it reads this list).
 ACCEL_MODULES = (
+    # The base of the small per-request value classes (cache rules, script outcomes,
+    # map results): compiled classes derive only from compiled ones.
+    "ferryman.value",
     "ferryman.http.fields",
     "ferryman.http.messages",
     "ferryman.http.request_parser",

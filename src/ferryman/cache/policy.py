@@ -26,6 +26,7 @@ from typing import Final
 
 from ferryman.cache.entry import EntryMeta
 from ferryman.http.fields import HOP_BY_HOP, parse_connection_tokens, trim_ows
+from ferryman.value import Value
 
 __all__ = [
     "HEURISTIC_STATUSES",
@@ -94,14 +95,14 @@ _CC_FIELDS: Final = (
 )
 
 
-class CacheControl:
+class CacheControl(Value):
     """Cache-Control directives of one message (RFC 9111 5.2). The first occurrence of a
     directive wins (4.2.1 allows it). An invalid max-age / s-maxage value becomes 0 (4.2.1:
     "consider responses that have invalid freshness information to be stale"); other
     invalid numeric values are ignored. `max-stale` without a value is infinite.
-    A plain slotted class, read-only by convention: parsed for every response a cache
-    route stores or revalidates, and a dataclass's `__init__` stays Python code in the
-    compiled build (1.4 us for these sixteen fields)."""
+    A `Value`, not a dataclass: parsed for every response a cache route stores or
+    revalidates, and a dataclass's `__init__` stays Python code in the compiled build
+    (1.4 us for these sixteen fields)."""
 
     __slots__ = (
         "immutable",
@@ -121,6 +122,7 @@ class CacheControl:
         "stale_if_error",
         "stale_while_revalidate",
     )
+    FIELDS = _CC_FIELDS
 
     def __init__(
         self,
@@ -160,21 +162,6 @@ class CacheControl:
         self.immutable = immutable
         self.no_cache_fields = no_cache_fields
         self.private_fields = private_fields
-
-    def _values(self) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in _CC_FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, CacheControl):
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{n}={v!r}" for n, v in zip(_CC_FIELDS, self._values(), strict=True))
-        return f"CacheControl({shown})"
 
 
 def parse_delta_seconds(value: bytes) -> int | None:

@@ -18,19 +18,20 @@ import re
 
 from ferryman.config.schema import MapSpec
 from ferryman.routing.locations import compile_regex
+from ferryman.value import Value
 
 __all__ = ["CompiledMap", "MapResult"]
 
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 
-class MapResult:
+class MapResult(Value):
     """`captures[i]` is `$<i+1>` of the regex that matched; `named` are its named groups
-    (which nginx sets as variables). A plain slotted class, read-only by convention: a
-    regex match makes one per request, and a dataclass's `__init__` stays Python code
-    in the compiled build."""
+    (which nginx sets as variables). A `Value`, not a dataclass: a regex match makes one
+    per request, and a dataclass's `__init__` stays Python code in the compiled build."""
 
     __slots__ = ("captures", "named", "value")
+    FIELDS = ("value", "captures", "named")
 
     def __init__(
         self,
@@ -41,21 +42,6 @@ class MapResult:
         self.value = value
         self.captures = captures
         self.named = named
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, MapResult):
-            return NotImplemented
-        return (self.value, self.captures, self.named) == (
-            other.value,
-            other.captures,
-            other.named,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.value, self.captures, self.named))
-
-    def __repr__(self) -> str:
-        return f"MapResult(value={self.value!r}, captures={self.captures!r}, named={self.named!r})"
 
 
 class CompiledMap:

@@ -1,9 +1,9 @@
 """The access log: a pure formatter per format, and a buffered sink.
 
-Entries are recorded as tuples on the hot path and formatted when the buffer is
-flushed (every sweeper tick, or when it grows large), so a request pays for an append,
-not for strftime and string building. Each flush is one os.write, so lines from
-several workers never interleave mid-line.
+Each entry is formatted when it is recorded, after its response was written (the time
+stamp once a second), and the lines are buffered: written every sweeper tick, or when
+64 are waiting. Each flush is one os.write, so lines from several workers never
+interleave mid-line.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from ferryman.errors import ConfigError
 
@@ -101,13 +101,13 @@ def format_combined(e: Entry, local_time: str | None = None) -> bytes:
 
 # What deleting the safe bytes leaves of a combined line whose fields need no escaping:
 # its own six quotes and the newline.
-_PLAIN_COMBINED = b'""""""\n'
+_PLAIN_COMBINED: Final = b'""""""\n'
 
 
 def _combined(e: Entry, stamp: bytes) -> bytes:
     # The line is built first and checked once: one C call over the whole line instead
-    # of one per field, for lines that almost never need escaping (the address, time
-    # and numbers never do).
+    # of one per field, for lines that almost never need escaping. Any byte to escape,
+    # in any field, leaves more than the format's own quotes and newline behind.
     line = b'%s - - [%s] "%s" %d %d "%s" "%s"\n' % (
         e.remote_addr,
         stamp,

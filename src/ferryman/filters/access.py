@@ -264,9 +264,6 @@ class AccessFilter(RequestFilter):
             return None
         return Deny(self.status, f"access forbidden by rule {label}", self.body)
 
-    def done(self, exchange: Any) -> None:
-        pass
-
 
 # ---- run-time helpers ----
 

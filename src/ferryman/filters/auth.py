@@ -221,9 +221,6 @@ class BasicAuthFilter(RequestFilter):
         why = "was not found" if user not in self.users else "password mismatch"
         return Deny(401, f"user {_show(user)}: {why}", headers=self.challenge)
 
-    def done(self, exchange: Any) -> None:
-        pass
-
     def _is_valid(self, user: bytes, password: bytes) -> bool:
         key = hashlib.sha256(b"%d:%s:%s" % (len(user), user, password)).digest()
         if key in self._verified:

@@ -313,9 +313,6 @@ class LimitReqFilter(RequestFilter):
             self.status, f'limiting requests by zone "{rule.zone}"', headers=headers, logged=True
         )
 
-    def done(self, exchange: Any) -> None:
-        """Never called: limit_req holds nothing once a request has passed."""
-
     def __repr__(self) -> str:
         zones = ", ".join(limit.rule.zone for limit in self._limits)
         mode = ", dry run" if self.dry_run else ""

@@ -182,6 +182,48 @@ def test_max_conns_queues_then_serves(echo_server: EchoFactory, proxy: ProxyFact
     assert results == [200, 200, 200]
 
 
+def test_a_queued_request_is_not_overtaken_by_one_pipelined_behind_the_release(
+    echo_server: EchoFactory, proxy: ProxyFactory
+) -> None:
+    """The slot a finished request frees goes to the longest waiter. The next request
+    pipelined on the finishing connection is read at that very moment; if it could take
+    the slot first, the waiter went back to the end of the queue (FIFO broken: under
+    load, some requests waited a whole queue_timeout while later ones went through)."""
+    (backend,) = echo_server(1)
+    port = free_port()
+    proxy(_limited(port, backend.address, "queue: 10\n    queue_timeout: 10s"), port)
+    done: dict[str, float] = {}
+    start = time.monotonic()
+
+    def waiter() -> None:
+        status, _ = call(port, "GET", "/slow?ms=300&w")
+        assert status == 200
+        done["waiter"] = time.monotonic() - start
+
+    pipelined = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        # First holds the only slot for 0.5 s; second waits on this connection behind it.
+        pipelined.sendall(
+            b"GET /slow?ms=500&first HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /slow?ms=300&second HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        time.sleep(0.15)
+        thread = threading.Thread(target=waiter)
+        thread.start()  # queued at ~0.15 s, behind `first`
+        got = b""
+        while got.count(b"HTTP/1.1 200") < 2 or not got.endswith(backend.uuid.encode()):
+            chunk = pipelined.recv(65536)
+            assert chunk, got
+            got += chunk
+        done["second"] = time.monotonic() - start
+        thread.join(10)
+    finally:
+        pipelined.close()
+    # FIFO: the waiter (queued at 0.15 s) before `second` (read at 0.5 s): ~0.8 s and
+    # ~1.1 s. Overtaken, it was the other way round.
+    assert done["waiter"] < done["second"], done
+
+
 def test_max_conns_without_queue_and_queue_timeout_give_502(
     echo_server: EchoFactory, proxy: ProxyFactory
 ) -> None:

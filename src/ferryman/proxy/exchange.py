@@ -869,6 +869,20 @@ class Exchange(ResponseSink):
             )
             self.fail(502)
             return
+        self._dispatch_to(peer)
+
+    def _dispatch_to(self, peer: PeerState) -> None:
+        """The attempt on `peer`, which `group.select` gave this request (here, or in
+        _wake_next on its behalf)."""
+        group, pool = self.group, self.pool
+        assert group is not None and pool is not None
+        if self.finished:
+            # Woken from the queue, then the client went away before its turn came: the
+            # slot claimed for it goes to the next in line.
+            group.release(peer, Outcome.NEUTRAL, self.worker.sweeper.now)
+            if group.waiters:
+                self._wake_next(group)
+            return
         self.peer = peer
         self.tried |= 1 << peer.index
         self.tries += 1
@@ -904,17 +918,35 @@ class Exchange(ResponseSink):
                 self.fail(502)
 
     def _wake_next(self, group: UpstreamGroup) -> None:
-        """A peer of `group` has room again: the longest-waiting request goes next."""
+        """A peer of `group` has room again: the longest-waiting request goes next.
+
+        Its peer is chosen (and the slot taken) now, not when it runs: a request that
+        arrives in between, or the next one pipelined on the connection just released,
+        would otherwise take the slot first and send the waiter to the back of the queue
+        (under load some waited for the whole queue_timeout while later ones went
+        through). If nothing can take it yet, it keeps its place at the front."""
         waiters = group.waiters
+        now = self.worker.sweeper.now
         while waiters:
             nxt: Exchange = waiters.popleft()
             if nxt.finished:
                 continue
-            if nxt.queue_timer is not None:
-                nxt.queue_timer.cancel()
+            key_fn = group.key_fn
+            peer = group.select(now, nxt.tried, key_fn(nxt) if key_fn is not None else b"")
+            if peer is None and group.at_capacity(now, nxt.tried):
+                waiters.appendleft(nxt)  # still no room for it: it keeps its place
+                return
+            timer = nxt.queue_timer
+            if timer is not None:
+                timer.cancel()
                 nxt.queue_timer = None
             # Not re-entered from inside this exchange's release: on the next loop turn.
-            self.worker.loop.call_soon(nxt.dispatch)
+            if peer is not None:
+                self.worker.loop.call_soon(nxt._dispatch_to, peer)
+            else:
+                # Not busy but failed: its own dispatch decides (a 502, logged, or a peer
+                # that select's "all failed, all live again" reset has just revived).
+                self.worker.loop.call_soon(nxt.dispatch)
             return
 
     async def _connect(self, pool: ConnectionPool, peer: PeerState) -> None:

@@ -219,3 +219,22 @@ def test_subprocess_default_uses_the_build_when_present() -> None:
         assert state == "stale"
         assert impl == "pure"
         assert "older than their sources" in stderr
+
+
+def test_compiled_message_heads_stay_out_of_the_cyclic_collector() -> None:
+    """RequestHead and ResponseHead are compiled `acyclic` (they hold only bytes, ints,
+    enums and lists of byte pairs): a young collection never walks them. The pure
+    sources' slotted classes are tracked as any."""
+    import gc
+
+    import ferryman.http.messages as messages
+    from ferryman.http.messages import Framing, RequestHead, ResponseHead
+
+    request = RequestHead(
+        b"GET", b"/", b"1.1", [(b"Host", b"a")], b"a", True, Framing.NONE, -1,
+        frozenset(), None, b"/", b"", b"Host: a\r\n", None,
+    )  # fmt: skip
+    response = ResponseHead(200, [], Framing.LENGTH, 0, frozenset(), b"", b"0")
+    compiled = (messages.__file__ or "").endswith(".so")
+    assert gc.is_tracked(request) is not compiled
+    assert gc.is_tracked(response) is not compiled

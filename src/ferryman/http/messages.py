@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import enum
 
+from mypy_extensions import mypyc_attr
+
 from ferryman.http.fields import host_name as _host_name
 
 __all__ = ["Framing", "RequestHead", "ResponseHead"]
@@ -23,6 +25,11 @@ class Framing(enum.Enum):
 Headers = list[tuple[bytes, bytes]]
 
 
+# acyclic: heads hold only bytes, ints, enums and lists of byte pairs, so they can
+# never be part of a reference cycle. Untracked by the cyclic collector, they are not
+# walked by each young collection while their requests are in flight (at 1,000 clients,
+# a thousand heads are).
+@mypyc_attr(acyclic=True)
 class RequestHead:
     __slots__ = (
         "connection_tokens",
@@ -106,6 +113,7 @@ class RequestHead:
         )
 
 
+@mypyc_attr(acyclic=True)  # as RequestHead
 class ResponseHead:
     __slots__ = (
         "connection_tokens",

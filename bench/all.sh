@@ -8,16 +8,19 @@
 #   2. variants  the harness again, c50 only: nginx and Ferryman with 1 and 2 workers,
 #                Ferryman on the stock asyncio loop (--no-uvloop), the pure sources, and
 #                both with limit_req, limit_conn and an allow list on (targets.sh *-limits)
-#   3. tls       bench/tls.sh: HTTPS keep-alive req/s (and handshakes/s) beside nginx
-#   4. h2        bench/h2.sh: HTTP/2 req/s beside nginx
-#   5. cache     bench/cache.sh: cache hits beside nginx proxy_cache
+#   3. tuned     the harness again, c1000 only: Ferryman as deployed, and the same with
+#                max_conns 8 per backend and a queue (targets.sh ferryman-queue), beside
+#                nginx with its access log
+#   4. tls       bench/tls.sh: HTTPS keep-alive req/s (and handshakes/s) beside nginx
+#   5. h2        bench/h2.sh: HTTP/2 req/s beside nginx
+#   6. cache     bench/cache.sh: cache hits beside nginx proxy_cache
 #   then bench/table.py OUT -> OUT/table.md (also printed).
 #
 #   bench/all.sh                   3 rounds x 10 s: about 27 minutes (docs/benchmarks.md)
 #   QUICK=1 bench/all.sh           1 round x 3 s: about 4 minutes, a smoke run
 #
-# Knobs (env): ROUNDS DURATION WARMUP OUT PYTHON; PHASES (default "main variants tls h2
-# cache"); MAIN_TESTS (default "c50 c1000 c1 bulk"); PROXYPY=0 skips proxy.py;
+# Knobs (env): ROUNDS DURATION WARMUP OUT PYTHON; PHASES (default "main variants tuned
+# tls h2 cache"); MAIN_TESTS (default "c50 c1000 c1 bulk"); PROXYPY=0 skips proxy.py;
 # PROXYPY_VERSION (2.4.10); every knob of the shared harness (PIN, PROXY_CPUS, ...).
 # Loopback only; every load run is time-bounded; each phase stops what it started.
 set -euo pipefail
@@ -33,7 +36,7 @@ if [ "${QUICK:-0}" = 1 ]; then
 fi
 export ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-10} WARMUP=${WARMUP:-2} WORKERS=${WORKERS:-1}
 export OUT=${OUT:-/tmp/ferryman-bench.$(date +%Y%m%d-%H%M%S)}
-PHASES=${PHASES:-"main variants tls h2 cache"}
+PHASES=${PHASES:-"main variants tuned tls h2 cache"}
 MAIN_TESTS=${MAIN_TESTS:-"c50 c1000 c1 bulk"}
 PROXYPY_VERSION=${PROXYPY_VERSION:-2.4.10}
 if [ -z "${PYTHON:-}" ]; then
@@ -98,6 +101,12 @@ phase_variants() {
         "ferryman-pure=export FERRYMAN_PURE=1; $(ferryman_cmd 1)" \
         "nginx-limits=exec bash '$HERE/targets.sh' nginx-limits {port} {backends} 1" \
         "ferryman-limits=exec bash '$HERE/targets.sh' ferryman-limits {port} {backends} 1"
+}
+phase_tuned() {
+    TAG=tuned TESTS=c1000 bash "$SHARED_RUN" \
+        "nginx-log=exec bash '$HERE/targets.sh' nginx-log {port} {backends} 1" \
+        "ferryman-full=exec bash '$HERE/targets.sh' ferryman-full {port} {backends} 1" \
+        "ferryman-queue=exec bash '$HERE/targets.sh' ferryman-queue {port} {backends} 1"
 }
 phase_tls() { OUT="$OUT/tls" bash "$HERE/tls.sh"; }
 phase_h2() { OUT="$OUT/h2" bash "$HERE/h2.sh"; }

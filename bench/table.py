@@ -4,7 +4,7 @@ bench/all.sh, then the harness's medians per target.
 
     python3 bench/table.py OUT        (OUT: the directory bench/all.sh wrote)
 
-Reads OUT/results.tsv (shared-harness rows, tags `main` and `variants`),
+Reads OUT/results.tsv (shared-harness rows, tags `main`, `variants` and `tuned`),
 OUT/cache/results.tsv (tag `cache`), OUT/tls/results.tsv and OUT/h2/results.tsv.
 Every figure is the median over rounds; every ratio is ours / theirs from the same
 run, so machine drift cancels. A figure that is missing (phase skipped or failed)
@@ -26,7 +26,7 @@ Medians = dict[tuple[str, str], dict[str, float]]
 @dataclass(frozen=True)
 class Row:
     label: str
-    source: str  # "main", "variants", "cache" (harness tags), "tls", "h2"
+    source: str  # "main", "variants", "tuned", "cache" (harness tags), "tls", "h2"
     test: str  # harness test (c50, bulk, ...) or "" for tls/h2
     metric: str  # a column, or "mb_per_cpu_s" (derived)
     ours: str
@@ -110,6 +110,32 @@ ROWS = [
         "ferryman-limits",
         "nginx-limits",
     ),
+    Row(
+        "1000 conns, max_conns 8 + queue (tuned), log+metrics: req/s",
+        "tuned",
+        "c1000",
+        "rps",
+        "ferryman-queue",
+        NGINX_LOG,
+    ),
+    Row(
+        "1000 conns, max_conns 8 + queue against without: req/s",
+        "tuned",
+        "c1000",
+        "rps",
+        "ferryman-queue",
+        FULL,
+    ),
+    Row(
+        "1000 conns, max_conns 8 + queue against without: p99 ms (lower better)",
+        "tuned",
+        "c1000",
+        "p99_ms",
+        "ferryman-queue",
+        FULL,
+        "",
+        True,
+    ),
     Row("HTTPS keep-alive, 50 conns: req/s", "tls", "", "https_keepalive_rps", "ferryman", "nginx"),
     Row("TLS full handshakes/s", "tls", "", "handshakes_per_s", "ferryman", "nginx"),
     Row("HTTP/2, 4 conns x 100 streams: req/s", "h2", "", "h2_rps", "ferryman", "nginx"),
@@ -152,7 +178,7 @@ def _median_by(rows: list[dict[str, str]], key: tuple[str, ...]) -> Medians:
 def load(out: Path) -> dict[str, Medians]:
     harness = _read(out / "results.tsv") + _read(out / "cache" / "results.tsv")
     by_tag: dict[str, Medians] = {}
-    for tag in ("main", "variants", "cache"):
+    for tag in ("main", "variants", "tuned", "cache"):
         by_tag[tag] = _median_by([r for r in harness if r.get("tag") == tag], ("test", "target"))
     for name in ("tls", "h2"):
         by_tag[name] = _median_by(_read(out / name / "results.tsv"), ("test", "target"))

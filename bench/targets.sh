@@ -18,6 +18,11 @@
 #                  besides: limit_req (per client address, burst, nodelay), limit_conn
 #                  and an allow/deny list, set so that none ever refuses (the load comes
 #                  from one address): what the checks cost, not what a refusal costs.
+#   ferryman-queue ferryman-full with each backend capped at QUEUE_MAX_CONNS (default 8)
+#                  connections and the requests over that waiting in the upstream's queue
+#                  (max_conns + queue, nginx Plus's `queue`, HAProxy's server maxconn):
+#                  a tuning for many clients in front of fast backends (docs/benchmarks.md,
+#                  "the queue at 1,000 clients"). nginx open source has no queue.
 #   proxypy        abhinavsingh/proxy.py (PROXYPY_VERSION, in its own venv $PROXYPY_VENV,
 #                  made by bench/all.sh before the harness starts) as a reverse proxy to
 #                  the same backends (bench/proxypy/bench_reverse.py), in its --threaded
@@ -36,7 +41,7 @@ dir="$work/$kind-$port"
 rm -rf "$dir"; mkdir -p "$dir/tmp"
 
 case "$kind" in
-ferryman-full | ferryman-limits)
+ferryman-full | ferryman-limits | ferryman-queue)
     python=${PYTHON:-$root/.venv/bin/python}
     admin_port=$(( ${ADMIN_PORT_BASE:-9950} + port % 100 ))
     {
@@ -55,7 +60,17 @@ ferryman-full | ferryman-limits)
         echo "    keepalive: 32"
         echo "    keepalive_requests: 1000000  # the schema's maximum"
         echo "    servers:"
-        for b in ${backends//,/ }; do echo "      - \"$b\""; done
+        for b in ${backends//,/ }; do
+            if [ "$kind" = ferryman-queue ]; then
+                echo "      - {address: \"$b\", max_conns: ${QUEUE_MAX_CONNS:-8}}"
+            else
+                echo "      - \"$b\""
+            fi
+        done
+        if [ "$kind" = ferryman-queue ]; then
+            # Room for every client's request (the default queue_timeout, 60 s, never binds).
+            echo "    queue: 65536"
+        fi
         echo "servers:"
         echo "  - listen: \"127.0.0.1:$port\""
         echo "    routes:"
@@ -129,5 +144,5 @@ proxypy)
         --num-workers "$workers" --num-acceptors 1 --enable-reverse-proxy \
         --plugins bench_reverse.BenchReverseProxy --log-level e ${PROXYPY_FLAGS---threaded}
     ;;
-*) echo "bench/targets.sh: ferryman-full, ferryman-limits, nginx-log, nginx-limits or proxypy, not $kind" >&2; exit 2 ;;
+*) echo "bench/targets.sh: ferryman-full, ferryman-limits, ferryman-queue, nginx-log, nginx-limits or proxypy, not $kind" >&2; exit 2 ;;
 esac

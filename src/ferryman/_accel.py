@@ -86,6 +86,11 @@ ACCEL_MODULES = (
     "ferryman.observability.access_log",
     "ferryman.observability.metrics",
     "ferryman.observability.recent",
+    # HTTPS and HTTP/2: the TLS layer under every HTTPS request, and each HTTP/2
+    # stream's translation to and from the exchange (the h2 library stays interpreted).
+    "ferryman.tls.server",
+    "ferryman.server.h2_stream",
+    "ferryman.server.h2_connection",
 )
 
 

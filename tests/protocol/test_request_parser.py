@@ -308,6 +308,25 @@ def test_the_host_name_follows_each_request_of_a_connection() -> None:
     assert names == [b"a.example", b"a.example", b"b.example", b"c.example", b"b.example"]
 
 
+def test_a_trusted_host_passes_on_to_a_new_parser_and_nothing_else_does() -> None:
+    """trust_host seeds what a parser made per request (an HTTP/2 stream's) remembers
+    of its connection: the same Host keeps the name given, another is still checked."""
+    first = Recorder()
+    p1 = RequestParser(first)
+    p1.feed(request(b"Host: A.example:8080"))
+    assert p1.trusted_host == (b"A.example:8080", b"a.example")
+    second = Recorder()
+    p2 = RequestParser(second)
+    p2.trust_host(*p1.trusted_host)
+    p2.feed(request(b"Host: A.example:8080") + request(b"Host: B.example"))
+    assert [h.host_name for h in second.heads] == [b"a.example", b"b.example"]
+    assert p2.trusted_host == (b"B.example", b"b.example")
+    third = RequestParser(Recorder())
+    third.trust_host(*p1.trusted_host)
+    with pytest.raises(ProtocolError, match="invalid Host"):
+        third.feed(request(b"Host: a b"))
+
+
 def test_absolute_form_without_path_is_root() -> None:
     head = one_head(request(b"Host: a", start=b"GET https://example.com HTTP/1.1"))
     assert head.host == b"example.com"

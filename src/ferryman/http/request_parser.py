@@ -165,6 +165,17 @@ class RequestParser:
         del self._p
         del self._sink
 
+    def trust_host(self, host: bytes, name: bytes) -> None:
+        """Seed the last Host value that passed validation, and its name: for a parser
+        made per request (an HTTP/2 stream's), its connection's last one."""
+        self._good_host = host
+        self._good_name = name
+
+    @property
+    def trusted_host(self) -> tuple[bytes, bytes]:
+        """The last Host value that passed validation and its name (b"" before one)."""
+        return self._good_host, self._good_name
+
     def feed(self, data: bytes) -> bytes | None:
         if self._fresh:
             # This read starts with a request line: if it ends in HTTP/1.1, llhttp's

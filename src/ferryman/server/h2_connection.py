@@ -47,6 +47,7 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame
+from mypy_extensions import mypyc_attr
 
 from ferryman.server.context import ListenerContext, WorkerContext
 from ferryman.server.h2_stream import WRITE_HIGH, WRITE_LOW, H2Stream, Malformed, to_http1_head
@@ -80,6 +81,9 @@ _CONFIG: Final = h2.config.H2Configuration(
 )
 
 
+# Subclasses of h2's classes: plain Python classes in the compiled build (a compiled
+# class derives only from compiled ones).
+@mypyc_attr(native_class=False)
 class _GoawayTolerantMachine(h2.connection.H2ConnectionStateMachine):
     """h2 closes its state machine on a received GOAWAY, so any frame the client sends
     after it (the SETTINGS ACK that crossed our SETTINGS, WINDOW_UPDATEs for the
@@ -96,6 +100,7 @@ class _GoawayTolerantMachine(h2.connection.H2ConnectionStateMachine):
         return super().process_input(input_)
 
 
+@mypyc_attr(native_class=False)
 class _H2(h2.connection.H2Connection):
     """h2's connection with its own stream-count check turned off: over the limit it
     raises a connection error before decoding the header block; we refuse the one
@@ -142,6 +147,7 @@ class H2Connection:
         "flood_start",
         "flush_due",
         "goaway_sent",
+        "good_host",
         "h2",
         "listener",
         "remote_addr",
@@ -172,6 +178,8 @@ class H2Connection:
         self.flood_start = 0.0
         self.reset_count = 0
         self.control_count = 0
+        # The last Host value (and its name) a stream's head passed with (H2Stream.start).
+        self.good_host: tuple[bytes, bytes] = (b"", b"")
 
     # ---- the asyncio protocol interface ----
 

@@ -59,6 +59,10 @@ _REQUEST_PSEUDO: Final = frozenset({b":method", b":scheme", b":authority", b":pa
 _BAD_NAME: Final = re.compile(rb"[\x00-\x20A-Z\x7f-\xff]|(?<=.):")
 # ... and a value no NUL/CR/LF, and no leading or trailing SP/HTAB.
 _BAD_VALUE: Final = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
+# Field names that passed _BAD_NAME: clients send the same few on every stream. The
+# first _GOOD_NAMES_MAX are kept (never cleared: a name stays valid).
+_GOOD_NAMES: Final[set[bytes]] = set()
+_GOOD_NAMES_MAX: Final = 1024
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # A request target or authority that is safe on an HTTP/1.1 request line / Host line.
 _VISIBLE: Final = re.compile(rb"[\x21-\x7e]+")
@@ -110,8 +114,11 @@ def to_http1_head(headers: Headers, ended: bool) -> H2Request:
     content_length = -1
     regular = False
     for name, value in headers:
-        if _BAD_NAME.search(name) or not name:
-            raise Malformed(f"invalid field name {name[:64]!r}")
+        if name not in _GOOD_NAMES:
+            if _BAD_NAME.search(name) or not name:
+                raise Malformed(f"invalid field name {name[:64]!r}")
+            if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
+                _GOOD_NAMES.add(name)
         if value and _BAD_VALUE.search(value):
             raise Malformed(f"invalid value of {name[:64]!r}")
         if name[0] == 0x3A:  # ':'
@@ -300,6 +307,12 @@ class H2Stream:
         self.request_ended = ended
         self.content_length = request.content_length
         parser = RequestParser(_HeadSink(self), self.worker.client_limits)
+        conn = self.conn
+        # A parser per stream, but the Host check remembered per connection, as an
+        # HTTP/1.1 connection's parser remembers it: its streams send the same one.
+        good_host, good_name = conn.good_host
+        if good_host:
+            parser.trust_host(good_host, good_name)
         try:
             parser.feed(request.head_bytes)
         except ProtocolError as exc:
@@ -308,6 +321,7 @@ class H2Stream:
             return
         finally:
             parser.close()  # one head only (see RequestParser.close)
+        conn.good_host = parser.trusted_host
         head = self.head
         if head is None:  # cannot happen: a whole head was fed
             self.respond_error(400, "Bad Request")

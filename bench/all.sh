@@ -16,7 +16,7 @@
 #   6. cache     bench/cache.sh: cache hits beside nginx proxy_cache
 #   then bench/table.py OUT -> OUT/table.md (also printed).
 #
-#   bench/all.sh                   3 rounds x 10 s: about 27 minutes (docs/benchmarks.md)
+#   bench/all.sh                   3 rounds x 10 s: about 30 minutes (docs/benchmarks.md)
 #   QUICK=1 bench/all.sh           1 round x 3 s: about 4 minutes, a smoke run
 #
 # Knobs (env): ROUNDS DURATION WARMUP OUT PYTHON; PHASES (default "main variants tuned

@@ -883,7 +883,7 @@ def _not_modified(head: RequestHead, meta: EntryMeta) -> bool:
 # ---- background refresh: an exchange with no client ----
 
 
-class _DetachedClient:
+class DetachedClient:
     """Stands in for the client connection of a background refresh: the exchange runs
     its usual steps (dispatch, retries, pooling, passive health), and what it would
     write to a client goes nowhere. It borrows the worker and listener of the request
@@ -929,8 +929,13 @@ class _DetachedClient:
     def close(self) -> None:
         pass
 
+    def start_tunnel(self, ex: Exchange) -> None:
+        # Unreachable: a background refresh is a GET without Upgrade, and the exchange
+        # refuses a 101 to a request that asked for none. Were it reached: no tunnel.
+        ex.client_gone()
+
     def __repr__(self) -> str:
-        return f"_DetachedClient(for {self.remote_addr.decode()})"
+        return f"DetachedClient(for {self.remote_addr.decode()})"
 
 
 def _background_exchange(ex: Exchange) -> Exchange:
@@ -957,7 +962,7 @@ def _background_exchange(ex: Exchange) -> Exchange:
             head.forwarded_other,
             head.host_name,
         )
-    bg = Exchange(_DetachedClient(ex.client), head)  # type: ignore[arg-type]
+    bg = Exchange(DetachedClient(ex.client), head)
     bg.route, bg.server = ex.route, ex.server
     bg.group, bg.pool, bg.max_tries = ex.group, ex.pool, ex.max_tries
     bg.proxy_target = ex.proxy_target

@@ -57,7 +57,7 @@ from ferryman.proxy.route import parse_proxy_url, render_add_headers
 from ferryman.proxy.script import MAX_REWRITE_CYCLES, CompiledScript, ScriptOutcome, run_script
 
 if TYPE_CHECKING:
-    from ferryman.cache.handler import CacheOp
+    from ferryman.cache.handler import CacheOp, DetachedClient
     from ferryman.filters.base import RequestFilter
     from ferryman.filters.real_ip import RealIp
     from ferryman.proxy.route import Route
@@ -251,7 +251,12 @@ class Exchange(ResponseSink):
         "worker",
     )
 
-    def __init__(self, client: ClientConnection | H2Stream, head: RequestHead) -> None:
+    def __init__(
+        self, client: ClientConnection | H2Stream | DetachedClient, head: RequestHead
+    ) -> None:
+        # An HTTP/1 connection, an HTTP/2 stream, or the stand-in that answers no one (a
+        # cache's background refresh, cache/handler.py). All three are compiled classes,
+        # so the compiled build reaches their attributes directly.
         self.client = client
         # The worker's context, typed: reached through `client` (a union of connection
         # kinds) every attribute access would be a lookup by name.

@@ -6,7 +6,7 @@ Those would be frozen dataclasses, but mypyc compiles a dataclass's fields and l
 its generated `__init__` a Python function, which then runs for every instance; a plain
 slotted class with its own `__init__` is built natively. What the dataclass would have
 given besides (==, hash, repr: tests and logs use them) comes from here, driven by the
-class's `FIELDS`.
+class's `FIELDS`, which is also its `__slots__`.
 """
 
 from __future__ import annotations

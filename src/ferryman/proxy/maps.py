@@ -30,8 +30,8 @@ class MapResult(Value):
     (which nginx sets as variables). A `Value`, not a dataclass: a regex match makes one
     per request, and a dataclass's `__init__` stays Python code in the compiled build."""
 
-    __slots__ = ("captures", "named", "value")
     FIELDS = ("value", "captures", "named")
+    __slots__ = FIELDS
 
     def __init__(
         self,

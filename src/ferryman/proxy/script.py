@@ -86,8 +86,8 @@ class ScriptOutcome(Value):
     dataclass's `__init__` stays Python code in the compiled build (0.75 us against a
     native constructor's few dozen ns)."""
 
-    __slots__ = ("args", "body", "captures", "flag", "location", "status", "uri", "uri_changed")
     FIELDS = ("uri", "args", "uri_changed", "flag", "status", "location", "body", "captures")
+    __slots__ = FIELDS
 
     def __init__(
         self,

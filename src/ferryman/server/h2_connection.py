@@ -149,6 +149,7 @@ class H2Connection:
         "goaway_sent",
         "good_host",
         "h2",
+        "known_names",
         "listener",
         "remote_addr",
         "remote_port",
@@ -178,8 +179,11 @@ class H2Connection:
         self.flood_start = 0.0
         self.reset_count = 0
         self.control_count = 0
-        # The last Host value (and its name) a stream's head passed with (H2Stream.start).
+        # What this connection's streams were already checked for: the last Host value
+        # (and its name) a head passed with (H2Stream.start), the valid field names
+        # (to_http1_head).
         self.good_host: tuple[bytes, bytes] = (b"", b"")
+        self.known_names: set[bytes] = set()
 
     # ---- the asyncio protocol interface ----
 
@@ -329,7 +333,7 @@ class H2Connection:
             self._reset(sid, ErrorCodes.REFUSED_STREAM)
             return
         try:
-            request = to_http1_head(event.headers or [], ended)
+            request = to_http1_head(event.headers or [], ended, self.known_names)
         except Malformed as exc:
             _log.info("malformed HTTP/2 request from %s: %s", self.remote_addr.decode(), exc)
             self._reset(sid, ErrorCodes.PROTOCOL_ERROR)

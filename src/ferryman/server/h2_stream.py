@@ -59,10 +59,8 @@ _REQUEST_PSEUDO: Final = frozenset({b":method", b":scheme", b":authority", b":pa
 _BAD_NAME: Final = re.compile(rb"[\x00-\x20A-Z\x7f-\xff]|(?<=.):")
 # ... and a value no NUL/CR/LF, and no leading or trailing SP/HTAB.
 _BAD_VALUE: Final = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
-# Field names that passed _BAD_NAME: clients send the same few on every stream. The
-# first _GOOD_NAMES_MAX are kept (never cleared: a name stays valid).
-_GOOD_NAMES: Final[set[bytes]] = set()
-_GOOD_NAMES_MAX: Final = 1024
+# How many valid field names a connection remembers (to_http1_head's `known`).
+KNOWN_NAMES_MAX: Final = 128
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # A request target or authority that is safe on an HTTP/1.1 request line / Host line.
 _VISIBLE: Final = re.compile(rb"[\x21-\x7e]+")
@@ -100,13 +98,15 @@ class H2Request:
         return f"H2Request({self.method!r} content_length={self.content_length})"
 
 
-def to_http1_head(headers: Headers, ended: bool) -> H2Request:
+def to_http1_head(headers: Headers, ended: bool, known: set[bytes] | None = None) -> H2Request:
     """RFC 9113 8.2 and 8.3 checks, then the HTTP/1.1 head the RequestParser reads.
 
     `ended`: the HEADERS frame carried END_STREAM (no body). A body of unknown length
     becomes `Transfer-Encoding: chunked` (RFC 9113 8.2.2 forbids the field on the
-    stream itself; it is our framing towards the parser and the upstream). Raises
-    Malformed."""
+    stream itself; it is our framing towards the parser and the upstream). `known`:
+    field names already found valid, which skip the name check and to which valid
+    ones are added (up to KNOWN_NAMES_MAX): the connection's, as its streams send the
+    same few. Raises Malformed."""
     pseudo: dict[bytes, bytes] = {}
     lines: list[bytes] = []
     cookies: list[bytes] = []
@@ -114,11 +114,11 @@ def to_http1_head(headers: Headers, ended: bool) -> H2Request:
     content_length = -1
     regular = False
     for name, value in headers:
-        if name not in _GOOD_NAMES:
+        if known is None or name not in known:
             if _BAD_NAME.search(name) or not name:
                 raise Malformed(f"invalid field name {name[:64]!r}")
-            if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
-                _GOOD_NAMES.add(name)
+            if known is not None and len(known) < KNOWN_NAMES_MAX:
+                known.add(name)
         if value and _BAD_VALUE.search(value):
             raise Malformed(f"invalid value of {name[:64]!r}")
         if name[0] == 0x3A:  # ':'

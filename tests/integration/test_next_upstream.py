@@ -224,6 +224,41 @@ def test_a_queued_request_is_not_overtaken_by_one_pipelined_behind_the_release(
     assert done["waiter"] < done["second"], done
 
 
+def test_each_queued_request_waits_its_own_queue_timeout(
+    echo_server: EchoFactory, proxy: ProxyFactory
+) -> None:
+    """One timer serves the whole queue: it fires for the front waiter, then must wait
+    again for the next one's deadline, not fail it early with the first nor forget it."""
+    (backend,) = echo_server(1)
+    port = free_port()
+    proxy(_limited(port, backend.address, "queue: 5\n    queue_timeout: 600ms"), port)
+    held = threading.Thread(target=call, args=(port, "GET", "/slow?ms=2500"))
+    held.start()
+    time.sleep(0.3)  # the only slot is taken for 2.5 s
+    waited: dict[str, tuple[int, float]] = {}
+
+    def waiter(name: str) -> None:
+        sent = time.monotonic()
+        status, _ = call(port, "GET", f"/?{name}")
+        waited[name] = (status, time.monotonic() - sent)
+
+    early = threading.Thread(target=waiter, args=("early",))
+    early.start()
+    time.sleep(0.35)
+    late = threading.Thread(target=waiter, args=("late",))
+    late.start()  # queued about 0.35 s after `early`: its deadline is that much later
+    early.join(10)
+    late.join(10)
+    held.join(10)
+    # Each got its 502 after about its own 600 ms (the slot was held throughout): not the
+    # late one at the early one's expiry (~0.25 s after it was sent), nor never.
+    for name in ("early", "late"):
+        status, elapsed = waited[name]
+        assert status == 502, waited
+        assert 0.5 < elapsed < 1.6, waited
+    assert call(port, "GET", "/")[0] == 200  # the queue and its timer are idle again
+
+
 def test_max_conns_without_queue_and_queue_timeout_give_502(
     echo_server: EchoFactory, proxy: ProxyFactory
 ) -> None:

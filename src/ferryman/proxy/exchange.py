@@ -190,6 +190,30 @@ _REDIRECT_PHRASES: Final = {
 }
 
 
+def _expire_queue(group: UpstreamGroup, loop: asyncio.AbstractEventLoop) -> None:
+    """The group's queue timer: fails (502) the waiters at the front whose deadline has
+    passed, then waits for the new front's. Woken waiters left the queue from the front
+    already; this timer is not cancelled for them, it finds a later front and re-arms."""
+    now = loop.time()
+    waiters = group.waiters
+    expired: list[Exchange] = []
+    while waiters:
+        first: Exchange = waiters[0]
+        if not first.finished and first.queue_deadline > now:
+            break
+        waiters.popleft()
+        if not first.finished:
+            expired.append(first)
+    # Re-armed before any 502 is sent: answering may read a pipelined request that queues.
+    group.queue_timer = (
+        loop.call_at(waiters[0].queue_deadline, _expire_queue, group, loop) if waiters else None
+    )
+    for ex in expired:
+        if not ex.finished:
+            _log.error("no upstream of %r free within the queue timeout", group.name)
+            ex.fail(502)
+
+
 class Exchange(ResponseSink):
     __slots__ = (
         "args",
@@ -222,7 +246,7 @@ class Exchange(ResponseSink):
         "pending_size",
         "pool",
         "proxy_target",
-        "queue_timer",
+        "queue_deadline",
         "real_addr",
         "real_port",
         "received",
@@ -317,7 +341,8 @@ class Exchange(ResponseSink):
         self.retry_status = 0
         # With the route's debug header on: "peer (why)" for each failed attempt.
         self.attempts: list[str] | None = None
-        self.queue_timer: asyncio.TimerHandle | None = None
+        # When this request stops waiting in its group's max_conns queue (loop time).
+        self.queue_deadline = 0.0
         # $uri and $args: the normalised path and the query; a rewrite may change them.
         # They stay the head's own objects until then (the identity is checked).
         self.uri = head.path
@@ -908,19 +933,16 @@ class Exchange(ResponseSink):
         (nginx's `queue N timeout=T`). Returns False when the request cannot wait."""
         if not group.at_capacity(now, self.tried) or len(group.waiters) >= group.queue_limit:
             return False
+        loop = self.worker.loop
+        self.queue_deadline = loop.time() + group.queue_timeout
         group.waiters.append(self)
-        self.queue_timer = self.worker.loop.call_later(
-            group.queue_timeout, self._queue_expired, group
-        )
+        # One timer per group, not one per waiter: every waiter of a group waits as
+        # long, so deadlines come in the queue's order and only the front's matters.
+        # (A handle per waiter, armed and cancelled for nearly every request when the
+        # queue is what keeps upstream connections few, is timer churn.)
+        if group.queue_timer is None:
+            group.queue_timer = loop.call_at(self.queue_deadline, _expire_queue, group, loop)
         return True
-
-    def _queue_expired(self, group: UpstreamGroup) -> None:
-        self.queue_timer = None
-        if self in group.waiters:
-            group.waiters.remove(self)
-            if not self.finished:
-                _log.error("no upstream of %r free within the queue timeout", group.name)
-                self.fail(502)
 
     def _wake_next(self, group: UpstreamGroup) -> None:
         """A peer of `group` has room again: the longest-waiting request goes next.
@@ -941,10 +963,6 @@ class Exchange(ResponseSink):
             if peer is None and group.at_capacity(now, nxt.tried):
                 waiters.appendleft(nxt)  # still no room for it: it keeps its place
                 return
-            timer = nxt.queue_timer
-            if timer is not None:
-                timer.cancel()
-                nxt.queue_timer = None
             # Not re-entered from inside this exchange's release: on the next loop turn.
             if peer is not None:
                 self.worker.loop.call_soon(nxt._dispatch_to, peer)

@@ -45,6 +45,7 @@ class UpstreamGroup:
         "key_fn",
         "measure",
         "on_failure",
+        "queue_timer",
         "waiters",
     )
 
@@ -77,8 +78,10 @@ class UpstreamGroup:
         self._ramp_until = float("-inf")
         self._ramping = False
         # Requests waiting for a peer below its max_conns (owned by the proxy layer,
-        # kept here so every route to this group shares one queue).
+        # kept here so every route to this group shares one queue), and the one timer
+        # that expires them, first in first out (proxy/exchange.py: `_expire_queue`).
         self.waiters: deque[Any] = deque()
+        self.queue_timer: Any = None
 
     @property
     def name(self) -> str:

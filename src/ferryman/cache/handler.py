@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from ferryman.proxy.exchange import Exchange
     from ferryman.proxy.route import Route
 
-__all__ = ["CacheOp", "CacheZone", "RemoteTier", "RouteCache"]
+__all__ = ["CacheOp", "CacheZone", "DetachedClient", "RemoteTier", "RouteCache"]
 
 _log: Final = logging.getLogger(__name__)
 

@@ -60,7 +60,7 @@ _BAD_NAME: Final = re.compile(rb"[\x00-\x20A-Z\x7f-\xff]|(?<=.):")
 # ... and a value no NUL/CR/LF, and no leading or trailing SP/HTAB.
 _BAD_VALUE: Final = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
 # How many valid field names a connection remembers (to_http1_head's `known`).
-KNOWN_NAMES_MAX: Final = 128
+_KNOWN_NAMES_MAX: Final = 128
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # A request target or authority that is safe on an HTTP/1.1 request line / Host line.
 _VISIBLE: Final = re.compile(rb"[\x21-\x7e]+")
@@ -105,7 +105,7 @@ def to_http1_head(headers: Headers, ended: bool, known: set[bytes] | None = None
     becomes `Transfer-Encoding: chunked` (RFC 9113 8.2.2 forbids the field on the
     stream itself; it is our framing towards the parser and the upstream). `known`:
     field names already found valid, which skip the name check and to which valid
-    ones are added (up to KNOWN_NAMES_MAX): the connection's, as its streams send the
+    ones are added (up to _KNOWN_NAMES_MAX): the connection's, as its streams send the
     same few. Raises Malformed."""
     pseudo: dict[bytes, bytes] = {}
     lines: list[bytes] = []
@@ -117,7 +117,7 @@ def to_http1_head(headers: Headers, ended: bool, known: set[bytes] | None = None
         if known is None or name not in known:
             if _BAD_NAME.search(name) or not name:
                 raise Malformed(f"invalid field name {name[:64]!r}")
-            if known is not None and len(known) < KNOWN_NAMES_MAX:
+            if known is not None and len(known) < _KNOWN_NAMES_MAX:
                 known.add(name)
         if value and _BAD_VALUE.search(value):
             raise Malformed(f"invalid value of {name[:64]!r}")

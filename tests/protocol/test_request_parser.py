@@ -228,6 +228,39 @@ def test_pipelined_requests_in_one_feed_and_bytewise() -> None:
         assert comparable(sink.events) == comparable(one.events), step
 
 
+_KEEP: Final = b"Connection: keep-alive"  # HTTP/1.0 closes after one request without it
+
+
+@pytest.mark.parametrize(
+    ("data", "method", "version"),
+    [
+        (request(b"Host: a"), b"GET", b"1.1"),
+        (request(b"Host: a", _KEEP, start=b"GET /x?y HTTP/1.0"), b"GET", b"1.0"),
+        (request(b"Host: a", b"Content-Length: 0", start=b"POST /p HTTP/1.1"), b"POST", b"1.1"),
+        (request(b"Host: a", start=b"OPTIONS * HTTP/1.1"), b"OPTIONS", b"1.1"),
+        # A target that holds what the fast path looks for after it.
+        (request(b"Host: a", _KEEP, start=b"GET /%20HTTP/1.1 HTTP/1.0"), b"GET", b"1.0"),
+        (request(b"Host: a", start=b"DELETE /GET HTTP/1.1"), b"DELETE", b"1.1"),
+        # An empty line before the request line (RFC 9112 2.2): llhttp is asked.
+        (b"\r\n" + request(b"Host: a"), b"GET", b"1.1"),
+        (b"\r\n" + request(b"Host: a", _KEEP, start=b"GET / HTTP/1.0"), b"GET", b"1.0"),
+    ],
+)
+def test_method_and_version_whatever_the_reads(data: bytes, method: bytes, version: bytes) -> None:
+    # The request line of a read's first request is read off that read; anything else
+    # (later pipelined requests, lines split across reads, a leading empty line) asks
+    # llhttp. Both must say the same, however the bytes arrive.
+    pipelined = data + request(b"Host: b", start=b"PUT /2 HTTP/1.1") + data
+    for step in (None, 1, 3, 10, len(data) - 1):
+        sink, _ = feed_all(pipelined, step)
+        heads = sink.heads
+        assert [(h.method, h.version) for h in heads] == [
+            (method, version),
+            (b"PUT", b"1.1"),
+            (method, version),
+        ], step
+
+
 def test_many_pipelined_requests_in_one_large_read() -> None:
     # Well over MAX_HEAD_BYTES in one read, yet every head is small: no 431.
     data = request(b"Host: a", start=b"GET /x HTTP/1.1") * 6000
@@ -442,6 +475,16 @@ def test_parse_content_length_digits() -> None:
     assert parse_content_length(b"0") == 0
     assert parse_content_length(b"00012") == 12
     assert parse_content_length(b"123456789012345678") == 123456789012345678
+    assert parse_content_length(b"999999999999999999") == 999999999999999999
+    for n in (1, 9, 10, 36, 1048576, 2**31, 2**53 + 1):
+        assert parse_content_length(b"%d" % n) == n
+
+
+@pytest.mark.parametrize("value", [b"1234567890123456789", b"0" * 19, b"5,5", b"5 5", b"/", b":"])
+def test_parse_content_length_refuses_long_lists_and_neighbours_of_digits(value: bytes) -> None:
+    # "/" and ":" sit either side of "0"-"9" in ASCII.
+    with pytest.raises(ProtocolError):
+        parse_content_length(value)
 
 
 def test_empty_host_is_allowed() -> None:

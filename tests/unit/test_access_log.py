@@ -255,3 +255,15 @@ def test_dash_writes_to_stdout_and_does_not_close_it(capfd: pytest.CaptureFixtur
     out = capfd.readouterr().out
     assert out.encode() == format_combined(entry())
     os.fstat(1)  # still open
+
+
+def test_wall_time_is_the_wall_clock_of_a_monotonic_reading() -> None:
+    # The exchange logs `wall_time(its monotonic end)`: one clock call fewer a request.
+    log = AccessLog(None)
+    now = time.monotonic()
+    assert abs(log.wall_time(now) - time.time()) < 0.05
+    # Later readings within the second reuse the offset, and still track the clock.
+    assert abs(log.wall_time(now + 0.5) - (time.time() + 0.5)) < 0.05
+    # Past the second it is read again.
+    later = time.monotonic() + 2.0
+    assert abs(log.wall_time(later) - (time.time() + 2.0)) < 0.05

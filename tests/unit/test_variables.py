@@ -9,7 +9,12 @@ import pytest
 from ferryman.errors import ConfigError
 from ferryman.http.messages import RequestHead
 from ferryman.http.request_parser import RequestParser, RequestSink
-from ferryman.proxy.variables import compile_template, known_variable
+from ferryman.proxy.variables import (
+    compile_template,
+    is_request_host,
+    known_variable,
+    request_host,
+)
 
 
 class Recorder(RequestSink):
@@ -114,6 +119,36 @@ def test_http_host_is_verbatim() -> None:
 def test_single_variable_compiles_to_a_function() -> None:
     tpl = compile_template("$host", "x")
     assert callable(tpl)
+
+
+@pytest.mark.parametrize(
+    ("text", "is_host"),
+    [
+        ("$host", True),
+        ("${host}", True),
+        ("$http_host", False),
+        ("x$host", False),
+        ("$host:1", False),
+    ],
+)
+def test_only_a_bare_host_template_is_the_request_host(text: str, is_host: bool) -> None:
+    # The exchange computes such a template natively (request_host) instead of calling it.
+    assert is_request_host(compile_template(text, "x")) is is_host
+
+
+@pytest.mark.parametrize(
+    "c",
+    [
+        ctx(host=b"Example.COM:8080"),
+        ctx(host=b"[::1]:8080"),
+        ctx(target=b"http://Other.Example:81/x", host=b"ignored.example"),
+        ctx(host=None, version=b"1.0"),
+    ],
+)
+def test_request_host_is_host_but_for_the_server_name(c: Ctx) -> None:
+    host = request_host(c.head)
+    rendered = render("$host", c)
+    assert host == rendered if host is not None else rendered == b"proxy.local"
 
 
 # ---- request variables ----

@@ -30,9 +30,13 @@ from ferryman.config.schema import ClientLimits
 from ferryman.errors import ProtocolError
 from ferryman.http.fields import (
     HOP_BY_HOP,
+    equals_lower,
     host_name,
+    is_token_name,
     is_valid_host,
+    length_mask,
     lower_name,
+    names_end_to_end,
     parse_connection_tokens,
     parse_content_length,
     trim_ows,
@@ -63,8 +67,12 @@ PROXY_MANAGED: Final = HOP_BY_HOP | {
     b"x-forwarded-proto",
     b"x-forwarded-host",
 }
+_MANAGED_LENGTHS: Final = length_mask(PROXY_MANAGED)
+# Targets up to this long are scanned byte by byte (`_split_target`); longer ones by
+# find(), whose fixed cost a byte loop overtakes at about this length.
+_SCAN_MAX: Final = 64
 
-_EMPTY: frozenset[bytes] = frozenset()
+_EMPTY: Final[frozenset[bytes]] = frozenset()
 _VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0"}
 _NONE: Final = Framing.NONE
 _LENGTH: Final = Framing.LENGTH
@@ -100,6 +108,7 @@ class RequestParser:
         "_body_seen",
         "_busy",
         "_expect_continue",
+        "_first",
         "_fresh",
         "_good_host",
         "_good_name",
@@ -114,7 +123,6 @@ class RequestParser:
         "_quiet",
         "_sink",
         "_url",
-        "_v11",
     )
     # `close` deletes these (mypyc lets a native class delete only what is listed).
     __deletable__ = ("_p", "_sink")
@@ -141,10 +149,10 @@ class RequestParser:
         self._good_host = b""
         # And its $host form (fields.host_name), carried on each head that has it.
         self._good_name = b""
-        # The next read starts a request (none is part-read), and whether the first
-        # request line in this read ended in " HTTP/1.1" (see `feed`).
+        # The next read starts a request (none is part-read), and the read that began
+        # with the request being parsed, if one did (see `_method_and_version`).
         self._fresh = True
-        self._v11 = False
+        self._first = b""
 
     @property
     def busy(self) -> bool:
@@ -178,11 +186,7 @@ class RequestParser:
 
     def feed(self, data: bytes) -> bytes | None:
         if self._fresh:
-            # This read starts with a request line: if it ends in HTTP/1.1, llhttp's
-            # version is known without get_http_version() (a new string per request).
-            # Anything else (a leading empty line, a line split across reads) asks it.
-            eol = data.find(b"\r\n", 0, self._max_line + 2)
-            self._v11 = eol > 9 and data.endswith(b" HTTP/1.1", 0, eol)
+            self._first = data
         try:
             self._p.feed_data(data)
         except httptools.HttpParserUpgrade as up:
@@ -228,7 +232,8 @@ class RequestParser:
         self._busy = True
 
     def on_url(self, url: bytes) -> None:
-        url = self._url + url
+        if self._url:
+            url = self._url + url  # a target split across reads
         # nginx: a request line longer than large_client_header_buffers' size is 414.
         # Checked as it grows, so an endless target never reaches the head limit first.
         if len(url) > self._max_line:
@@ -262,20 +267,40 @@ class RequestParser:
 
     # ---- validation ----
 
+    def _method_and_version(self) -> tuple[bytes, bytes]:
+        """The request line's method and version. llhttp's get_method() and
+        get_http_version() build a new object each (the version a formatted string, then
+        looked up); a request line that starts its read is read off that read instead,
+        when it is `METHOD SP target SP HTTP/1.1 CRLF` with the target llhttp reported.
+        Anything else (a pipelined request, a line split across reads, a leading empty
+        line, another version) asks llhttp."""
+        p = self._p
+        first = self._first
+        if first:
+            self._first = b""  # the read's first request only
+            method: bytes = b"GET" if first.startswith(b"GET ") else p.get_method()
+            url = self._url
+            m = len(method) + 1
+            n = m + len(url)
+            if (
+                first[n : n + 11] == b" HTTP/1.1\r\n"
+                and first[m:n] == url
+                and first.startswith(method)
+            ):
+                return method, b"1.1"
+        else:
+            method = p.get_method()
+        found = _VERSIONS.get(p.get_http_version())
+        if found is None:
+            raise ProtocolError("unsupported HTTP version", 505)
+        return method, found
+
     def _build_head(self) -> RequestHead:
         p = self._p
         headers = self._headers
         if len(headers) > self._max_fields:
             raise ProtocolError("too many header fields", 431)
-        if self._v11:
-            self._v11 = False  # the read's first request only
-            version = b"1.1"
-        else:
-            found = _VERSIONS.get(p.get_http_version())
-            if found is None:
-                raise ProtocolError("unsupported HTTP version", 505)
-            version = found
-        method: bytes = p.get_method()
+        method, version = self._method_and_version()
         host: bytes | None = None
         hosts = 0
         content_length = -1
@@ -289,18 +314,24 @@ class RequestParser:
         # incomplete after a read, and a whole oversized head can arrive in one read.
         size = len(self._url) + 3 * len(headers)
         for name, value in headers:
-            size += len(name) + len(value)
-            ln = lower_name(name)
-            if ln not in PROXY_MANAGED:
-                # nginx's ignore_invalid_headers: a name with anything but letters, digits
-                # and '-' is not passed on. `Transfer_Encoding` and `Content_Length` would
-                # otherwise reach a CGI/WSGI-style origin as framing fields.
-                if name.replace(b"-", b"").isalnum():
+            n = len(name)
+            size += n + len(value)
+            # nginx's ignore_invalid_headers: a name with anything but letters, digits
+            # and '-' is not passed on. `Transfer_Encoding` and `Content_Length` would
+            # otherwise reach a CGI/WSGI-style origin as framing fields.
+            if not (_MANAGED_LENGTHS >> n) & 1:
+                if is_token_name(name):  # no managed name is as long
                     lines.append(b"%s: %s\r\n" % (name, value))
-            elif ln == b"host":
+                continue
+            if n == 4 and equals_lower(name, b"host"):  # every request's: no lookup
                 # llhttp strips the leading whitespace of a value, not the trailing.
                 host = trim_ows(value)
                 hosts += 1
+                continue
+            ln = lower_name(name)
+            if ln not in PROXY_MANAGED:
+                if is_token_name(name):
+                    lines.append(b"%s: %s\r\n" % (name, value))
             elif ln == b"content-length":
                 content_length = parse_content_length(trim_ows(value))
             elif ln == b"transfer-encoding":
@@ -308,7 +339,8 @@ class RequestParser:
                 codings += 1
                 chunked = _check_transfer_coding(value)
             elif ln == b"connection":
-                tokens = tokens | parse_connection_tokens(value)
+                listed = parse_connection_tokens(value)
+                tokens = tokens | listed if tokens else listed
             elif ln == b"upgrade":
                 upgrade = value
             elif ln == b"x-forwarded-proto" or ln == b"x-forwarded-host":
@@ -334,7 +366,7 @@ class RequestParser:
                 raise ProtocolError("invalid Host header")
             self._good_host = host
             self._good_name = host_name(host)
-        if tokens and not tokens <= HOP_BY_HOP:
+        if names_end_to_end(tokens):
             # RFC 9110 7.6.1: fields named in Connection are hop-by-hop too, removed
             # before the proxy adds its own (X-Forwarded-* included).
             lines = [ln for ln in lines if ln.split(b":", 1)[0].lower() not in tokens]
@@ -415,11 +447,23 @@ def _split_target(
 ) -> tuple[bytes, bytes, bytes | None]:
     """RFC 9112 3.2: origin-form, absolute-form, authority-form (CONNECT), asterisk-form."""
     if url and url[0] == 0x2F and method != b"CONNECT":  # "/", read natively
-        # find(), not `in`: CPython's bytes `in` first tries the operand as an integer
-        # and formats (then drops) a TypeError for a bytes one, every time.
-        if url.find(b"#") >= 0:
-            raise ProtocolError("fragment in request target")
-        q = url.find(b"?")
+        n = len(url)
+        q = -1
+        if n <= _SCAN_MAX:
+            # One native pass over a short target: find() is a method call by name that
+            # parses its arguments the slow way, twice per request. (Not `in` either:
+            # CPython's bytes `in` first tries the operand as an integer and formats,
+            # then drops, a TypeError for a bytes one.)
+            for i in range(n):
+                c = url[i]
+                if c == 0x23:  # '#'
+                    raise ProtocolError("fragment in request target")
+                if c == 0x3F and q < 0:  # '?'
+                    q = i
+        else:
+            if url.find(b"#") >= 0:
+                raise ProtocolError("fragment in request target")
+            q = url.find(b"?")
         if q < 0:
             return url, b"", host  # most targets: no query, nothing to copy
         return url[:q], url[q + 1 :], host

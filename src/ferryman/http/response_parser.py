@@ -25,7 +25,10 @@ from mypy_extensions import mypyc_attr
 from ferryman.errors import ProtocolError, UpstreamProtocolError
 from ferryman.http.fields import (
     HOP_BY_HOP,
+    equals_lower,
+    length_mask,
     lower_name,
+    names_end_to_end,
     parse_connection_tokens,
     parse_content_length,
     trim_ows,
@@ -36,7 +39,7 @@ __all__ = ["MAX_HEAD_BYTES", "ResponseParser", "ResponseSink"]
 
 MAX_HEAD_BYTES: Final = 64 * 1024
 MAX_HEADERS: Final = 200
-_EMPTY: frozenset[bytes] = frozenset()
+_EMPTY: Final[frozenset[bytes]] = frozenset()
 _NONE: Final = Framing.NONE
 _LENGTH: Final = Framing.LENGTH
 _CHUNKED: Final = Framing.CHUNKED
@@ -44,6 +47,7 @@ _UNTIL_CLOSE: Final = Framing.UNTIL_CLOSE
 
 
 _MANAGED: Final = HOP_BY_HOP | {b"date"}
+_MANAGED_LENGTHS: Final = length_mask(_MANAGED)
 _VERSIONS: Final = frozenset({"1.1", "1.0"})
 
 
@@ -234,21 +238,27 @@ class ResponseParser:
         # One pass: find the framing fields and pre-render the end-to-end ones.
         date = None
         for name, value in self._headers:
-            size += len(name) + len(value)
-            ln = lower_name(name)
-            if ln not in _MANAGED:
+            n = len(name)
+            size += n + len(value)
+            # Names are told apart by length first (no managed name is as long as most
+            # fields), then by a native case-blind comparison; only the rare rest is
+            # lowered and looked up.
+            if not (_MANAGED_LENGTHS >> n) & 1:
                 lines.append(b"%s: %s\r\n" % (name, value))
-            elif ln == b"date":
+            elif n == 4 and equals_lower(name, b"date"):
                 # The proxy writes its own Date (as nginx does), or passes this one on.
                 date = value
-            elif ln == b"content-length":
+            elif n == 14 and equals_lower(name, b"content-length"):
                 length_field = trim_ows(value)
                 content_length = _content_length(length_field)
-            elif ln == b"transfer-encoding":
+            elif n == 17 and equals_lower(name, b"transfer-encoding"):
                 codings += 1
                 chunked = _is_chunked(value)
-            elif ln == b"connection":
-                tokens = tokens | parse_connection_tokens(value)
+            elif n == 10 and equals_lower(name, b"connection"):
+                listed = parse_connection_tokens(value)
+                tokens = tokens | listed if tokens else listed
+            elif lower_name(name) not in _MANAGED:
+                lines.append(b"%s: %s\r\n" % (name, value))
         if size > MAX_HEAD_BYTES:
             raise UpstreamProtocolError("upstream response head too large")
         if codings > 1:
@@ -256,9 +266,9 @@ class ResponseParser:
         if chunked and version == "1.0":
             # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing.
             raise UpstreamProtocolError("Transfer-Encoding in an HTTP/1.0 response")
-        if tokens and not tokens <= HOP_BY_HOP:
+        if names_end_to_end(tokens):
             lines = [ln for ln in lines if ln.split(b":", 1)[0].lower() not in tokens]
-        if self._no_body or status in (101, 204, 304):
+        if self._no_body or status == 204 or status == 304 or status == 101:
             framing = _NONE
         elif chunked:
             framing = _CHUNKED

@@ -25,7 +25,7 @@ __all__ = [
     "status_line",
 ]
 
-STATUS_LINES: dict[int, bytes] = {
+STATUS_LINES: Final[dict[int, bytes]] = {
     s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus
 }
 CHUNKED_END: Final = b"0\r\n\r\n"
@@ -80,7 +80,7 @@ def serialize_request_head(
         length = b"Transfer-Encoding: chunked\r\n"
     elif framing is _LENGTH:
         length = b"Content-Length: %d\r\n" % head.content_length
-    elif head.method in _BODY_METHODS:
+    elif head.method != b"GET" and head.method in _BODY_METHODS:  # a GET: no set lookup
         # RFC 9110 8.6: a user agent sends Content-Length 0 for such bodies; some
         # servers answer 411 without it.
         length = b"Content-Length: 0\r\n"

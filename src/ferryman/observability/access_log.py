@@ -30,7 +30,7 @@ __all__ = [
 # formatted when recorded, after its response was written: formatting a whole batch
 # at flush time held the request behind it (512 entries: about 0.3 ms), which showed
 # in the one-connection p99.
-FLUSH_ENTRIES = 64
+FLUSH_ENTRIES: Final = 64  # Final: compiled, a static rather than a dict lookup
 
 
 class Entry:
@@ -77,14 +77,22 @@ class Entry:
 
 
 _NEEDS_ESCAPE = re.compile(rb'[^\x20-\x7e]|["\\]')
-# The bytes that need no escaping: deleting them all (one C call) leaves nothing for
-# almost every value, which is quicker than a regex search.
-_SAFE = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
+
+
+def _plain(b: bytes) -> bool:
+    """Whether `b` has no byte that log_format escapes. A native loop over the few
+    bytes of a field: quicker, compiled, than a regex search or than translate(None,
+    safe), which builds a 256-entry table on every call."""
+    for i in range(len(b)):
+        c = b[i]
+        if c < 0x20 or c > 0x7E or c == 0x22 or c == 0x5C:
+            return False
+    return True
 
 
 def _escape(b: bytes) -> bytes:
     """nginx escapes `"`, `\\` and bytes outside printable ASCII as \\xHH in log_format."""
-    if not b.translate(None, _SAFE):
+    if _plain(b):
         return b
     return _NEEDS_ESCAPE.sub(lambda m: b"\\x%02X" % m.group()[0], b)
 
@@ -99,26 +107,24 @@ def format_combined(e: Entry, local_time: str | None = None) -> bytes:
     return _combined(e, (local_time or _local_time(e.time)).encode())
 
 
-# What deleting the safe bytes leaves of a combined line whose fields need no escaping:
-# its own six quotes and the newline.
-_PLAIN_COMBINED: Final = b'""""""\n'
-
-
 def _combined(e: Entry, stamp: bytes) -> bytes:
-    # The line is built first and checked once: one C call over the whole line instead
-    # of one per field, for lines that almost never need escaping. Any byte to escape,
-    # in any field, leaves more than the format's own quotes and newline behind.
-    line = b'%s - - [%s] "%s" %d %d "%s" "%s"\n' % (
-        e.remote_addr,
-        stamp,
-        e.request_line,
-        e.status,
-        e.body_bytes,
-        e.referer or b"-",
-        e.user_agent or b"-",
-    )
-    if line.translate(None, _SAFE) == _PLAIN_COMBINED:
-        return line
+    # Nearly every line needs no escaping: its variable fields are checked first, and
+    # the line is formatted once. (The stamp is the sink's own.)
+    if (
+        _plain(e.remote_addr)
+        and _plain(e.request_line)
+        and _plain(e.referer)
+        and _plain(e.user_agent)
+    ):
+        return b'%s - - [%s] "%s" %d %d "%s" "%s"\n' % (
+            e.remote_addr,
+            stamp,
+            e.request_line,
+            e.status,
+            e.body_bytes,
+            e.referer or b"-",
+            e.user_agent or b"-",
+        )
     return b'%s - - [%s] "%s" %d %d "%s" "%s"\n' % (
         _escape(e.remote_addr),
         stamp,
@@ -166,6 +172,8 @@ class AccessLog:
         "_fd",
         "_fmt",
         "_lines",
+        "_offset",
+        "_offset_until",
         "_owns_fd",
         "_path",
         "_second",
@@ -194,6 +202,9 @@ class AccessLog:
         self._second = -1
         self._stamp = ""
         self._stamp_bytes = b""
+        # Wall clock minus monotonic, read once a second (`wall_time`).
+        self._offset = 0.0
+        self._offset_until = -1.0
         self._owns_fd = False
         self._path = path
         if path is None:
@@ -203,6 +214,15 @@ class AccessLog:
         else:
             self._fd = fd if fd is not None else _open(path)
             self._owns_fd = True
+
+    def wall_time(self, now: float) -> float:
+        """The wall-clock time of the monotonic reading `now`, from an offset read once
+        a second: a clock call fewer per request. A step of the wall clock shows within
+        the second (nginx, too, logs a time it caches and updates as it goes)."""
+        if now >= self._offset_until:
+            self._offset = time.time() - time.monotonic()
+            self._offset_until = now + 1.0
+        return now + self._offset
 
     def record(self, entry: Entry) -> None:
         second = int(entry.time)

@@ -47,7 +47,10 @@ __all__ = [
 # Seconds; the prometheus-client defaults, which suit request latencies (an implicit
 # +Inf bucket follows the last). Not `Final`: the mypyc build left a Final tuple of
 # floats unset at import ("value for final name was not set").
-BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# The first bound as a Final float as well: `_bucket` answers most requests from it
+# without reading BUCKETS out of the module's dict.
+_FIRST: Final = 0.005
+BUCKETS: tuple[float, ...] = (_FIRST, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 _FLUSH_EVERY: Final = 1.0
 _RETIRED: Final = "retired.bin"
@@ -60,6 +63,8 @@ FALLBACK_FEATURES: Final = ("limit_req", "limit_conn", "cache", "health")
 def _bucket(seconds: float) -> int:
     """bisect_left(BUCKETS, seconds): most requests take less than the first bound, so
     a scan from the bottom stops at once (and, compiled, compares unboxed floats)."""
+    if seconds <= _FIRST:
+        return 0
     i = 0
     for bound in BUCKETS:
         if seconds <= bound:
@@ -191,12 +196,18 @@ class WorkerMetrics:
         stats.body_in += received
         stats.body_out += body_bytes
         if started:
+            # `counts[i] = counts[i] + 1`, not `+=`: compiled, an augmented store into a
+            # list item is a generic in-place add on the boxed int.
             took = now - started
-            stats.total[_bucket(took)] += 1
+            counts = stats.total
+            i = _bucket(took)
+            counts[i] = counts[i] + 1
             stats.total_sum += took
             if upstream_start:
                 took = now - upstream_start
-                stats.up[_bucket(took)] += 1
+                counts = stats.up
+                i = _bucket(took)
+                counts[i] = counts[i] + 1
                 stats.up_sum += took
         if rare:
             self._record_rare(ex, stats)

@@ -36,7 +36,7 @@ from ferryman.errors import (
     UpstreamTimeoutError,
 )
 from ferryman.filters.base import Delay, Deny, Pending
-from ferryman.http.fields import lower_name
+from ferryman.http.fields import equals_lower
 from ferryman.http.messages import Framing, RequestHead, ResponseHead
 from ferryman.http.response_parser import ResponseSink
 from ferryman.http.serialize import (
@@ -55,6 +55,7 @@ from ferryman.observability.metrics import WorkerMetrics
 from ferryman.observability.recent import RecentLog
 from ferryman.proxy.route import parse_proxy_url, render_add_headers
 from ferryman.proxy.script import MAX_REWRITE_CYCLES, CompiledScript, ScriptOutcome, run_script
+from ferryman.proxy.variables import request_host
 
 if TYPE_CHECKING:
     from ferryman.cache.handler import CacheOp, DetachedClient
@@ -75,6 +76,9 @@ if TYPE_CHECKING:
 __all__ = ["REPLAY_LIMIT", "Exchange"]
 
 _log: Final = logging.getLogger(__name__)
+# The clock as a Final: compiled, a call is then a load of a static, where
+# `time.monotonic()` is an attribute lookup on the module (five calls a request).
+monotonic: Final = time.monotonic
 # The shared body buffers of requests without a body (Exchange.__init__): stays empty.
 _NO_PIECES: Final[list[bytes]] = []
 
@@ -330,7 +334,7 @@ class Exchange(ResponseSink):
         # Timing is only for the access log; a clock call per request is not free.
         worker = self.worker
         self.started = (
-            time.monotonic()
+            monotonic()
             if worker.access_log.enabled or worker.recent is not None or worker.metrics is not None
             else 0.0
         )
@@ -577,7 +581,7 @@ class Exchange(ResponseSink):
         if self.finished:
             return  # the client left while the request was delayed
         filters = route.filters
-        now = time.monotonic()
+        now = monotonic()
         for i in range(first, len(filters)):
             f = filters[i]
             verdict = f.check(self, now)
@@ -874,8 +878,14 @@ class Exchange(ResponseSink):
         changes = route.upstream_request
         if changes is not None:  # proxy_method, proxy_set_body, ... (proxy/body.py)
             return changes.serialize(self, route, target, extra, forwarded_for)
+        if route.host_is_host:
+            host = request_host(head)
+            if host is None:
+                host = self.server_name
+        else:
+            host = route.render_host(self)
         return serialize_request_head(
-            head, target, route.render_host(self), extra, route.drop, forwarded_for, route.http10
+            head, target, host, extra, route.drop, forwarded_for, route.http10
         )
 
     # ---- phase: dispatch / attach ----
@@ -917,9 +927,9 @@ class Exchange(ResponseSink):
         self.tried |= 1 << peer.index
         self.tries += 1
         if self.started or group.measure:
-            self.upstream_start = time.monotonic()
+            self.upstream_start = monotonic()
         if not self.first_dispatch and self.route is not None and self.route.retry_deadline:
-            self.first_dispatch = time.monotonic()
+            self.first_dispatch = monotonic()
         conn = pool.acquire(peer)
         if conn is not None:
             self.attach(conn, True)
@@ -1086,7 +1096,7 @@ class Exchange(ResponseSink):
         self.response = head
         self.status = head.status
         if self.upstream_start and self.group is not None and self.group.measure:
-            self.header_time = time.monotonic()
+            self.header_time = monotonic()
         if head.status == 101:
             return  # written by upstream_upgraded once the switch is confirmed
         client_http11 = self.head.version == b"1.1"
@@ -1102,7 +1112,9 @@ class Exchange(ResponseSink):
         assert route is not None
         if route.hide:
             head.fields = _without(head.fields, route.hide)
-        if route.redirects and status >= 300:
+        # The status first: `redirects` is an interpreted class, so its truth test is a
+        # Python-level __bool__ call, which a 2xx answer need not pay.
+        if status >= 300 and route.redirects:
             head.fields = route.redirects.rewrite_fields(
                 head.fields, self._render_redirect, self._absolute
             )
@@ -1301,7 +1313,7 @@ class Exchange(ResponseSink):
             self.client_paused(False)
         self.conn = None
         if group.measure:
-            now = time.monotonic()
+            now = monotonic()
             group.release(
                 peer,
                 Outcome.SUCCESS,
@@ -1475,7 +1487,7 @@ class Exchange(ResponseSink):
 
     def _retry_time_is_up(self, route: Route) -> bool:
         return bool(route.retry_deadline) and (
-            time.monotonic() - self.first_dispatch > route.retry_deadline
+            monotonic() - self.first_dispatch > route.retry_deadline
         )
 
     def _retry_on_status(self, head: ResponseHead) -> bool:
@@ -1778,7 +1790,7 @@ class Exchange(ResponseSink):
         # what filters hold. The request's end is now, before that bookkeeping (a cache
         # entry committed to disk is not the client's time). One clock read for the
         # three sinks: each call costs on the hot path.
-        now = time.monotonic()
+        now = monotonic()
         if self.held is not None or self.filter_timer is not None:
             self._release_filters()
         if self.cache_op is not None:
@@ -1815,15 +1827,15 @@ class Exchange(ResponseSink):
         head = self.head
         referer = user_agent = b""
         for n, v in head.headers:
-            ln = lower_name(n)  # a table lookup for these two names, not a new string
-            if ln == b"referer":
+            size = len(n)
+            if size == 7 and equals_lower(n, b"referer"):
                 referer = v
-            elif ln == b"user-agent":
+            elif size == 10 and equals_lower(n, b"user-agent"):
                 user_agent = v
         log.record(
             Entry(
                 self.remote_addr,
-                time.time(),
+                log.wall_time(now),
                 head.request_line,
                 self.status,
                 self.body_bytes,

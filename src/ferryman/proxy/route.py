@@ -18,7 +18,7 @@ from ferryman.filters.base import RequestFilter
 from ferryman.proxy.body import UpstreamRequest, wants_upstream_request
 from ferryman.proxy.error_pages import ErrorPages
 from ferryman.proxy.redirects import Redirects, default_rule
-from ferryman.proxy.variables import Template, compile_template
+from ferryman.proxy.variables import Template, compile_template, is_request_host
 from ferryman.upstream.group import UpstreamGroup
 from ferryman.upstream.pool import ConnectionPool
 
@@ -55,6 +55,7 @@ class Route:
         "group",
         "hide",
         "host",
+        "host_is_host",
         "http10",
         "intercept_errors",
         "max_body",
@@ -98,6 +99,8 @@ class Route:
         self.group = group
         self.pool = pool
         self.host: Template = compile_template(spec.host_header, f"{where}.host_header", user_vars)
+        # The default, `$host`: the exchange computes it natively (variables.request_host).
+        self.host_is_host = is_request_host(self.host)
         static: list[bytes] = []
         dynamic: list[tuple[bytes, Template]] = []
         # Client fields replaced by the route's own (hop-by-hop fields, Host, Expect and

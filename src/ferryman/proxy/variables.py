@@ -20,23 +20,41 @@ from typing import Any
 
 from ferryman.errors import ConfigError
 from ferryman.http.fields import host_name
+from ferryman.http.messages import RequestHead
 from ferryman.tls.info import TLS_VARIABLES
 
-__all__ = ["Template", "compile_log_format", "compile_template", "known_variable"]
+__all__ = [
+    "Template",
+    "compile_log_format",
+    "compile_template",
+    "is_request_host",
+    "known_variable",
+    "request_host",
+]
 
 Template = bytes | Callable[[Any], bytes]
 _VAR = re.compile(r"\$(\{[A-Za-z0-9_]+\}|[A-Za-z0-9_]+)")
 
 
-def _host(ctx: Any) -> bytes:
-    head = ctx.head
-    name: bytes | None = head.host_name
+def request_host(head: RequestHead) -> bytes | None:
+    """$host as the request gives it: the name of its Host (or of an absolute target),
+    None when it has neither (then $host is the server's name). Typed, so that the
+    exchange computes the usual upstream Host natively (`is_request_host`)."""
+    name = head.host_name
     if name is not None:
         return name
-    host: bytes | None = head.host
-    if host is None:
-        return ctx.server_name  # type: ignore[no-any-return]
-    return host_name(host)
+    host = head.host
+    return None if host is None else host_name(host)
+
+
+def _host(ctx: Any) -> bytes:
+    host = request_host(ctx.head)
+    return ctx.server_name if host is None else host  # type: ignore[no-any-return]
+
+
+def is_request_host(template: Template) -> bool:
+    """Whether `template` is exactly `$host` (the default Host sent upstream)."""
+    return template is _host
 
 
 def _http_host(ctx: Any) -> bytes:

@@ -148,7 +148,7 @@ class ClientConnection(RequestSink):
         worker.connections.add(self)
         worker.sweeper.add(self)
         self.phase = _HEAD
-        self.deadline = worker.sweeper.now + worker.timeouts.header
+        self.deadline = worker.sweeper.now + worker.header_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -174,7 +174,7 @@ class ClientConnection(RequestSink):
             return
         if self.phase == _IDLE:
             self.phase = _HEAD
-            self.deadline = self.worker.sweeper.now + self.worker.timeouts.header
+            self.deadline = self.worker.sweeper.now + self.worker.header_timeout
         if self.proxy_parser is not None:
             data = self._read_proxy_header(data)
             if not data:
@@ -211,7 +211,7 @@ class ClientConnection(RequestSink):
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        self.deadline = self.worker.sweeper.now + self.worker.timeouts.send
+        self.deadline = self.worker.sweeper.now + self.worker.send_timeout
         if self.current is not None:
             self.current.client_paused(True)
 
@@ -241,7 +241,7 @@ class ClientConnection(RequestSink):
         self.receiving = ex
         if head.framing is not Framing.NONE:
             self.phase = _BODY
-            self.deadline = self.worker.sweeper.now + self.worker.timeouts.body
+            self.deadline = self.worker.sweeper.now + self.worker.body_timeout
         else:
             self.phase = _WAIT
             self.deadline = 0.0
@@ -258,7 +258,7 @@ class ClientConnection(RequestSink):
             self._pause(_PAUSE_PIPELINE)
 
     def on_request_body(self, data: bytes) -> None:
-        self.deadline = self.worker.sweeper.now + self.worker.timeouts.body
+        self.deadline = self.worker.sweeper.now + self.worker.body_timeout
         ex = self.receiving
         if ex is not None:
             ex.on_request_body(data)
@@ -305,7 +305,7 @@ class ClientConnection(RequestSink):
             return
         if self.receiving is None:
             self.phase = _IDLE
-            self.deadline = self.worker.sweeper.now + self.worker.timeouts.keepalive
+            self.deadline = self.worker.sweeper.now + self.worker.keepalive_timeout
 
     def _after_refused_upgrade(self) -> None:
         """The answer to an Upgrade request was not a 101: the connection stays HTTP,
@@ -315,7 +315,7 @@ class ClientConnection(RequestSink):
         self.parser = RequestParser(self, self.worker.client_limits)
         self.receiving = None
         self.phase = _IDLE
-        self.deadline = self.worker.sweeper.now + self.worker.timeouts.keepalive
+        self.deadline = self.worker.sweeper.now + self.worker.keepalive_timeout
         self._resume(_PAUSE_PIPELINE)
         if tail:
             self.data_received(tail)

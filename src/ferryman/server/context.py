@@ -31,6 +31,7 @@ class WorkerContext:
     __slots__ = (
         "_date_second",
         "access_log",
+        "body_timeout",
         "client_limits",
         "conn_cap",
         "connections",
@@ -38,8 +39,10 @@ class WorkerContext:
         "date_line",
         "draining",
         "dynamic",
+        "header_timeout",
         "keepalive_line",
         "keepalive_requests",
+        "keepalive_timeout",
         "loop",
         "make_upstream",
         "maps",
@@ -47,6 +50,7 @@ class WorkerContext:
         "metrics",
         "recent",
         "rejected_connections",
+        "send_timeout",
         "sweeper",
         "timeouts",
         "trace",
@@ -65,6 +69,12 @@ class WorkerContext:
         self.sweeper = sweeper
         self.access_log = access_log
         self.timeouts = timeouts
+        # Its values as native floats: connections read them on every request, and
+        # ClientTimeouts is an interpreted dataclass (an attribute lookup by name each).
+        self.header_timeout = timeouts.header
+        self.body_timeout = timeouts.body
+        self.keepalive_timeout = timeouts.keepalive
+        self.send_timeout = timeouts.send
         self.max_connections = max_connections
         self.connections: set[ClientConnection | H2Connection] = set()
         self.rejected_connections = 0

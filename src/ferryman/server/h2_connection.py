@@ -198,7 +198,7 @@ class H2Connection:
         worker = self.worker
         worker.connections.add(self)
         worker.sweeper.add(self)
-        self.deadline = worker.sweeper.now + worker.timeouts.header
+        self.deadline = worker.sweeper.now + worker.header_timeout
         self.flood_start = worker.sweeper.now
         conn = self.h2
         conn.local_settings = h2.settings.Settings(
@@ -284,7 +284,7 @@ class H2Connection:
         # The client reads nothing: no DATA is framed, and nothing more is read from it
         # (each frame it sends may make us send one: PING, SETTINGS, RST_STREAM).
         self.write_paused = True
-        self.deadline = self.worker.sweeper.now + self.worker.timeouts.send
+        self.deadline = self.worker.sweeper.now + self.worker.send_timeout
         if self.transport is not None and not self.closed:
             self.transport.pause_reading()
 
@@ -591,7 +591,7 @@ class H2Connection:
         if self.write_paused:
             return
         self.deadline = (
-            self.worker.sweeper.now + self.worker.timeouts.keepalive if not self.streams else 0.0
+            self.worker.sweeper.now + self.worker.keepalive_timeout if not self.streams else 0.0
         )
 
     def on_timeout(self) -> None:

@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-pure test-slow lint accel bench bench-quick bench-syscalls profile bench-cache bench-tls bench-h2 bench-cluster bench-forward deps clean
+.PHONY: run test test-pure test-slow lint accel bench bench-quick bench-syscalls bench-instructions profile bench-cache bench-tls bench-h2 bench-cluster bench-forward deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ bench-quick: $(STAMP) deps accel
 ## make bench-syscalls: syscalls, TCP segments and CPU per request: Ferryman, nginx, HAProxy, the relay
 bench-syscalls: $(STAMP) deps accel
 	bash bench/syscalls.sh
+
+## make bench-instructions: instructions per request (valgrind callgrind), by function: a
+## deterministic A/B of the hot path (SRC=other-checkout for the other side)
+bench-instructions: $(STAMP) deps accel
+	bash bench/instructions.sh
 
 ## make profile: cProfile (and py-spy if installed) of one worker on the small-response path
 profile: $(STAMP) accel

@@ -7,7 +7,8 @@
 # chromium (the dashboard test drives it headless over the DevTools protocol; the forward
 # proxy's browser test renders pages through the proxy), tinyproxy and squid (bench/forward.sh
 # runs them beside the forward proxy), node (nodejs: tests/unit/test_pac.py runs the PAC file).
-# strace (bench/syscalls.sh counts system calls per request with it where perf is absent).
+# strace (bench/syscalls.sh counts system calls per request with it where perf is absent),
+# valgrind (bench/instructions.sh counts instructions per request with its callgrind).
 #
 # Idempotent: a tool already on the machine is skipped, and `apt-get update` runs at most
 # once, only when something is missing. Runs as root (CI) or through sudo.
@@ -28,7 +29,7 @@ else
 fi
 
 # tools; the Debian package is the tool's name except where mapped below
-TOOLS=(curl nginx wrk haproxy ss pgrep testssl hexdump dig h2load redis-server chromium tinyproxy squid node strace)
+TOOLS=(curl nginx wrk haproxy ss pgrep testssl hexdump dig h2load redis-server chromium tinyproxy squid node strace valgrind)
 missing=()
 for tool in "${TOOLS[@]}"; do
     command -v "$tool" >/dev/null || missing+=("$tool")

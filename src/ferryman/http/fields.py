@@ -16,6 +16,7 @@ from mypy_extensions import i64
 from ferryman.errors import ProtocolError
 
 __all__ = [
+    "COMPILED",
     "HOP_BY_HOP",
     "equals_lower",
     "host_name",
@@ -45,6 +46,17 @@ HOP_BY_HOP: Final = frozenset(
     }
 )
 
+
+def _probe() -> None:
+    pass
+
+
+# Whether this module runs compiled (mypyc makes its functions builtins). The byte loops
+# below are cheaper than a method call only compiled; the interpreter runs each byte as
+# bytecode, so the pure-Python sources keep the C methods. Each branch is what one of
+# the two test runs (compiled, FERRYMAN_PURE=1) exercises.
+COMPILED: Final = type(_probe).__name__ != "function"
+
 # RFC 3986 reg-name / IPv4 / IP-literal with an optional port; no userinfo, no path.
 _HOST: Final = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{0,5})?")
 _OWS: Final = b" \t"
@@ -65,9 +77,14 @@ def trim_ows(value: bytes) -> bytes:
 def parse_content_length(value: bytes) -> int:
     """RFC 9110 8.6: 1*DIGIT. A list ("5, 5") is refused outright: it means two
     Content-Length fields were merged somewhere, the start of a smuggling attempt."""
-    # Digit by digit rather than int(), which accepts a sign, underscores and spaces,
-    # and which the compiled build reaches only through a generic call that parses its
-    # arguments (about half a request's worth of field work). 18 digits fit an i64.
+    # Compiled, digit by digit: int() is a generic call that parses its arguments
+    # (about half a request's worth of field work). 18 digits fit an i64. Interpreted,
+    # bytes.isdigit() (ASCII only, unlike str.isdigit()) makes int() see plain digits,
+    # never a sign, underscore or space.
+    if not COMPILED:
+        if not value.isdigit() or len(value) > 18:
+            raise ProtocolError(f"invalid Content-Length {value[:40]!r}")
+        return int(value)
     n = len(value)
     if n == 0 or n > 18:
         raise ProtocolError(f"invalid Content-Length {value[:40]!r}")
@@ -97,6 +114,8 @@ def equals_lower(name: bytes, lower: bytes) -> bool:
     n = len(lower)
     if len(name) != n:
         return False
+    if not COMPILED:
+        return name.lower() == lower
     for i in range(n):
         c = name[i]
         want = lower[i]
@@ -109,6 +128,8 @@ def is_token_name(name: bytes) -> bool:
     """Letters, digits and '-', at least one of them not '-': nginx's
     ignore_invalid_headers rule for a field passed on (`name.replace(b"-", b"")
     .isalnum()`, without the two method calls and the copy)."""
+    if not COMPILED:
+        return name.replace(b"-", b"").isalnum()
     seen = False
     for i in range(len(name)):
         c = name[i]

@@ -29,6 +29,7 @@ from mypy_extensions import mypyc_attr
 from ferryman.config.schema import ClientLimits
 from ferryman.errors import ProtocolError
 from ferryman.http.fields import (
+    COMPILED,
     HOP_BY_HOP,
     equals_lower,
     host_name,
@@ -68,8 +69,8 @@ PROXY_MANAGED: Final = HOP_BY_HOP | {
     b"x-forwarded-host",
 }
 _MANAGED_LENGTHS: Final = length_mask(PROXY_MANAGED)
-# Targets up to this long are scanned byte by byte (`_split_target`); longer ones by
-# find(), whose fixed cost a byte loop overtakes at about this length.
+# Targets up to this long are scanned byte by byte (`_split_target`), compiled; longer
+# ones by find(), whose fixed cost a byte loop overtakes at about this length.
 _SCAN_MAX: Final = 64
 
 _EMPTY: Final[frozenset[bytes]] = frozenset()
@@ -449,7 +450,7 @@ def _split_target(
     if url and url[0] == 0x2F and method != b"CONNECT":  # "/", read natively
         n = len(url)
         q = -1
-        if n <= _SCAN_MAX:
+        if COMPILED and n <= _SCAN_MAX:
             # One native pass over a short target: find() is a method call by name that
             # parses its arguments the slow way, twice per request. (Not `in` either:
             # CPython's bytes `in` first tries the operand as an integer and formats,

@@ -78,7 +78,7 @@ __all__ = ["REPLAY_LIMIT", "Exchange"]
 _log: Final = logging.getLogger(__name__)
 # The clock as a Final: compiled, a call is then a load of a static, where
 # `time.monotonic()` is an attribute lookup on the module (five calls a request).
-monotonic: Final = time.monotonic
+_monotonic: Final = time.monotonic
 # The shared body buffers of requests without a body (Exchange.__init__): stays empty.
 _NO_PIECES: Final[list[bytes]] = []
 
@@ -334,7 +334,7 @@ class Exchange(ResponseSink):
         # Timing is only for the access log; a clock call per request is not free.
         worker = self.worker
         self.started = (
-            monotonic()
+            _monotonic()
             if worker.access_log.enabled or worker.recent is not None or worker.metrics is not None
             else 0.0
         )
@@ -581,7 +581,7 @@ class Exchange(ResponseSink):
         if self.finished:
             return  # the client left while the request was delayed
         filters = route.filters
-        now = monotonic()
+        now = _monotonic()
         for i in range(first, len(filters)):
             f = filters[i]
             verdict = f.check(self, now)
@@ -927,9 +927,9 @@ class Exchange(ResponseSink):
         self.tried |= 1 << peer.index
         self.tries += 1
         if self.started or group.measure:
-            self.upstream_start = monotonic()
+            self.upstream_start = _monotonic()
         if not self.first_dispatch and self.route is not None and self.route.retry_deadline:
-            self.first_dispatch = monotonic()
+            self.first_dispatch = _monotonic()
         conn = pool.acquire(peer)
         if conn is not None:
             self.attach(conn, True)
@@ -1096,7 +1096,7 @@ class Exchange(ResponseSink):
         self.response = head
         self.status = head.status
         if self.upstream_start and self.group is not None and self.group.measure:
-            self.header_time = monotonic()
+            self.header_time = _monotonic()
         if head.status == 101:
             return  # written by upstream_upgraded once the switch is confirmed
         client_http11 = self.head.version == b"1.1"
@@ -1313,7 +1313,7 @@ class Exchange(ResponseSink):
             self.client_paused(False)
         self.conn = None
         if group.measure:
-            now = monotonic()
+            now = _monotonic()
             group.release(
                 peer,
                 Outcome.SUCCESS,
@@ -1487,7 +1487,7 @@ class Exchange(ResponseSink):
 
     def _retry_time_is_up(self, route: Route) -> bool:
         return bool(route.retry_deadline) and (
-            monotonic() - self.first_dispatch > route.retry_deadline
+            _monotonic() - self.first_dispatch > route.retry_deadline
         )
 
     def _retry_on_status(self, head: ResponseHead) -> bool:
@@ -1790,7 +1790,7 @@ class Exchange(ResponseSink):
         # what filters hold. The request's end is now, before that bookkeeping (a cache
         # entry committed to disk is not the client's time). One clock read for the
         # three sinks: each call costs on the hot path.
-        now = monotonic()
+        now = _monotonic()
         if self.held is not None or self.filter_timer is not None:
             self._release_filters()
         if self.cache_op is not None:

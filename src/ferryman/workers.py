@@ -1021,7 +1021,7 @@ def _factory(
         return lambda: ClientConnection(lctx)
     # TLS listeners: our own TLS layer (tls/server.py) wraps each HTTP connection; the
     # handshake is bounded by the client header timeout, as in nginx.
-    loop, timeout = lctx.worker.loop, lctx.worker.timeouts.header
+    loop, timeout = lctx.worker.loop, lctx.worker.header_timeout
     h2 = None
     if tls.spec.http2:
         # Imported only for listeners that offer h2: the h2 library costs every worker

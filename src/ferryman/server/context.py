@@ -52,7 +52,6 @@ class WorkerContext:
         "rejected_connections",
         "send_timeout",
         "sweeper",
-        "timeouts",
         "trace",
         "upstreams",
     )
@@ -68,9 +67,8 @@ class WorkerContext:
         self.loop = loop
         self.sweeper = sweeper
         self.access_log = access_log
-        self.timeouts = timeouts
-        # Its values as native floats: connections read them on every request, and
-        # ClientTimeouts is an interpreted dataclass (an attribute lookup by name each).
+        # The client timeouts as native floats: connections read them on every request,
+        # and ClientTimeouts is an interpreted dataclass (an attribute lookup by name each).
         self.header_timeout = timeouts.header
         self.body_timeout = timeouts.body
         self.keepalive_timeout = timeouts.keepalive

@@ -181,14 +181,20 @@ def test_limit_and_access_rejections_counted(stack: Stack) -> None:
     assert statuses.count(200) == 1 and refused == 4, statuses
     assert [get(stack.port, "/private") for _ in range(3)] == [403] * 3
     name = "ferryman_rejections_total"
+    limited = {"server": SERVER, "location": "/limited", "upstream": "app"}
 
+    # Each worker publishes its own counters once a second, so one worker's share can
+    # arrive a tick after another's: wait for every count the test reads below.
     def settled(f: dict[str, Any]) -> bool:
-        return value(f, "ferryman_rejections", name, filter="access") == 3
+        return (
+            value(f, "ferryman_rejections", name, filter="access") == 3
+            and value(f, "ferryman_rejections", name, filter="limit_req") == refused
+            and value(f, "ferryman_requests", REQUESTS, code="429", **limited) == refused
+        )
 
     fams = stack.wait_for(settled)
     assert value(fams, "ferryman_rejections", name, filter="limit_req", rule="tight") == refused
     assert value(fams, "ferryman_rejections", name, filter="access") == 3
-    limited = {"server": SERVER, "location": "/limited", "upstream": "app"}
     assert value(fams, "ferryman_requests", REQUESTS, code="429", **limited) == refused
 
 

@@ -6,6 +6,35 @@ set -euo pipefail
 cd "$(dirname "$0")/../src"
 PY=${PY:-../.venv/bin/python}
 [ "${FERRYMAN_NO_ACCEL:-0}" = 1 ] && { echo "build-accel: skipped (FERRYMAN_NO_ACCEL=1)"; exit 0; }
+
+# filters/_mutex_calls.c: three C wrappers the limit zones' locks call instead of ctypes
+# (filters/shared_locks.py, which falls back to ctypes without them). Built with the
+# compiler and flags setuptools gives any extension, as mypyc's modules are.
+shim=ferryman/filters/_mutex_calls
+shim_so=$(ls "$shim".*.so 2>/dev/null | head -n 1 || true)
+if [ -z "$shim_so" ] || [ "$shim.c" -nt "$shim_so" ]; then
+    log=$(mktemp)
+    if "$PY" - >"$log" 2>&1 <<'BUILD'
+from setuptools import Distribution, Extension
+from setuptools.command.build_ext import build_ext
+
+ext = Extension("ferryman.filters._mutex_calls", ["ferryman/filters/_mutex_calls.c"])
+cmd = build_ext(Distribution({"ext_modules": [ext]}))
+cmd.inplace = True
+cmd.build_temp = "build/mutex_calls"
+cmd.ensure_finalized()
+cmd.run()
+BUILD
+    then
+        echo "build-accel: built filters/_mutex_calls"
+    else
+        cat "$log" >&2
+        rm -f "$shim".*.so
+        echo "build-accel: filters/_mutex_calls.c did not build; the zones' locks use ctypes" >&2
+    fi
+    rm -rf "$log" build/mutex_calls
+fi
+
 mapfile -t files < <("$PY" -c '
 from ferryman._accel import ACCEL_MODULES
 for m in ACCEL_MODULES: print(m.replace(".", "/") + ".py")')
@@ -20,11 +49,11 @@ if [ -z "$lib" ] || [ ferryman/_accel.py -nt "$lib" ]; then fresh=0; fi
 if [ "$fresh" = 1 ]; then echo "build-accel: up to date"; exit 0; fi
 echo "build-accel: compiling ${#files[@]} modules with mypyc"
 rm -f ./*__mypyc*.so
-find ferryman -name '*.so' -delete
+find ferryman -name '*.so' ! -name '_mutex_calls.*' -delete
 log=$(mktemp)
 if ! "$PY" -m mypyc "${files[@]}" >"$log" 2>&1; then
     cat "$log" >&2; rm -f "$log"
-    find ferryman -name '*.so' -delete
+    find ferryman -name '*.so' ! -name '_mutex_calls.*' -delete
     echo "build-accel: mypyc failed; Ferryman will run its pure-Python sources" >&2
     exit 1
 fi

@@ -14,6 +14,12 @@ next locker gets EOWNERDEAD, makes it consistent and goes on; what the dead proc
 was writing under it is at worst one entry's state half-updated, which for a rate or a
 count is one wrong answer, not a wedge.
 
+The per-request calls, lock and unlock, go through `_mutex_calls` (a C file of three
+one-line wrappers, compiled by scripts/build-accel.sh beside the mypyc modules) when it
+is built: a ctypes call costs about 140 ns, most of it converting the argument and
+preparing libffi's frame, six times a request through limit_req and limit_conn. Without
+the build the same calls go through ctypes, with the same results.
+
 Where the C library lacks these functions (not glibc or musl), `MutexArray.create`
 returns None and the caller locks with `FileLocks` (fcntl, one byte of the file per
 index) instead: both are `GroupLocks`, so the caller's critical sections do not care.
@@ -25,9 +31,10 @@ import ctypes
 import errno
 import fcntl
 import mmap
-from typing import Final
+from collections.abc import Callable
+from typing import Final, cast
 
-__all__ = ["SLOT", "FileLocks", "GroupLocks", "MutexArray"]
+__all__ = ["SLOT", "FileLocks", "GroupLocks", "MutexArray", "load_pthread"]
 
 # Bytes per mutex: pthread_mutex_t is 40 on x86-64 glibc, 48 on some other ABIs; a
 # cache line each also keeps two workers' locks off one line.
@@ -37,9 +44,11 @@ _PTHREAD_MUTEX_ROBUST: Final = 1
 
 
 class _Pthread:
-    """The C library's mutex functions, typed for ctypes."""
+    """The C library's mutex functions: set-up through ctypes; lock, unlock and
+    consistent (each takes a mutex's address and returns the C function's result)
+    through `_mutex_calls` when `native` and it is built, else through ctypes too."""
 
-    def __init__(self, lib: ctypes.CDLL) -> None:
+    def __init__(self, lib: ctypes.CDLL, native: bool) -> None:
         def fn(name: str, *argtypes: type) -> ctypes._NamedFuncPointer:
             f = getattr(lib, name)
             f.argtypes = argtypes
@@ -51,21 +60,33 @@ class _Pthread:
         self.attr_setpshared = fn("pthread_mutexattr_setpshared", ptr, num)
         self.attr_setrobust = fn("pthread_mutexattr_setrobust", ptr, num)
         self.init = fn("pthread_mutex_init", ptr, ptr)
-        self.lock = fn("pthread_mutex_lock", ptr)
-        self.unlock = fn("pthread_mutex_unlock", ptr)
-        self.consistent = fn("pthread_mutex_consistent", ptr)
+        self.lock: Callable[[int], int] = fn("pthread_mutex_lock", ptr)
+        self.unlock: Callable[[int], int] = fn("pthread_mutex_unlock", ptr)
+        self.consistent: Callable[[int], int] = fn("pthread_mutex_consistent", ptr)
+        self.native = False
+        if native:
+            try:
+                from ferryman.filters import _mutex_calls
+            except ImportError:
+                return
+            self.lock = _mutex_calls.lock
+            self.unlock = _mutex_calls.unlock
+            self.consistent = _mutex_calls.consistent
+            self.native = True
 
 
-def _load() -> _Pthread | None:
+def load_pthread(native: bool = True) -> _Pthread | None:
+    """The mutex functions (None where the C library has none); `native=False` makes
+    every call through ctypes even where `_mutex_calls` is built (tests of both)."""
     try:
         # PyDLL, not CDLL: a call keeps the GIL instead of dropping and taking it back
         # around a lock held for a microsecond (the worker's other threads can wait).
-        return _Pthread(ctypes.PyDLL(None))
+        return _Pthread(ctypes.PyDLL(None), native)
     except (OSError, AttributeError):
         return None
 
 
-_PTHREAD: Final = _load()
+_PTHREAD: Final = load_pthread()
 
 
 class GroupLocks:
@@ -105,7 +126,16 @@ class MutexArray(GroupLocks):
     same file uses the same mutexes (their address may differ from process to
     process)."""
 
-    __slots__ = ("_anchor", "_base", "_consistent", "_lock", "_unlock", "count")
+    __slots__ = (
+        "_addresses",
+        "_anchor",
+        "_base",
+        "_consistent",
+        "_lock",
+        "_unlock",
+        "count",
+        "native",
+    )
 
     def __init__(self, mapping: mmap.mmap, offset: int, count: int, pthread: _Pthread) -> None:
         # Holds the mapping's buffer while the mutexes are in use: detach() lets it go.
@@ -114,15 +144,20 @@ class MutexArray(GroupLocks):
         ).from_buffer(mapping, offset)
         self._base = ctypes.addressof(self._anchor)
         self.count = count
-        self._lock = pthread.lock
-        self._unlock = pthread.unlock
-        self._consistent = pthread.consistent
+        # Each mutex's address as an int object made once: compiled, an int computed per
+        # call is a machine word that becomes a new object for every call it is passed to.
+        self._addresses: list[object] = [self._base + i * SLOT for i in range(count)]
+        self._lock = cast(Callable[[object], int], pthread.lock)
+        self._unlock = cast(Callable[[object], int], pthread.unlock)
+        self._consistent = cast(Callable[[object], int], pthread.consistent)
+        self.native = pthread.native
 
     @classmethod
-    def create(cls, mapping: mmap.mmap, offset: int, count: int) -> MutexArray | None:
+    def create(
+        cls, mapping: mmap.mmap, offset: int, count: int, pthread: _Pthread | None = _PTHREAD
+    ) -> MutexArray | None:
         """Initialises `count` mutexes in fresh (zeroed) shared memory; None where the C
         library has no robust process-shared mutexes."""
-        pthread = _PTHREAD
         if pthread is None:
             return None
         attr = ctypes.create_string_buffer(64)  # pthread_mutexattr_t: 4 bytes on glibc
@@ -140,14 +175,16 @@ class MutexArray(GroupLocks):
         return mutexes
 
     @classmethod
-    def attach(cls, mapping: mmap.mmap, offset: int, count: int) -> MutexArray:
+    def attach(
+        cls, mapping: mmap.mmap, offset: int, count: int, pthread: _Pthread | None = _PTHREAD
+    ) -> MutexArray:
         """The mutexes `create` made, in another mapping of the same file."""
-        assert _PTHREAD is not None
-        return cls(mapping, offset, count, _PTHREAD)
+        assert pthread is not None
+        return cls(mapping, offset, count, pthread)
 
     def lock(self, index: int) -> None:
         """Locks mutex `index % count` (indexes beyond the array share its mutexes)."""
-        address = self._base + (index % self.count) * SLOT
+        address = self._addresses[index % self.count]
         rc = self._lock(address)
         if rc:
             if rc != errno.EOWNERDEAD:
@@ -156,9 +193,10 @@ class MutexArray(GroupLocks):
             self._consistent(address)
 
     def unlock(self, index: int) -> None:
-        self._unlock(self._base + (index % self.count) * SLOT)
+        self._unlock(self._addresses[index % self.count])
 
     def detach(self) -> None:
         """Lets the mapping go (it cannot be closed while the mutexes point into it)."""
         self._anchor = None
         self._base = 0
+        self._addresses = []  # a lock after this is an IndexError, not a stray pointer

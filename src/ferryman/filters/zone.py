@@ -121,7 +121,9 @@ class ZoneTable:
         # Both views cover the whole mapping; the groups start on a word boundary.
         self._words = memoryview(self._map).cast("Q")
         self._ints = memoryview(self._map).cast("q")
-        self._first_word = (_HEADER_SIZE + mutexes * SLOT) // 8
+        # Typed: `mutexes` comes out of struct untyped, and an untyped first word would
+        # make every index computed from it in `update` a generic (boxed) addition.
+        self._first_word: int = (_HEADER_SIZE + mutexes * SLOT) // 8
         self._locks: GroupLocks = (
             MutexArray.attach(self._map, _HEADER_SIZE, mutexes) if mutexes else FileLocks(fd)
         )

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Compile the hot-path modules with mypyc, in place (the .so lands beside each .py).
+# Compile the hot-path modules with mypyc, in place (the .so lands beside each .py), and
+# the limit zones' lock calls (filters/_mutex_calls.c) with the same compiler.
 # The list lives in src/ferryman/_accel.py. Skips the build when every .so is newer than
 # its source. FERRYMAN_NO_ACCEL=1 skips it altogether (pure Python everywhere).
 set -euo pipefail
@@ -11,8 +12,9 @@ PY=${PY:-../.venv/bin/python}
 # (filters/shared_locks.py, which falls back to ctypes without them). Built with the
 # compiler and flags setuptools gives any extension, as mypyc's modules are.
 shim=ferryman/filters/_mutex_calls
-shim_so=$(ls "$shim".*.so 2>/dev/null | head -n 1 || true)
-if [ -z "$shim_so" ] || [ "$shim.c" -nt "$shim_so" ]; then
+# This interpreter's build only (one for another Python is not ours to load).
+shim_so=$shim$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+if [ ! -e "$shim_so" ] || [ "$shim.c" -nt "$shim_so" ]; then
     log=$(mktemp)
     if "$PY" - >"$log" 2>&1 <<'BUILD'
 from setuptools import Distribution, Extension

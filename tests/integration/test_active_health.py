@@ -55,6 +55,7 @@ def test_a_peer_failing_its_checks_is_avoided_by_every_worker(
         text = f"""
 workers: 2
 access_log: off
+timeouts: {{client_header: 2s}}  # a tenth of it is the workers' tick: 0.2 s
 upstreams:
   app:
     health_check: {{path: /, interval: 200ms, timeout: 200ms, fails: 1, passes: 1}}
@@ -65,9 +66,13 @@ servers:
       - {{path: /, upstream: app, read_timeout: 10s}}
 """
         p = proxy(text, port)
-        # A few probe rounds, and a sweeper tick (1 s here) for every worker to read them.
-        time.sleep(2.5)
+        # The prober marks the peer down, then each worker reads that on its sweeper
+        # tick (0.2 s here): wait for the first, then give the second several ticks.
+        deadline = time.monotonic() + 10
+        while "fails its health checks" not in p.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert "fails its health checks" in p.output()
+        time.sleep(1.0)
         for _ in range(20):  # new connections: spread over both workers
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             c.request("GET", "/")

@@ -19,8 +19,10 @@ from support.procs import EchoBackend, ProxyProcess, free_port, start_echo, star
 from support.rawhttp import RawClient
 
 TOKEN = "t0ken-for-tests"
-# Workers apply overrides on their sweeper tick (at most 1 s here) and publish counters
-# on it: wait a little longer than that.
+# Workers apply overrides on their sweeper tick and publish counters on it (at most once
+# a second). The config's 3 s header timeout makes the tick 0.3 s (a tenth of the
+# shortest timeout), so this wait covers five ticks and a counters' flush with room to
+# spare on a loaded machine (with the default 1 s tick it covered one, just).
 TICK_WAIT = 1.6
 
 
@@ -42,6 +44,7 @@ def config_text(
 ) -> str:
     servers = "\n".join(f'      - {{address: "{b.address}"}}' for b in backends)
     return f"""workers: 2
+timeouts: {{client_header: 3s}}
 access_log: {{path: null}}
 admin: {{listen: "{admin}"{extra_admin}}}
 trace: {{header: X-Ferryman-Trace}}

@@ -190,6 +190,18 @@ def _metrics(port: int) -> dict[str, float]:
     return out
 
 
+def _peer_up(port: int, upstream: str, peer: str) -> float | None:
+    """`ferryman_upstream_peer_up` of one peer in an instance's /metrics (None: absent)."""
+    for name, value in _metrics(port).items():
+        if (
+            name.startswith("ferryman_upstream_peer_up{")
+            and f'upstream="{upstream}"' in name
+            and f'peer="{peer}"' in name
+        ):
+            return value
+    return None
+
+
 def _cluster_view(port: int) -> dict[str, object]:
     status, body = _admin(port, "GET", "/api/cluster")
     assert status == 200
@@ -313,7 +325,10 @@ def test_peer_failed_on_one_instance_is_avoided_by_the_other(cluster: Cluster) -
         tried.append(headers.get("x-ferryman-upstream", ""))
     assert any(f"tried={dead}" in t for t in tried), tried
     failed_at = time.monotonic()
-    time.sleep(1.0)  # "within a second"
+    # B's worker takes the notice in on its next tick (up to a second) and says so in
+    # its metrics a flush later: wait for that, not for a fixed second, which a late
+    # tick on a loaded machine can just miss.
+    _wait_for(lambda: _peer_up(cluster.admin_b, "flaky", dead) == 0.0, 5)
     # B never tries it: every request skips it as failed, none has a failed attempt.
     for _ in range(6):
         status, headers, _ = _get(cluster.b.port, "/echo/flaky")

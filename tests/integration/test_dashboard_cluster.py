@@ -62,7 +62,9 @@ BANNER += "return b && !b.hidden ? b.className + '|' + b.textContent : ''; })()"
 def test_banner_follows_redis(stack: Stack, tmp_path: Path) -> None:
     with chromium(tmp_path / "profile") as page:
         page.call("Page.navigate", url=f"http://127.0.0.1:{stack.admin_port}/")
-        up = page.wait_for(f"(t => t.includes('Redis up') && t)({BANNER})", "Redis up")
+        # Redis is up from the first ping; the instance count from the first heartbeat,
+        # half a second later: wait for both.
+        up = page.wait_for(f"(t => t.includes('1 instance / Redis up') && t)({BANNER})", "Redis up")
         assert up.startswith("|cluster: 1 instance / Redis up"), up
         stack.redis.kill()
         down = page.wait_for(f"(t => t.startsWith('down|') && t)({BANNER})", "the red banner")

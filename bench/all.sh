@@ -67,14 +67,10 @@ if [ "${PROXYPY:-1}" = 1 ]; then
     fi
 fi
 
-# Ferryman's rows. --no-forwarded-headers: the harness's nginx adds no X-Forwarded-*, so
-# both send the backend the same request; --keepalive-requests and --worker-connections
-# as the harness's nginx (at 1,000 clients the default 1,024 refused some connections).
+# Ferryman's lean rows: bench/targets.sh's `ferryman` (its flags are explained there).
 ferryman_cmd() {  # ferryman_cmd WORKERS [FLAGS...]
     local w=$1; shift
-    echo "cd '$ROOT/src' && exec '$PYTHON' -m ferryman proxy --listen 127.0.0.1:{port}" \
-        "--backends {backends} --workers $w --access-log off --no-forwarded-headers" \
-        "--keepalive-requests 10000000 --worker-connections 65536 $*"
+    echo "FERRYMAN_EXTRA='$*' exec bash '$HERE/targets.sh' ferryman {port} {backends} $w"
 }
 relay_target=()
 if [ -f "$RELAY" ]; then

@@ -60,17 +60,12 @@ exec valgrind --tool=callgrind --trace-children=yes --dump-instr=no \
 WRAP
     chmod +x "$dir/python"
     case "$TARGET" in
-    ferryman-full | ferryman-limits | ferryman-queue)
-        start_group "ferryman-$seconds" env WORK="$dir" PYTHON="$dir/python" taskset -c 0 \
-            bash "$SRC/bench/targets.sh" "$TARGET" "$PORT" "$backends" 1 ;;
-    ferryman)
-        start_group "ferryman-$seconds" taskset -c 0 bash -c "cd '$SRC/src' && exec '$dir/python' \
-            -m ferryman proxy --listen 127.0.0.1:$PORT --backends $backends --workers 1 \
-            --access-log off --no-forwarded-headers --keepalive-requests 10000000 \
-            --worker-connections 65536" ;;
+    ferryman | ferryman-full | ferryman-limits | ferryman-queue) ;;
     *) echo "$BENCH: TARGET is ferryman-full, -limits, -queue or ferryman, not $TARGET" >&2
         exit 2 ;;
     esac
+    start_group "ferryman-$seconds" env WORK="$dir" PYTHON="$dir/python" taskset -c 0 \
+        bash "$SRC/bench/targets.sh" "$TARGET" "$PORT" "$backends" 1
     local pgid=${PGIDS[-1]}
     # Start-up under valgrind takes tens of seconds.
     for _ in $(seq 600); do

@@ -59,12 +59,8 @@ start_group backend taskset -c 1 nginx -p "$OUT" -c "$OUT/backend.conf" -g 'daem
 wait_port "$BACKEND_PORT"
 backends=$(backend_list)
 case "$TARGET" in
-ferryman-full)
-    start_group ferryman taskset -c 0 bash "$HERE/targets.sh" ferryman-full "$PORT" "$backends" 1 ;;
-ferryman)
-    start_group ferryman taskset -c 0 bash -c "cd '$ROOT/src' && exec '$PYTHON' -m ferryman proxy \
-        --listen 127.0.0.1:$PORT --backends $backends --workers 1 --access-log off \
-        --no-forwarded-headers --keepalive-requests 10000000 --worker-connections 65536" ;;
+ferryman-full | ferryman)
+    start_group ferryman taskset -c 0 bash "$HERE/targets.sh" "$TARGET" "$PORT" "$backends" 1 ;;
 *) echo "$BENCH: TARGET is ferryman-full or ferryman, not $TARGET" >&2; exit 2 ;;
 esac
 PGID=${PGIDS[-1]}

@@ -97,12 +97,8 @@ haproxy_conf() {  # haproxy_conf PORT: the shared harness's own template, one th
 start_target() {  # start_target NAME PORT -> the process group id in $PGID
     local name=$1 port=$2
     case "$name" in
-    ferryman)
-        start_group "$name" taskset -c 0 bash -c "cd '$ROOT/src' && exec '$PYTHON' -m ferryman proxy \
-            --listen 127.0.0.1:$port --backends $backends --workers 1 --access-log off \
-            --no-forwarded-headers --keepalive-requests 10000000 --worker-connections 65536" ;;
-    ferryman-full)
-        start_group "$name" taskset -c 0 bash "$HERE/targets.sh" ferryman-full "$port" "$backends" 1 ;;
+    ferryman | ferryman-full)
+        start_group "$name" taskset -c 0 bash "$HERE/targets.sh" "$name" "$port" "$backends" 1 ;;
     nginx)
         nginx_conf "$port"
         start_group "$name" taskset -c 0 nginx -p "$OUT" -c "$OUT/nginx.conf" -g 'daemon off;' ;;

@@ -6,6 +6,12 @@
 #   bench/targets.sh KIND PORT BACKENDS WORKERS
 #
 # KIND:
+#   ferryman       Ferryman lean, from the command line: no access log, no admin;
+#                  --no-forwarded-headers (the harness's nginx adds no X-Forwarded-*, so
+#                  both send the backend the same request), --keepalive-requests and
+#                  --worker-connections as the harness's nginx (at 1,000 clients the
+#                  default 1,024 refused some connections). The one definition of the
+#                  lean row for bench/all.sh, profile.sh, syscalls.sh, instructions.sh.
 #   ferryman-full  Ferryman as deployed: access log to a file (combined format, its
 #                  buffered sink), the admin listener on (metrics counted per request and
 #                  published once a second; GET /metrics there), forwarded headers off as
@@ -41,6 +47,13 @@ dir="$work/$kind-$port"
 rm -rf "$dir"; mkdir -p "$dir/tmp"
 
 case "$kind" in
+ferryman)
+    cd "$root/src"
+    # shellcheck disable=SC2086  # FERRYMAN_EXTRA is a list of flags
+    exec "${PYTHON:-$root/.venv/bin/python}" -m ferryman proxy --listen "127.0.0.1:$port" \
+        --backends "$backends" --workers "$workers" --access-log off --no-forwarded-headers \
+        --keepalive-requests 10000000 --worker-connections 65536 ${FERRYMAN_EXTRA:-}
+    ;;
 ferryman-full | ferryman-limits | ferryman-queue)
     python=${PYTHON:-$root/.venv/bin/python}
     admin_port=$(( ${ADMIN_PORT_BASE:-9950} + port % 100 ))

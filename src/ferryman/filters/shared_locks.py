@@ -129,7 +129,6 @@ class MutexArray(GroupLocks):
     __slots__ = (
         "_addresses",
         "_anchor",
-        "_base",
         "_consistent",
         "_lock",
         "_unlock",
@@ -142,11 +141,11 @@ class MutexArray(GroupLocks):
         self._anchor: ctypes.Array[ctypes.c_char] | None = (
             ctypes.c_char * (count * SLOT)
         ).from_buffer(mapping, offset)
-        self._base = ctypes.addressof(self._anchor)
+        base = ctypes.addressof(self._anchor)
         self.count = count
         # Each mutex's address as an int object made once: compiled, an int computed per
         # call is a machine word that becomes a new object for every call it is passed to.
-        self._addresses: list[object] = [self._base + i * SLOT for i in range(count)]
+        self._addresses: list[object] = [base + i * SLOT for i in range(count)]
         self._lock = cast(Callable[[object], int], pthread.lock)
         self._unlock = cast(Callable[[object], int], pthread.unlock)
         self._consistent = cast(Callable[[object], int], pthread.consistent)
@@ -169,7 +168,7 @@ class MutexArray(GroupLocks):
             return None
         mutexes = cls(mapping, offset, count, pthread)
         for i in range(count):
-            if pthread.init(mutexes._base + i * SLOT, attr):
+            if pthread.init(mutexes._addresses[i], attr):
                 mutexes.detach()
                 return None
         return mutexes
@@ -198,5 +197,4 @@ class MutexArray(GroupLocks):
     def detach(self) -> None:
         """Lets the mapping go (it cannot be closed while the mutexes point into it)."""
         self._anchor = None
-        self._base = 0
         self._addresses = []  # a lock after this is an IndexError, not a stray pointer

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from urllib.parse import quote
 
 import pytest
 
+from ferryman.echo import big_pattern
 from support.procs import (
     EchoBackend,
     ProxyProcess,
@@ -134,6 +136,40 @@ def test_miss_then_hit_with_age(stack: Stack) -> None:
     assert status_of(second).startswith("ferryman; hit; ttl=5")
     assert int(second.header(b"age") or b"-1") >= 1
     assert stack.count("hit1") == 1
+
+
+@pytest.mark.parametrize("prefix", [b"", b"/mem"], ids=["tiered", "memory-only"])
+def test_large_hits_pipelined_to_a_slow_reader_arrive_whole_and_in_order(
+    stack: Stack, prefix: bytes
+) -> None:
+    """A body well over one 64 KiB chunk, answered from the memory tier, goes to an
+    HTTP/1 client in one write: the hits queued behind it on the same connection must
+    still follow it whole and in order while the client reads slowly (the transport
+    above its high-water mark holds the next response back)."""
+    size = 700_000
+    key = f"bigmem{len(prefix)}"
+    path = prefix + target(key, bytes=str(size))
+    assert "stored" in status_of(get(stack.port, path))
+    small = prefix + target(key + "s")
+    get(stack.port, small)
+    expected = big_pattern(size)
+    with RawClient(stack.port, timeout=15) as client:
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        one = b"GET %s HTTP/1.1\r\nHost: cache.test\r\n\r\n"
+        client.send(one % path + one % small + one % path + one % small)
+        time.sleep(0.3)  # the proxy writes into a full socket and must wait
+        answers = []
+        for _ in range(4):
+            resp = client.read_response()
+            assert resp is not None, "connection closed before all four answers"
+            answers.append(resp)
+    for i in (0, 2):
+        assert answers[i].status == 200 and answers[i].complete
+        assert "hit" in status_of(answers[i])
+        assert answers[i].body == expected, f"answer {i}: the large body differs"
+    for i in (1, 3):
+        assert answers[i].body == f"id={key}s n=1 ae=\n".encode()
+    assert stack.count(key) == 1
 
 
 def test_head_is_answered_from_a_stored_get(stack: Stack) -> None:

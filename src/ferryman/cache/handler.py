@@ -645,18 +645,26 @@ class CacheOp:
             client.write(head_bytes)
             ex.end_from_cache(keep)
             return
-        if (
-            type(entry) is BytesEntry
-            and meta.body_size <= CHUNK_SIZE
-            and not client.is_write_paused
-            and not client.closed
-        ):
-            # A small body from memory: head and body in one write, no sender.
+        if type(entry) is BytesEntry and not client.is_write_paused and not client.closed:
             body = entry.body
-            ex.body_bytes += len(body)
-            client.write(head_bytes + body)
-            ex.end_from_cache(keep)
-            return
+            if meta.body_size <= CHUNK_SIZE:
+                # A small body from memory: head and body in one write, no sender.
+                ex.body_bytes += len(body)
+                client.write(head_bytes + body)
+                ex.end_from_cache(keep)
+                return
+            if ex.h1 is not None:
+                # A large body from memory goes to an HTTP/1 transport whole: it keeps a
+                # reference to the stored bytes (no copy; a sender would copy it chunk by
+                # chunk, with a round of the loop per 64 KiB) and sends what the socket
+                # takes at once. Its pause_writing still holds back the next response on
+                # this connection. HTTP/2 streams take the sender: their writes are
+                # parsed back and framed within the peer's window.
+                ex.body_bytes += len(body)
+                client.write(head_bytes)
+                client.write(body)
+                ex.end_from_cache(keep)
+                return
         # The head goes out with the first chunk: one write for a small object.
         self.sender = sender = _Sender(ex, entry, keep, head_bytes)
         sender.pump()

@@ -23,6 +23,7 @@ from urllib.parse import quote
 import pytest
 
 from ferryman.echo import big_pattern
+from support.memory import child_pids
 from support.procs import (
     EchoBackend,
     ProxyProcess,
@@ -138,16 +139,26 @@ def test_miss_then_hit_with_age(stack: Stack) -> None:
     assert stack.count("hit1") == 1
 
 
-@pytest.mark.parametrize("prefix", [b"", b"/mem"], ids=["tiered", "memory-only"])
+# Over the tiered store's promotion limit (1 MiB): served from the disk file's mapping.
+DISK_ONLY = 1_300_000
+# Far more than the kernel's socket buffers hold (tcp_wmem's 4 MiB at most, and the
+# client's 16 KiB): most of it is still in the mapping while the client waits.
+HUGE = 24_000_000
+
+
+@pytest.mark.parametrize(
+    ("prefix", "size"),
+    [(b"", 700_000), (b"/mem", 700_000), (b"", DISK_ONLY)],
+    ids=["memory-tier", "memory-only", "disk-mapped"],
+)
 def test_large_hits_pipelined_to_a_slow_reader_arrive_whole_and_in_order(
-    stack: Stack, prefix: bytes
+    stack: Stack, prefix: bytes, size: int
 ) -> None:
-    """A body well over one 64 KiB chunk, answered from the memory tier, goes to an
-    HTTP/1 client in one write: the hits queued behind it on the same connection must
-    still follow it whole and in order while the client reads slowly (the transport
-    above its high-water mark holds the next response back)."""
-    size = 700_000
-    key = f"bigmem{len(prefix)}"
+    """A body well over one 64 KiB chunk, answered from memory or from the disk file's
+    mapping, goes to an HTTP/1 client in one write: the hits queued behind it on the
+    same connection must still follow it whole and in order while the client reads
+    slowly (the transport above its high-water mark holds the next response back)."""
+    key = f"big{len(prefix)}-{size}"
     path = prefix + target(key, bytes=str(size))
     assert "stored" in status_of(get(stack.port, path))
     small = prefix + target(key + "s")
@@ -170,6 +181,55 @@ def test_large_hits_pipelined_to_a_slow_reader_arrive_whole_and_in_order(
     for i in (1, 3):
         assert answers[i].body == f"id={key}s n=1 ae=\n".encode()
     assert stack.count(key) == 1
+
+
+def _slow_hit(stack: Stack, path: bytes) -> RawClient:
+    """A connection that asked for `path` and has read only the start of the answer."""
+    client = RawClient(stack.port, timeout=15)
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    client.send(b"GET %s HTTP/1.1\r\nHost: cache.test\r\n\r\n" % path)
+    head = client.read_head()
+    assert head is not None and "hit" in status_of(head)
+    time.sleep(0.3)  # the proxy has written what the socket takes and waits
+    return client
+
+
+def _newest_entry_file(stack: Stack, size: int) -> Path:
+    files = [p for p in stack.cache_dir.rglob("*") if p.is_file() and p.stat().st_size > size]
+    assert files, "no entry file of that size"
+    return max(files, key=lambda p: p.stat().st_mtime_ns)
+
+
+def test_mapped_hit_outlives_a_purge_of_its_file(stack: Stack) -> None:
+    """The entry's file is unlinked (PURGE) while a slow client is still being sent its
+    mapping: the client still gets every byte, and the next request is a miss."""
+    path = target("bigpurge", bytes=str(HUGE))
+    get(stack.port, path)
+    with _slow_hit(stack, path) as client:
+        assert get(stack.port, path, method=b"PURGE").status == 200
+        body, whole = client._exactly(HUGE)
+    assert whole and body == big_pattern(HUGE)
+    assert "uri-miss" in status_of(get(stack.port, path))
+    assert stack.count("bigpurge") == 2
+
+
+def test_mapped_hit_of_a_file_truncated_in_place_is_cut_short_not_fatal(stack: Stack) -> None:
+    """Someone truncates a cache file in place while its mapping is being sent (the
+    proxy never does: it renames new files over old ones). The kernel answers the
+    write with EFAULT: the client's answer ends short of its Content-Length and the
+    connection closes; the worker lives on and the torn entry is fetched again."""
+    path = target("bigtrunc", bytes=str(HUGE))
+    get(stack.port, path)
+    children = child_pids(stack.proxy.pid)
+    with _slow_hit(stack, path) as client:
+        os.truncate(_newest_entry_file(stack, HUGE), 4096)
+        body, whole = client._exactly(HUGE)
+    assert not whole, "the client must see the truncation"
+    assert body == big_pattern(HUGE)[: len(body)]
+    again = get(stack.port, path)
+    assert again.status == 200 and again.body == big_pattern(HUGE)
+    assert "hit" not in status_of(again)
+    assert child_pids(stack.proxy.pid) == children, "a worker died and was replaced"
 
 
 def test_head_is_answered_from_a_stored_get(stack: Stack) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from ferryman.echo import big_pattern
 from ferryman.tls.devcert import DevCert, issue
 from support.procs import (
     EchoBackend,
@@ -85,6 +86,8 @@ def config(c: Certs, ports: tuple[int, int, int], backend: str, tls_backend: int
     return f"""
 workers: 2
 timeouts: {{client_header: 2s}}
+cache_zones:
+  - {{name: disk, path: {c.dir.parent / "cache"}, max_size: 64m, memory_size: 8m}}
 upstreams:
   app: {{servers: ["{backend}"]}}
   tlsapp: {{servers: ["127.0.0.1:{tls_backend}"]}}
@@ -98,6 +101,7 @@ servers:
           hsts: "max-age=31536000"
     routes:
       - {{path: /, upstream: app, set_headers: {_HEADERS}}}
+      - {{path: /cached/, upstream: app, upstream_uri: /, cache: {{zone: disk}}}}
       - path: /up-good/
         upstream: tlsapp
         upstream_tls: {{trusted_ca: {c.ca}, name: localhost}}
@@ -269,6 +273,20 @@ def test_keep_alive_and_session_resumption(stack: Stack, version: ssl.TLSVersion
             again.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert again.recv(4096).startswith(b"HTTP/1.1 200")
             assert again.session_reused
+
+
+def test_large_cache_hit_from_disk_over_tls_is_whole(stack: Stack) -> None:
+    """A body the cache keeps on disk only is sent to plain-TCP clients from the
+    file's mapping; a TLS transport encrypts in this process, so it is read in chunks
+    instead, and must arrive whole."""
+    size = 1_300_000  # over the memory tier's 1 MiB promotion limit
+    path = f"/cached/cache?id=tlsbig&cc=max-age%3D60&bytes={size}"
+    with TlsClient(stack.tls_port, client_context(stack.certs)) as client:
+        for expected in ("stored", "hit"):
+            resp = get(client, path)
+            assert resp.status == 200 and resp.complete
+            assert expected in (resp.header(b"cache-status") or b"").decode()
+            assert resp.body == big_pattern(size)
 
 
 def test_http_redirects_to_https(stack: Stack) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ferryman.cache.disk import DiskStore
+from ferryman.cache.disk import DiskEntry, DiskStore
 from ferryman.cache.entry import EntryMeta, decode_meta, encode_meta
 from ferryman.cache.memory import MemoryStore
 from ferryman.cache.store import CHUNK_SIZE, Store, StoreError
@@ -205,6 +205,23 @@ def test_disk_persists_across_restart(tmp_path: Path) -> None:
         meta("k", b"v", vary=(b"x-v",)), body_size=14
     )
     assert b"".join(entry.chunks()) == b"persisted body"
+
+
+def test_disk_entry_maps_its_body_and_the_mapping_outlives_file_and_descriptor(
+    tmp_path: Path,
+) -> None:
+    store = DiskStore(str(tmp_path), 10**8)
+    body = os.urandom(3 * CHUNK_SIZE + 7)
+    put(store, meta("k"), body, chunk=CHUNK_SIZE)
+    entry = store.lookup("k", b"")
+    assert isinstance(entry, DiskEntry)
+    view = entry.mapped_body()
+    assert view is not None and view.readonly and bytes(view) == body
+    entry.close()
+    assert entry.mapped_body() is None  # closed: nothing to map
+    put(store, meta("k"), b"a new body", chunk=CHUNK_SIZE)  # renamed over the old file
+    assert store.remove("k") == 1
+    assert bytes(view) == body  # the old file's pages, still mapped
 
 
 def test_two_stores_on_one_directory_see_each_others_commits(tmp_path: Path) -> None:

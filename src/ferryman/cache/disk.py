@@ -36,6 +36,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import mmap
 import os
 import secrets
 import struct
@@ -112,7 +113,8 @@ def _unlink_if_old(path: str, age: float = 60.0) -> bool:
 
 
 class DiskEntry:
-    """An open entry file; the body is read with pread in CHUNK_SIZE pieces."""
+    """An open entry file; the body is read with pread in CHUNK_SIZE pieces, or mapped
+    whole for a transport that sends a view without reading it (mapped_body)."""
 
     __slots__ = ("_fd", "ident", "meta")
 
@@ -135,6 +137,27 @@ class DiskEntry:
                 yield data
         finally:
             self.close()
+
+    def mapped_body(self) -> memoryview | None:
+        """The body as a view of a read-only shared mapping of the file (no read, no
+        copy: the page cache's pages), or None where it cannot be mapped (the entry is
+        closed, or the process is out of mappings).
+
+        Only the kernel may read the view (a write system call): if the file shrank
+        under the mapping, a read of a page it no longer has is SIGBUS in Python but an
+        EFAULT from the system call. Our own files never shrink: an entry is replaced by
+        renaming a new file over it, and an open mapping keeps the old one's pages.
+        """
+        if self._fd < 0:
+            return None
+        start = len(MAGIC)
+        try:
+            mapping = mmap.mmap(
+                self._fd, start + self.meta.body_size, mmap.MAP_SHARED, mmap.PROT_READ
+            )
+        except (OSError, ValueError, OverflowError):
+            return None
+        return memoryview(mapping)[start : start + self.meta.body_size]
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ferryman.balancing.base import Outcome
 from ferryman.cache import policy
+from ferryman.cache.disk import DiskEntry
 from ferryman.cache.policy import Decision
 from ferryman.cache.store import CHUNK_SIZE, BytesEntry, StoreError
 from ferryman.http.fields import HOP_BY_HOP, trim_ows
@@ -663,6 +664,25 @@ class CacheOp:
                 ex.body_bytes += len(body)
                 client.write(head_bytes)
                 client.write(body)
+                ex.end_from_cache(keep)
+                return
+        h1 = ex.h1
+        if (
+            h1 is not None
+            and isinstance(entry, DiskEntry)
+            and meta.body_size > CHUNK_SIZE
+            and not h1.is_write_paused
+            and h1.takes_mapped_views
+        ):
+            # A large body on disk: a view of the file's mapping, written whole, as
+            # the memory tier's above. The kernel copies from the page cache into the
+            # socket; no read into this process, no loop round per chunk.
+            view = entry.mapped_body()
+            if view is not None:  # else (out of mappings) the sender reads it
+                entry.close()  # the mapping outlives the descriptor
+                ex.body_bytes += len(view)
+                h1.write(head_bytes)
+                h1.write_mapped(view)
                 ex.end_from_cache(keep)
                 return
         # The head goes out with the first chunk: one write for a small object.

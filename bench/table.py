@@ -5,7 +5,8 @@ bench/all.sh, then the harness's medians per target.
     python3 bench/table.py OUT        (OUT: the directory bench/all.sh wrote)
 
 Reads OUT/results.tsv (shared-harness rows, tags `main`, `variants` and `tuned`),
-OUT/cache/results.tsv (tag `cache`), OUT/tls/results.tsv and OUT/h2/results.tsv.
+OUT/cache/results.tsv (tag `cache`), OUT/cache-disk/results.tsv (tag `cache-disk`: 4 MiB
+bodies, served from the disk tier), OUT/tls/results.tsv and OUT/h2/results.tsv.
 Every figure is the median over rounds; every ratio is ours / theirs from the same
 run, so machine drift cancels. A figure that is missing (phase skipped or failed)
 prints as n/a. The `goal` column is the performance issue's bar (docs/benchmarks.md).
@@ -26,7 +27,7 @@ Medians = dict[tuple[str, str], dict[str, float]]
 @dataclass(frozen=True)
 class Row:
     label: str
-    source: str  # "main", "variants", "tuned", "cache" (harness tags), "tls", "h2"
+    source: str  # "main", "variants", "tuned", "cache", "cache-disk" (harness tags), "tls", "h2"
     test: str  # harness test (c50, bulk, ...) or "" for tls/h2
     metric: str  # a column, or "mb_per_cpu_s" (derived)
     ours: str
@@ -143,6 +144,14 @@ ROWS = [
         "cache hits, small, 50 conns: req/s", "cache", "c50", "rps", "ferryman-cache", "nginx-cache"
     ),
     Row("cache hits, 1 MiB: MB/s", "cache", "bulk", "mbps", "ferryman-cache", "nginx-cache"),
+    Row(
+        "cache hits, 4 MiB (disk tier): MB/s",
+        "cache-disk",
+        "bulk",
+        "mbps",
+        "ferryman-cache",
+        "nginx-cache",
+    ),
 ]
 
 
@@ -176,9 +185,11 @@ def _median_by(rows: list[dict[str, str]], key: tuple[str, ...]) -> Medians:
 
 
 def load(out: Path) -> dict[str, Medians]:
-    harness = _read(out / "results.tsv") + _read(out / "cache" / "results.tsv")
+    harness = _read(out / "results.tsv")
+    for sub in ("cache", "cache-disk"):
+        harness += _read(out / sub / "results.tsv")
     by_tag: dict[str, Medians] = {}
-    for tag in ("main", "variants", "tuned", "cache"):
+    for tag in ("main", "variants", "tuned", "cache", "cache-disk"):
         by_tag[tag] = _median_by([r for r in harness if r.get("tag") == tag], ("test", "target"))
     for name in ("tls", "h2"):
         by_tag[name] = _median_by(_read(out / name / "results.tsv"), ("test", "target"))
@@ -218,7 +229,11 @@ def main(argv: list[str]) -> int:
     print(f"# Ferryman benchmark: {out}\n")
     print("Ratios are ours/theirs (medians over rounds, one run); for latency, lower is better.\n")
     print("\n".join(render(data)))
-    for summary in (out / "summary.md", out / "cache" / "summary.md"):
+    for summary in (
+        out / "summary.md",
+        out / "cache" / "summary.md",
+        out / "cache-disk" / "summary.md",
+    ):
         if summary.exists():
             print(f"\n## Medians per target ({summary.relative_to(out)})\n")
             print(summary.read_text().rstrip())

@@ -98,6 +98,39 @@ def test_large_file_whole_and_by_range(site: Site) -> None:
     assert part.header(b"content-range") == b"bytes 1000000-1000099/%d" % BIG
 
 
+def test_large_range_from_an_unaligned_offset(site: Site) -> None:
+    """A range over one 64 KiB chunk is sent from a mapping of the file, which starts
+    on a page boundary: the bytes must still start at the range's first byte."""
+    part = get(site.port, "/big.bin", "Range: bytes=100001-5000000\r\n")
+    assert part.status == 206
+    assert part.body == _big_bytes()[100001:5000001]
+
+
+def test_file_truncated_in_place_while_sent_is_cut_short_not_fatal(site: Site) -> None:
+    """A file shrinks in place (an editor, `cp` over it) while a slow client is being
+    sent it from its mapping: the kernel answers the write with EFAULT, the client's
+    body ends short of its Content-Length and the connection closes. The worker lives
+    on and serves the file as it now is."""
+    size = 24_000_000  # far more than the socket buffers take while the client stalls
+    path = site.root / "shrinks.bin"
+    data = os.urandom(size)
+    path.write_bytes(data)
+    (worker,) = wait_for_children(site.proxy.proc.pid, 1)
+    with RawClient(site.port, timeout=TIMEOUT) as client:
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        client.send(b"GET /shrinks.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = client.read_head()
+        assert head is not None and head.status == 200
+        time.sleep(0.3)
+        os.truncate(path, 4096)
+        body, whole = client._exactly(size)
+    assert not whole, "the client must see the truncation"
+    assert body == data[: len(body)]
+    assert wait_for_children(site.proxy.proc.pid, 1) == [worker], "the worker was replaced"
+    after = get(site.port, "/shrinks.bin")
+    assert after.status == 200 and len(after.body) == 4096
+
+
 def test_keep_alive_serves_files_in_turn(site: Site) -> None:
     with RawClient(site.port, timeout=TIMEOUT) as client:
         for _ in range(3):
@@ -116,7 +149,8 @@ def test_keep_alive_serves_files_in_turn(site: Site) -> None:
 def test_slow_reader_gets_the_file_as_it_reads(site: Site) -> None:
     """The proxy stops reading the file while the client does not read: while the client
     stalls, the worker's memory does not grow by anything like the file's size, and the
-    whole file still arrives intact."""
+    whole file still arrives intact. Its own memory (RssAnon): the file's pages the
+    kernel sends from a mapping of it are the page cache's, shared and reclaimable."""
     (worker,) = wait_for_children(site.proxy.proc.pid, 1)
     # Warm up with one fast read of the same file: a fresh worker's first request grows
     # its heap and faults in code whatever it serves (the master trims its heap before
@@ -125,14 +159,14 @@ def test_slow_reader_gets_the_file_as_it_reads(site: Site) -> None:
         client.send(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
         warm = client.read_response()
         assert warm is not None and len(warm.body) == BIG
-    before = rss_bytes(worker)
+    before = rss_bytes(worker, "RssAnon")
     sock = socket.create_connection(("127.0.0.1", site.port), timeout=TIMEOUT)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         time.sleep(1.0)
         # An 8 MiB file held whole would show; a few CHUNKs in flight do not.
-        assert rss_bytes(worker) - before < BIG // 2
+        assert rss_bytes(worker, "RssAnon") - before < BIG // 2
         received = bytearray()
         # Whatever the kernel buffered while we slept is bounded by the socket buffers
         # and the transport's high-water mark, not by the file.

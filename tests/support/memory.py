@@ -35,14 +35,16 @@ def wait_for_children(pid: int, count: int = 1, timeout: float = 10.0) -> list[i
         time.sleep(0.05)
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of `pid` in bytes (VmRSS)."""
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """Resident set size of `pid` in bytes (VmRSS), or another size field of
+    /proc/PID/status: `RssAnon` is the process's own memory, without the file pages it
+    maps (the page cache's, shared and reclaimable)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             value, unit = line.split()[1:3]
             assert unit == "kB", line
             return int(value) * 1024
-    raise ValueError(f"no VmRSS for pid {pid}")
+    raise ValueError(f"no {field} for pid {pid}")
 
 
 class RssSampler:

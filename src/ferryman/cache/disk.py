@@ -36,7 +36,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import mmap
 import os
 import secrets
 import struct
@@ -50,6 +49,7 @@ from typing import BinaryIO, Final
 from ferryman.cache.entry import EntryMeta, decode_meta, encode_meta
 from ferryman.cache.stamps import ChangeStamps, open_stamps, slot_of
 from ferryman.cache.store import CHUNK_SIZE, StoreError
+from ferryman.file_views import map_region
 
 __all__ = ["DiskEntry", "DiskStore"]
 
@@ -139,25 +139,14 @@ class DiskEntry:
             self.close()
 
     def mapped_body(self) -> memoryview | None:
-        """The body as a view of a read-only shared mapping of the file (no read, no
-        copy: the page cache's pages), or None where it cannot be mapped (the entry is
-        closed, or the process is out of mappings).
-
-        Only the kernel may read the view (a write system call): if the file shrank
-        under the mapping, a read of a page it no longer has is SIGBUS in Python but an
-        EFAULT from the system call. Our own files never shrink: an entry is replaced by
-        renaming a new file over it, and an open mapping keeps the old one's pages.
-        """
+        """The body as a view of the file's read-only mapping (file_views.py: only the
+        kernel may read it), or None where it cannot be mapped (the entry is closed, or
+        the process is out of mappings). Our own files never shrink under a mapping:
+        an entry is replaced by renaming a new file over it, and an open mapping keeps
+        the old one's pages."""
         if self._fd < 0:
             return None
-        start = len(MAGIC)
-        try:
-            mapping = mmap.mmap(
-                self._fd, start + self.meta.body_size, mmap.MAP_SHARED, mmap.PROT_READ
-            )
-        except (OSError, ValueError, OverflowError):
-            return None
-        return memoryview(mapping)[start : start + self.meta.body_size]
+        return map_region(self._fd, len(MAGIC), len(MAGIC) + self.meta.body_size)
 
     def close(self) -> None:
         if self._fd >= 0:

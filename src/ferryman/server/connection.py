@@ -26,6 +26,7 @@ from collections import deque
 from typing import Final
 
 from ferryman.errors import ProtocolError
+from ferryman.file_views import VIEW_TRANSPORTS
 from ferryman.http.messages import Framing, RequestHead
 from ferryman.http.request_parser import RequestParser, RequestSink
 from ferryman.http.serialize import error_response
@@ -47,22 +48,6 @@ _HEAD: Final = 1
 _BODY: Final = 2
 _WAIT: Final = 3
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-def _view_transports() -> frozenset[type]:
-    """Transports that hand a written view's buffer to the kernel unread (writev on
-    the view's pointer, the unsent rest kept as a view): uvloop's plain TCP and Unix
-    stream transports. Not TLS (the bytes are encrypted in this process), not the
-    stock loop's (on Python 3.11 it copies what the socket did not take)."""
-    try:
-        from uvloop import loop
-    except ImportError:
-        return frozenset()
-    # Not in uvloop's type stubs: the classes of the transports it makes.
-    return frozenset({getattr(loop, "TCPTransport"), getattr(loop, "UnixTransport")})  # noqa: B009
-
-
-_VIEW_TRANSPORTS: Final = _view_transports()
 
 
 class ClientConnection(RequestSink):
@@ -302,9 +287,8 @@ class ClientConnection(RequestSink):
     @property
     def takes_mapped_views(self) -> bool:
         """A view of a file mapping may be written here (write_mapped): the transport
-        passes it to the kernel without reading it. A mapped page the file no longer
-        has is SIGBUS when read in this process, an EFAULT from a system call."""
-        return not self.closed and type(self.transport) in _VIEW_TRANSPORTS
+        passes it to the kernel without reading it (file_views.py says why)."""
+        return not self.closed and type(self.transport) in VIEW_TRANSPORTS
 
     def write_mapped(self, view: memoryview) -> None:
         """Write a view of a file mapping; only where takes_mapped_views is true."""

@@ -8,9 +8,11 @@ bounded reads that stop while the client is not reading (backpressure through
 Exchange.client_paused) and never hold the whole file. The rules that need no disk
 (validators, conditionals, ranges, expires) are policy.py's.
 
-The body is read with os.pread on the event loop, as nginx reads without `aio`:
-loop.sendfile is not used because the client transport may be TLS over memory BIOs
-or an HTTP/2 stream, and uvloop has no sendfile for its transports.
+A body over one CHUNK, to an HTTP/1 client on a uvloop plain TCP or Unix transport,
+is written whole as a view of the file's mapping (file_views.py): no read into the
+worker, as nginx's sendfile. Otherwise (TLS, HTTP/2, the stock loop, a small body) it is
+read with os.pread on the event loop, as nginx reads without `aio`. loop.sendfile is not
+used: uvloop has no sendfile for its transports.
 
 Symbolic links are followed (nginx's `disable_symlinks off`); $uri never climbs out
 of the root, because it is normalised (no `..`, no `//`) before it gets here.
@@ -27,6 +29,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from ferryman.config.schema import StaticSpec
+from ferryman.file_views import map_region
 from ferryman.http.serialize import status_line
 from ferryman.proxy import autoindex
 from ferryman.proxy.mime import BUILTIN_TYPES, content_type, type_table
@@ -278,7 +281,8 @@ def _directory_status(directory: bytes) -> int:
 
 
 class FileResponse:
-    """One file's answer: the head by the policy's rules, then the body in CHUNKs."""
+    """One file's answer: the head by the policy's rules, then the body: a view of the
+    file's mapping, or CHUNKs read as the client takes them."""
 
     __slots__ = ("ex", "fd", "keep", "offset", "remaining", "st", "static")
 
@@ -345,6 +349,24 @@ class FileResponse:
             self.close()
             self._end()
             return
+        h1 = ex.h1
+        if (
+            end - start > CHUNK
+            and h1 is not None
+            and not h1.is_write_paused
+            and h1.takes_mapped_views
+        ):
+            # The region as a view of the file's mapping, written whole: the kernel
+            # copies from the page cache, as nginx's sendfile (file_views.py). A file
+            # shrunk under it meanwhile cuts the body short and closes the connection,
+            # as the reads below do.
+            view = map_region(self.fd, start, end)
+            if view is not None:  # else (out of mappings) the reads below
+                self.close()
+                ex.body_bytes += len(view)
+                h1.write_mapped(view)
+                self._end()
+                return
         self.offset, self.remaining = start, end - start
         ex.sender = self
         self.pump()

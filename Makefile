@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-pure test-slow lint accel bench bench-quick bench-syscalls bench-instructions profile bench-cache bench-tls bench-h2 bench-cluster bench-forward deps clean
+.PHONY: run test test-pure test-slow lint accel bench bench-quick bench-syscalls bench-instructions profile bench-cache bench-static bench-tls bench-h2 bench-cluster bench-forward deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -77,6 +77,10 @@ bench-h2: $(STAMP) deps accel
 ## make bench-cache: cache hits, Ferryman's proxy cache beside nginx's proxy_cache
 bench-cache: $(STAMP) deps accel
 	bash bench/cache.sh
+
+## make bench-static: a 4 MiB static file, Ferryman beside nginx (sendfile off and on)
+bench-static: $(STAMP) deps accel
+	bash bench/static.sh
 
 ## make bench-cluster: latency added per request by a shared limit zone and a shared cache
 bench-cluster: $(STAMP) deps accel

@@ -13,14 +13,16 @@
 #                nginx with its access log
 #   4. tls       bench/tls.sh: HTTPS keep-alive req/s (and handshakes/s) beside nginx
 #   5. h2        bench/h2.sh: HTTP/2 req/s beside nginx
-#   6. cache     bench/cache.sh: cache hits beside nginx proxy_cache
+#   6. cache     bench/cache.sh: cache hits beside nginx proxy_cache (1 MiB from the
+#                memory tier, then 4 MiB from the disk tier)
+#   7. static    bench/static.sh: a 4 MiB static file beside nginx, sendfile off and on
 #   then bench/table.py OUT -> OUT/table.md (also printed).
 #
 #   bench/all.sh                   3 rounds x 10 s: about 30 minutes (docs/benchmarks.md)
 #   QUICK=1 bench/all.sh           1 round x 3 s: about 4 minutes, a smoke run
 #
 # Knobs (env): ROUNDS DURATION WARMUP OUT PYTHON; PHASES (default "main variants tuned
-# tls h2 cache"); MAIN_TESTS (default "c50 c1000 c1 bulk"); PROXYPY=0 skips proxy.py;
+# tls h2 cache static"); MAIN_TESTS (default "c50 c1000 c1 bulk"); PROXYPY=0 skips proxy.py;
 # PROXYPY_VERSION (2.4.10); every knob of the shared harness (PIN, PROXY_CPUS, ...).
 # Loopback only; every load run is time-bounded; each phase stops what it started.
 set -euo pipefail
@@ -36,7 +38,7 @@ if [ "${QUICK:-0}" = 1 ]; then
 fi
 export ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-10} WARMUP=${WARMUP:-2} WORKERS=${WORKERS:-1}
 export OUT=${OUT:-/tmp/ferryman-bench.$(date +%Y%m%d-%H%M%S)}
-PHASES=${PHASES:-"main variants tuned tls h2 cache"}
+PHASES=${PHASES:-"main variants tuned tls h2 cache static"}
 MAIN_TESTS=${MAIN_TESTS:-"c50 c1000 c1 bulk"}
 PROXYPY_VERSION=${PROXYPY_VERSION:-2.4.10}
 if [ -z "${PYTHON:-}" ]; then
@@ -112,6 +114,7 @@ phase_cache() {
     # served from the disk tier (its file's mapping), as nginx serves its files.
     OUT="$OUT/cache-disk" TAG=cache-disk TESTS=bulk BIG_KB=4096 bash "$HERE/cache.sh"
 }
+phase_static() { OUT="$OUT/static" TAG=static bash "$HERE/static.sh"; }
 
 log "OUT=$OUT ROUNDS=$ROUNDS DURATION=${DURATION}s PHASES=\"$PHASES\""
 for phase in $PHASES; do

@@ -6,7 +6,8 @@ bench/all.sh, then the harness's medians per target.
 
 Reads OUT/results.tsv (shared-harness rows, tags `main`, `variants` and `tuned`),
 OUT/cache/results.tsv (tag `cache`), OUT/cache-disk/results.tsv (tag `cache-disk`: 4 MiB
-bodies, served from the disk tier), OUT/tls/results.tsv and OUT/h2/results.tsv.
+bodies, served from the disk tier), OUT/static/results.tsv (tag `static`: a 4 MiB file),
+OUT/tls/results.tsv and OUT/h2/results.tsv.
 Every figure is the median over rounds; every ratio is ours / theirs from the same
 run, so machine drift cancels. A figure that is missing (phase skipped or failed)
 prints as n/a. The `goal` column is the performance issue's bar (docs/benchmarks.md).
@@ -27,7 +28,9 @@ Medians = dict[tuple[str, str], dict[str, float]]
 @dataclass(frozen=True)
 class Row:
     label: str
-    source: str  # "main", "variants", "tuned", "cache", "cache-disk" (harness tags), "tls", "h2"
+    source: (
+        str  # "main", "variants", "tuned", "cache", "cache-disk", "static" (harness), "tls", "h2"
+    )
     test: str  # harness test (c50, bulk, ...) or "" for tls/h2
     metric: str  # a column, or "mb_per_cpu_s" (derived)
     ours: str
@@ -152,6 +155,15 @@ ROWS = [
         "ferryman-cache",
         "nginx-cache",
     ),
+    Row("static file, 4 MiB: MB/s", "static", "bulk", "mbps", "ferryman", "nginx"),
+    Row(
+        "static file, 4 MiB: MB/s vs nginx sendfile on",
+        "static",
+        "bulk",
+        "mbps",
+        "ferryman",
+        "nginx-sendfile",
+    ),
 ]
 
 
@@ -186,10 +198,10 @@ def _median_by(rows: list[dict[str, str]], key: tuple[str, ...]) -> Medians:
 
 def load(out: Path) -> dict[str, Medians]:
     harness = _read(out / "results.tsv")
-    for sub in ("cache", "cache-disk"):
+    for sub in ("cache", "cache-disk", "static"):
         harness += _read(out / sub / "results.tsv")
     by_tag: dict[str, Medians] = {}
-    for tag in ("main", "variants", "tuned", "cache", "cache-disk"):
+    for tag in ("main", "variants", "tuned", "cache", "cache-disk", "static"):
         by_tag[tag] = _median_by([r for r in harness if r.get("tag") == tag], ("test", "target"))
     for name in ("tls", "h2"):
         by_tag[name] = _median_by(_read(out / name / "results.tsv"), ("test", "target"))

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Static files: Ferryman serving a file from disk beside nginx, with `sendfile off` (its
+# default) and `sendfile on` (most distributions' setting), in one interleaved run of
+# the shared harness (../../shared/bench/run.sh), then the ratios:
+#
+#   ferryman/nginx <size> MB/s ratio   (test bulk: 4 connections, GET /big, BIG_KB=4096)
+#
+#   bench/static.sh          (make bench-static)   QUICK=1 bench/static.sh: a smoke run
+#
+# Knobs (env) as bench/run.sh: ROUNDS DURATION WORKERS PYTHON OUT QUICK BIG_KB, and the
+# shared harness's own.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+SHARED_RUN="${SHARED_BENCH:-$ROOT/../shared/bench/run.sh}"
+if [ ! -f "$SHARED_RUN" ]; then
+    echo "bench/static.sh: the shared harness is missing: $SHARED_RUN (set SHARED_BENCH)" >&2
+    exit 1
+fi
+if [ "${QUICK:-0}" = 1 ]; then
+    export ROUNDS=${ROUNDS:-1} DURATION=${DURATION:-3} WARMUP=${WARMUP:-1}
+fi
+export ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-10} TESTS=bulk BIG_KB=${BIG_KB:-4096}
+export WORKERS=${WORKERS:-1} TAG=${TAG:-static}
+export OUT=${OUT:-/tmp/ferryman-bench-static.$(date +%Y%m%d-%H%M%S)}
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
+fi
+export PYTHON="$(command -v "$PYTHON")"
+
+bash "$ROOT/scripts/build-accel.sh" >&2 || echo "bench/static.sh: no compiled build" >&2
+target="bash '$HERE/static/target.sh'"
+targets=(
+    "nginx=exec $target nginx {port} {backends} {workers}"
+    "nginx-sendfile=exec $target nginx-sendfile {port} {backends} {workers}"
+    "ferryman=exec $target ferryman {port} {backends} {workers}"
+)
+echo "bench/static.sh: OUT=$OUT ROUNDS=$ROUNDS DURATION=$DURATION BIG_KB=$BIG_KB WORKERS=$WORKERS" >&2
+status=0
+bash "$SHARED_RUN" "${targets[@]}" "$@" || status=$?
+if [ -f "$OUT/results.tsv" ]; then
+    "$PYTHON" "$HERE/ratios.py" "$OUT/results.tsv" --target ferryman --also nginx-sendfile \
+        | tee "$OUT/ratios.txt"
+fi
+exit "$status"

@@ -21,21 +21,11 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
-SHARED_RUN="${SHARED_BENCH:-$ROOT/../shared/bench/run.sh}"
-if [ ! -f "$SHARED_RUN" ]; then
-    echo "bench/cache.sh: the shared harness is missing: $SHARED_RUN (set SHARED_BENCH)" >&2
-    exit 1
-fi
-if [ "${QUICK:-0}" = 1 ]; then
-    export ROUNDS=${ROUNDS:-1} DURATION=${DURATION:-3} WARMUP=${WARMUP:-1}
-fi
+# shellcheck source=bench/harness_common.sh
+source "$HERE/harness_common.sh"
 export ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-10} TESTS=${TESTS:-"c50 bulk"}
 export WORKERS=${WORKERS:-1} TAG=${TAG:-cache-w${WORKERS:-1}}
 export OUT=${OUT:-/tmp/ferryman-bench-cache.$(date +%Y%m%d-%H%M%S)}
-if [ -z "${PYTHON:-}" ]; then
-    if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
-fi
-export PYTHON="$(command -v "$PYTHON")"
 
 if [ "${SNAPSHOT:-0}" = 1 ]; then
     tree="$OUT/tree"

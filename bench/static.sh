@@ -13,21 +13,11 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
-SHARED_RUN="${SHARED_BENCH:-$ROOT/../shared/bench/run.sh}"
-if [ ! -f "$SHARED_RUN" ]; then
-    echo "bench/static.sh: the shared harness is missing: $SHARED_RUN (set SHARED_BENCH)" >&2
-    exit 1
-fi
-if [ "${QUICK:-0}" = 1 ]; then
-    export ROUNDS=${ROUNDS:-1} DURATION=${DURATION:-3} WARMUP=${WARMUP:-1}
-fi
+# shellcheck source=bench/harness_common.sh
+source "$HERE/harness_common.sh"
 export ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-10} TESTS=bulk BIG_KB=${BIG_KB:-4096}
 export WORKERS=${WORKERS:-1} TAG=${TAG:-static}
 export OUT=${OUT:-/tmp/ferryman-bench-static.$(date +%Y%m%d-%H%M%S)}
-if [ -z "${PYTHON:-}" ]; then
-    if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
-fi
-export PYTHON="$(command -v "$PYTHON")"
 
 bash "$ROOT/scripts/build-accel.sh" >&2 || echo "bench/static.sh: no compiled build" >&2
 target="bash '$HERE/static/target.sh'"

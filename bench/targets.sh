@@ -39,6 +39,8 @@
 # flags, e.g. --no-uvloop), ADMIN_PORT_BASE (default 9950: admin port = base + PORT %
 # 100), PROXYPY_VENV.
 set -euo pipefail
+# shellcheck source=bench/nginx_conf.sh
+source "$(dirname "${BASH_SOURCE[0]}")/nginx_conf.sh"
 
 kind=$1 port=$2 backends=$3 workers=$4
 work=${WORK:?run through the shared harness (it sets WORK)}
@@ -115,21 +117,13 @@ nginx-log | nginx-limits)
             deny all;"
     fi
     cat > "$dir/nginx.conf" <<CONF
-worker_processes $workers;
-worker_rlimit_nofile ${NOFILE:-65536};
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 65536; }
+$(nginx_top "$dir" "$workers")
 http {
     access_log $dir/access.log combined buffer=64k flush=1s;
     $zones
     keepalive_requests 10000000;
     keepalive_timeout 300s;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
+$(nginx_temp_paths "$dir")
     upstream backends {
 $servers
         keepalive 32;

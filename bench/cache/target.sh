@@ -12,6 +12,8 @@
 # MEMORY_ONLY=1 gives Ferryman a memory-only zone (not like for like with nginx: for
 # seeing what the disk tier's per-hit checks cost).
 set -euo pipefail
+# shellcheck source=bench/nginx_conf.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../nginx_conf.sh"
 
 kind=$1 port=$2 backends=$3 workers=$4
 work=${WORK:?run through bench/cache.sh (the shared harness sets WORK)}
@@ -23,20 +25,12 @@ nginx)
     servers=""
     for b in ${backends//,/ }; do servers+="        server $b;"$'\n'; done
     cat > "$dir/nginx.conf" <<CONF
-worker_processes $workers;
-worker_rlimit_nofile ${NOFILE:-65536};
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 65536; }
+$(nginx_top "$dir" "$workers")
 http {
     access_log off;
     keepalive_requests 10000000;
     keepalive_timeout 300s;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
+$(nginx_temp_paths "$dir")
     proxy_cache_path $dir/data levels=1:2 keys_zone=bench:10m max_size=1g inactive=10m use_temp_path=off;
     upstream backends {
 $servers

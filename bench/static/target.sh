@@ -10,6 +10,8 @@
 # distributions' nginx.conf sets it. Ferryman writes a view of the file's mapping
 # (src/ferryman/file_views.py). Access logs off for all three.
 set -euo pipefail
+# shellcheck source=bench/nginx_conf.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../nginx_conf.sh"
 
 kind=$1 port=$2 workers=$4
 work=${WORK:?run through bench/static.sh (the shared harness sets WORK)}
@@ -21,21 +23,13 @@ case "$kind" in
 nginx | nginx-sendfile)
     sendfile=off; [ "$kind" = nginx-sendfile ] && sendfile=on
     cat > "$dir/nginx.conf" <<CONF
-worker_processes $workers;
-worker_rlimit_nofile ${NOFILE:-65536};
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 65536; }
+$(nginx_top "$dir" "$workers")
 http {
     access_log off;
     sendfile $sendfile;
     keepalive_requests 10000000;
     keepalive_timeout 300s;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
+$(nginx_temp_paths "$dir")
     server {
         listen 127.0.0.1:$port backlog=4096;
         root $dir/www;

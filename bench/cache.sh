@@ -43,10 +43,4 @@ targets=(
     "ferryman-cache=exec $target ferryman {port} {backends} {workers}"
 )
 echo "bench/cache.sh: OUT=$OUT ROUNDS=$ROUNDS DURATION=$DURATION TESTS=\"$TESTS\" WORKERS=$WORKERS" >&2
-status=0
-bash "$SHARED_RUN" "${targets[@]}" "$@" || status=$?
-if [ -f "$OUT/results.tsv" ]; then
-    "$PYTHON" "$HERE/ratios.py" "$OUT/results.tsv" --target ferryman-cache --also none \
-        | tee "$OUT/ratios.txt"
-fi
-exit "$status"
+run_harness ferryman-cache none "${targets[@]}" "$@"

@@ -15,3 +15,17 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 PYTHON="$(command -v "$PYTHON")"
 export PYTHON
+
+# run_harness OURS ALSO TARGET... [HARNESS ARGS]: the shared harness over the targets,
+# then ratios.py's ratios of OURS (and ALSO, "none" for nothing more) against the
+# run's nginx, into $OUT/ratios.txt; exits with the harness's status.
+run_harness() {
+    local ours=$1 also=$2 status=0
+    shift 2
+    bash "$SHARED_RUN" "$@" || status=$?
+    if [ -f "$OUT/results.tsv" ]; then
+        "$PYTHON" "$HERE/ratios.py" "$OUT/results.tsv" --target "$ours" --also "$also" \
+            | tee "$OUT/ratios.txt"
+    fi
+    exit "$status"
+}

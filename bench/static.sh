@@ -27,10 +27,4 @@ targets=(
     "ferryman=exec $target ferryman {port} {backends} {workers}"
 )
 echo "bench/static.sh: OUT=$OUT ROUNDS=$ROUNDS DURATION=$DURATION BIG_KB=$BIG_KB WORKERS=$WORKERS" >&2
-status=0
-bash "$SHARED_RUN" "${targets[@]}" "$@" || status=$?
-if [ -f "$OUT/results.tsv" ]; then
-    "$PYTHON" "$HERE/ratios.py" "$OUT/results.tsv" --target ferryman --also nginx-sendfile \
-        | tee "$OUT/ratios.txt"
-fi
-exit "$status"
+run_harness ferryman nginx-sendfile "${targets[@]}" "$@"

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 Medians = dict[tuple[str, str], dict[str, float]]
+# Harness runs of their own, each in OUT/TAG with its rows tagged TAG.
+SUBDIR_TAGS = ("cache", "cache-disk", "static")
 
 
 @dataclass(frozen=True)
 class Row:
     label: str
-    source: (
-        str  # "main", "variants", "tuned", "cache", "cache-disk", "static" (harness), "tls", "h2"
-    )
+    source: str  # a harness tag (main, variants, tuned, or one of SUBDIR_TAGS), tls or h2
     test: str  # harness test (c50, bulk, ...) or "" for tls/h2
     metric: str  # a column, or "mb_per_cpu_s" (derived)
     ours: str
@@ -198,10 +198,10 @@ def _median_by(rows: list[dict[str, str]], key: tuple[str, ...]) -> Medians:
 
 def load(out: Path) -> dict[str, Medians]:
     harness = _read(out / "results.tsv")
-    for sub in ("cache", "cache-disk", "static"):
+    for sub in SUBDIR_TAGS:
         harness += _read(out / sub / "results.tsv")
     by_tag: dict[str, Medians] = {}
-    for tag in ("main", "variants", "tuned", "cache", "cache-disk", "static"):
+    for tag in ("main", "variants", "tuned", *SUBDIR_TAGS):
         by_tag[tag] = _median_by([r for r in harness if r.get("tag") == tag], ("test", "target"))
     for name in ("tls", "h2"):
         by_tag[name] = _median_by(_read(out / name / "results.tsv"), ("test", "target"))
@@ -241,11 +241,7 @@ def main(argv: list[str]) -> int:
     print(f"# Ferryman benchmark: {out}\n")
     print("Ratios are ours/theirs (medians over rounds, one run); for latency, lower is better.\n")
     print("\n".join(render(data)))
-    for summary in (
-        out / "summary.md",
-        out / "cache" / "summary.md",
-        out / "cache-disk" / "summary.md",
-    ):
+    for summary in (out / "summary.md", *(out / sub / "summary.md" for sub in SUBDIR_TAGS)):
         if summary.exists():
             print(f"\n## Medians per target ({summary.relative_to(out)})\n")
             print(summary.read_text().rstrip())

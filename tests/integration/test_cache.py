@@ -207,7 +207,7 @@ def test_mapped_hit_outlives_a_purge_of_its_file(stack: Stack) -> None:
     get(stack.port, path)
     with _slow_hit(stack, path) as client:
         assert get(stack.port, path, method=b"PURGE").status == 200
-        body, whole = client._exactly(HUGE)
+        body, whole = client.read_exactly(HUGE)
     assert whole and body == big_pattern(HUGE)
     assert "uri-miss" in status_of(get(stack.port, path))
     assert stack.count("bigpurge") == 2
@@ -223,7 +223,7 @@ def test_mapped_hit_of_a_file_truncated_in_place_is_cut_short_not_fatal(stack: S
     children = child_pids(stack.proxy.pid)
     with _slow_hit(stack, path) as client:
         os.truncate(_newest_entry_file(stack, HUGE), 4096)
-        body, whole = client._exactly(HUGE)
+        body, whole = client.read_exactly(HUGE)
     assert not whole, "the client must see the truncation"
     assert body == big_pattern(HUGE)[: len(body)]
     again = get(stack.port, path)

@@ -123,7 +123,7 @@ def test_file_truncated_in_place_while_sent_is_cut_short_not_fatal(site: Site) -
         assert head is not None and head.status == 200
         time.sleep(0.3)
         os.truncate(path, 4096)
-        body, whole = client._exactly(size)
+        body, whole = client.read_exactly(size)
     assert not whole, "the client must see the truncation"
     assert body == data[: len(body)]
     assert wait_for_children(site.proxy.proc.pid, 1) == [worker], "the worker was replaced"

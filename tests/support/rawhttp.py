@@ -99,7 +99,8 @@ class RawClient:
             if not self._fill():
                 return None
 
-    def _exactly(self, n: int) -> tuple[bytes, bool]:
+    def read_exactly(self, n: int) -> tuple[bytes, bool]:
+        """The next `n` bytes, or fewer if the peer closed first; and whether all came."""
         while len(self.buffer) < n:
             if not self._fill(max(65536, n - len(self.buffer))):
                 break
@@ -139,7 +140,7 @@ class RawClient:
         if te is not None and te.lower().endswith(b"chunked"):
             resp.body, resp.raw_body, resp.complete = self._chunked_body()
         elif length is not None:
-            resp.body, resp.complete = self._exactly(int(length))
+            resp.body, resp.complete = self.read_exactly(int(length))
         else:
             resp.body = self.read_until_close()
         return resp
@@ -161,7 +162,7 @@ class RawClient:
                     return bytes(body), bytes(raw), False
                 raw += _CRLF
                 return bytes(body), bytes(raw), True
-            data, ok = self._exactly(size + 2)
+            data, ok = self.read_exactly(size + 2)
             raw += data
             body += data[:size]
             if not ok:
@@ -242,7 +243,7 @@ class BodyReader:
         if self.chunked:
             self.chunk_left -= len(data)
             if self.chunk_left == 0:
-                end, ok = c._exactly(2)
+                end, ok = c.read_exactly(2)
                 if not ok:
                     self.done = True
                     return data

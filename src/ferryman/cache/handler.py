@@ -646,6 +646,7 @@ class CacheOp:
             client.write(head_bytes)
             ex.end_from_cache(keep)
             return
+        h1 = ex.h1
         if type(entry) is BytesEntry and not client.is_write_paused and not client.closed:
             body = entry.body
             if meta.body_size <= CHUNK_SIZE:
@@ -654,7 +655,7 @@ class CacheOp:
                 client.write(head_bytes + body)
                 ex.end_from_cache(keep)
                 return
-            if ex.h1 is not None:
+            if h1 is not None:
                 # A large body from memory goes to an HTTP/1 transport whole: it keeps a
                 # reference to the stored bytes (no copy; a sender would copy it chunk by
                 # chunk, with a round of the loop per 64 KiB) and sends what the socket
@@ -666,7 +667,6 @@ class CacheOp:
                 client.write(body)
                 ex.end_from_cache(keep)
                 return
-        h1 = ex.h1
         if (
             h1 is not None
             and isinstance(entry, DiskEntry)

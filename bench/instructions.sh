@@ -19,7 +19,8 @@
 #                                                 (scripts/build-accel.sh with PY=...)
 #
 # Knobs (env): TARGET (ferryman-full: access log + metrics, as deployed; ferryman-limits,
-# ferryman-queue: bench/targets.sh's; ferryman: the lean command line), CONNS=50,
+# ferryman-queue: bench/targets.sh's; ferryman: the lean command line; ferryman-cache:
+# bench/cache/target.sh's cache, where every request after the first is a hit), CONNS=50,
 # SHORT=3, LONG=10, TOP=40 (functions listed),
 # INCLUSIVE=1 (list by inclusive cost), PYTHON, OUT, SRC.
 set -euo pipefail
@@ -59,13 +60,15 @@ exec valgrind --tool=callgrind --trace-children=yes --dump-instr=no \
     --callgrind-out-file="$dir/callgrind.%p" "$PYTHON" "\$@"
 WRAP
     chmod +x "$dir/python"
+    local target=("$SRC/bench/targets.sh" "$TARGET")
     case "$TARGET" in
     ferryman | ferryman-full | ferryman-limits | ferryman-queue) ;;
-    *) echo "$BENCH: TARGET is ferryman-full, -limits, -queue or ferryman, not $TARGET" >&2
+    ferryman-cache) target=("$SRC/bench/cache/target.sh" ferryman) ;;
+    *) echo "$BENCH: TARGET is ferryman-full, -limits, -queue, -cache or ferryman, not $TARGET" >&2
         exit 2 ;;
     esac
     start_group "ferryman-$seconds" env WORK="$dir" PYTHON="$dir/python" taskset -c 0 \
-        bash "$SRC/bench/targets.sh" "$TARGET" "$PORT" "$backends" 1
+        bash "${target[@]}" "$PORT" "$backends" 1
     local pgid=${PGIDS[-1]}
     # Start-up under valgrind takes tens of seconds.
     for _ in $(seq 600); do

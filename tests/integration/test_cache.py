@@ -248,7 +248,30 @@ def test_client_validators_get_304_from_the_store(stack: Stack) -> None:
     resp = get(stack.port, path, headers=(b'If-None-Match: "e1"',))
     assert resp.status == 304
     assert resp.header(b"etag") == b'"e1"'
+    # Field names in any case; a validator that does not match gets the whole entry.
+    assert get(stack.port, path, headers=(b'IF-NONE-MATCH: W/"e1"',)).status == 304
+    other = get(stack.port, path, headers=(b'If-None-Match: "e2"',))
+    assert other.status == 200 and other.body
     assert stack.count("inm1") == 1
+
+
+def test_if_modified_since_gets_304_from_the_store(stack: Stack) -> None:
+    lm = "Sun, 06 Nov 1994 08:49:37 GMT"
+    path = target("ims1", lm=lm)
+    body = get(stack.port, path).body
+    later = get(stack.port, path, headers=(b"if-modified-since: Mon, 07 Nov 1994 08:49:37 GMT",))
+    assert later.status == 304 and later.body == b""
+    earlier = get(stack.port, path, headers=(b"If-Modified-Since: Sat, 05 Nov 1994 08:49:37 GMT",))
+    assert earlier.status == 200 and earlier.body == body
+    # If-None-Match wins over If-Modified-Since (RFC 9110 13.1.3): no ETag stored, so
+    # the entry does not match, whatever the date says.
+    both = get(
+        stack.port,
+        path,
+        headers=(b'If-None-Match: "x"', b"If-Modified-Since: Mon, 07 Nov 1994 08:49:37 GMT"),
+    )
+    assert both.status == 200
+    assert stack.count("ims1") == 1
 
 
 # ---- revalidation ----

@@ -27,6 +27,7 @@ from ferryman.cache.policy import (
     refresh_meta,
     request_rules,
     storable,
+    upstream_cache_status,
     variant_key,
     vary_fields,
 )
@@ -454,7 +455,14 @@ def test_variant_key_equivalent_requests_match() -> None:
 @pytest.mark.parametrize(
     ("headers", "attrs"),
     [
-        ([], {"must_revalidate": False, "may_store": True, "authorization": False}),
+        (
+            [],
+            {"must_revalidate": False, "may_store": True, "authorization": False},
+        ),
+        ([(b"Host", b"a")], {"conditional": False}),
+        ([(b"If-None-Match", b'"a"')], {"conditional": True}),
+        ([(b"IF-MODIFIED-SINCE", b"Sun, 06 Nov 1994 08:49:37 GMT")], {"conditional": True}),
+        ([(b"If-Match", b'"a"'), (b"If-Range", b'"a"')], {"conditional": False}),
         (cc("no-cache"), {"must_revalidate": True}),
         (cc("max-age=0"), {"must_revalidate": True, "max_age": 0.0}),
         (cc("max-age=30"), {"must_revalidate": False, "max_age": 30.0}),
@@ -638,3 +646,24 @@ def test_cache_status(args: tuple[object, ...], kwargs: dict[str, object], expec
 def test_cache_status_refuses_unknown_fwd() -> None:
     with pytest.raises(ValueError):
         cache_status(False, "hit", None, None, False)
+
+
+@pytest.mark.parametrize(
+    ("fwd", "fwd_status", "passing", "expected"),
+    [
+        (None, None, False, "hit"),
+        (None, None, True, None),  # passed on with no reason: not a cached route's request
+        ("uri-miss", None, False, "miss"),
+        ("vary-miss", None, False, "miss"),
+        ("bypass", None, False, "bypass"),
+        ("stale", 304, False, "revalidated"),
+        ("request", 304, False, "revalidated"),
+        ("stale", 200, False, "expired"),
+        ("request", 502, False, "expired"),
+        ("method", None, True, None),  # a method the route does not cache
+    ],
+)
+def test_upstream_cache_status(
+    fwd: str | None, fwd_status: int | None, passing: bool, expected: str | None
+) -> None:
+    assert upstream_cache_status(fwd, fwd_status, passing) == expected

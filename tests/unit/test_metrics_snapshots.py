@@ -44,9 +44,11 @@ def exchange(route: FakeRoute | None, status: int = 200, **kw: Any) -> SimpleNam
     return SimpleNamespace(**fields)
 
 
-def record(m: WorkerMetrics, ex: SimpleNamespace, now: float) -> None:
-    """Count `ex` as the exchange's end of life does (Exchange._log_access)."""
-    rare = ex.tries > 1 or ex.cache_op is not None
+def record(
+    m: WorkerMetrics, ex: SimpleNamespace, now: float, cache: tuple[str, str] | None = None
+) -> None:
+    """Count `ex` as the exchange's end of life does (Exchange._log_access); `cache` is
+    what its CacheOp.metric_key gives."""
     m.count(
         ex.route,
         ex.status,
@@ -55,7 +57,8 @@ def record(m: WorkerMetrics, ex: SimpleNamespace, now: float) -> None:
         ex.started,
         ex.upstream_start,
         now,
-        rare,
+        max(ex.tries - 1, 0),
+        cache,
         ex,
     )
 
@@ -156,36 +159,37 @@ def test_denials_by_filter_and_zone(tmp_path: Path) -> None:
     assert sample(fams, "ferryman_rejections", name, filter="auth") == 1
 
 
-def cache_op(fwd: str | None, fwd_status: int | None = None, passing: bool = False) -> Any:
-    zone = SimpleNamespace(name="pages")
-    return SimpleNamespace(
-        fwd=fwd, fwd_status=fwd_status, passing=passing, rc=SimpleNamespace(zone=zone)
-    )
-
-
 def test_cache_results(tmp_path: Path) -> None:
     m = WorkerMetrics(str(tmp_path))
     route = FakeRoute("/", "app")
-    for op in (
-        cache_op(None),
-        cache_op(None),
-        cache_op("uri-miss"),
-        cache_op("vary-miss"),
-        cache_op("bypass"),
-        cache_op("stale", 304),
-        cache_op("stale", 200),
-        cache_op("method"),  # not a cacheable request: not counted
+    for key in (
+        ("pages", "hit"),
+        ("pages", "hit"),
+        ("pages", "miss"),
+        ("pages", "miss"),
+        ("pages", "bypass"),
+        ("pages", "revalidated"),
+        ("pages", "expired"),
+        ("img", "hit"),
+        None,  # a request the route does not cache: not counted
     ):
-        record(m, exchange(route, cache_op=op), 100.01)
+        record(m, exchange(route), 100.01, key)
     m.flush(force=True)
     fams = families(render(str(tmp_path)))
     name = "ferryman_cache_requests_total"
     counts = {
-        s.labels["result"]: s.value
+        (s.labels["zone"], s.labels["result"]): s.value
         for s in fams["ferryman_cache_requests"].samples
         if s.name == name
     }
-    assert counts == {"hit": 2, "miss": 2, "bypass": 1, "revalidated": 1, "expired": 1}
+    assert counts == {
+        ("pages", "hit"): 2,
+        ("pages", "miss"): 2,
+        ("pages", "bypass"): 1,
+        ("pages", "revalidated"): 1,
+        ("pages", "expired"): 1,
+        ("img", "hit"): 1,
+    }
 
 
 def test_peers_in_flight_summed_up_from_newest_generation(tmp_path: Path) -> None:

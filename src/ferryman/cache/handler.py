@@ -180,6 +180,7 @@ class RouteCache:
         "lock",
         "lock_timeout",
         "methods",
+        "metric_keys",
         "min_uses",
         "no_cache",
         "spec",
@@ -208,6 +209,11 @@ class RouteCache:
         self.lock_timeout = spec.lock_timeout
         self.min_uses = spec.min_uses
         self.status_header = spec.status_header
+        # The metrics' counter keys, (zone, result), made once: counting a hit then
+        # allocates nothing. `object`, not `tuple[str, str]`, so that the compiled build
+        # hands the tuple on as it is rather than unboxing and re-making it.
+        name = str(zone.name)
+        self.metric_keys: dict[str, object] = {r: (name, r) for r in policy.UPSTREAM_CACHE_STATUSES}
 
     def render_key(self, ex: Exchange) -> str:
         key = self.key
@@ -636,7 +642,8 @@ class CacheOp:
         keep = head.keep_alive and ex.body_done and not ex.client.worker.draining
         now = self.rc.zone.clock()
         status = meta.status
-        if status == 200 and _not_modified(head, meta):
+        rules = self.rules
+        if status == 200 and (rules is None or rules.conditional) and _not_modified(head, meta):
             status = 304  # RFC 9110 13.1: the client's own validators match the entry
         ex.status = status
         head_bytes = self._head_bytes(ex, entry, status, field, keep, now)
@@ -826,6 +833,12 @@ class CacheOp:
             sender.close()
         if self.background:
             self.rc.zone.updating.discard(self.key)
+
+    def metric_key(self) -> object:
+        """(zone, nginx $upstream_cache_status): what the metrics count this request
+        under; None for a request the route does not cache."""
+        result = policy.upstream_cache_status(self.fwd, self.fwd_status, self.passing)
+        return None if result is None else self.rc.metric_keys[result]
 
     def __repr__(self) -> str:
         return f"CacheOp({self.key!r} fwd={self.fwd} stale={self.stale is not None})"

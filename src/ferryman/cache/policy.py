@@ -25,11 +25,12 @@ from dataclasses import replace
 from typing import Final
 
 from ferryman.cache.entry import EntryMeta
-from ferryman.http.fields import HOP_BY_HOP, parse_connection_tokens, trim_ows
+from ferryman.http.fields import HOP_BY_HOP, equals_lower, parse_connection_tokens, trim_ows
 from ferryman.value import Value
 
 __all__ = [
     "HEURISTIC_STATUSES",
+    "UPSTREAM_CACHE_STATUSES",
     "CacheControl",
     "Decision",
     "RequestRules",
@@ -51,6 +52,7 @@ __all__ = [
     "refresh_meta",
     "request_rules",
     "storable",
+    "upstream_cache_status",
     "variant_key",
     "vary_fields",
     "without_fields",
@@ -347,6 +349,7 @@ class RequestRules:
 
     __slots__ = (
         "authorization",
+        "conditional",
         "max_age",
         "max_stale",
         "may_store",
@@ -366,6 +369,7 @@ class RequestRules:
         min_fresh: float | None,
         only_if_cached: bool,
         authorization: bool,
+        conditional: bool = False,
     ) -> None:
         self.method = method
         # The request does not forbid storing the response (5.2.1.5 no-store).
@@ -380,20 +384,29 @@ class RequestRules:
         self.only_if_cached = only_if_cached
         # 3.5: the response is then shared only if it allows it.
         self.authorization = authorization
+        # It has If-None-Match or If-Modified-Since: a hit then compares validators
+        # (RFC 9110 13.1); without either, a hit need not look for them again.
+        self.conditional = conditional
 
 
 def request_rules(method: bytes | str, headers: Headers) -> RequestRules:
     # One pass over the fields for what the cache asks of every request; Cache-Control
     # is parsed only when present (most requests have none).
-    has_cc = authorization = False
+    # The names are told apart by length first, and compared without a lowered copy.
+    has_cc = authorization = conditional = False
     pragma: list[tuple[bytes, bytes | None]] = []
     for name, value in headers:
-        ln = name.lower()
-        if ln == b"cache-control":
-            has_cc = True
-        elif ln == b"authorization":
-            authorization = True
-        elif ln == b"pragma":
+        size = len(name)
+        if size == 13:
+            if equals_lower(name, b"cache-control"):
+                has_cc = True
+            elif equals_lower(name, b"authorization"):
+                authorization = True
+            elif equals_lower(name, b"if-none-match"):
+                conditional = True
+        elif size == 17 and equals_lower(name, b"if-modified-since"):
+            conditional = True
+        elif size == 6 and equals_lower(name, b"pragma"):
             _split_directives(value, pragma)
     cc = parse_cache_control(headers) if has_cc else _EMPTY_CC
     pragma_no_cache = not has_cc and any(d == b"no-cache" for d, _ in pragma)
@@ -406,6 +419,7 @@ def request_rules(method: bytes | str, headers: Headers) -> RequestRules:
         cc.min_fresh,
         cc.only_if_cached,
         authorization,
+        conditional,
     )
 
 
@@ -888,3 +902,22 @@ def cache_status(
     if detail:
         params.append("detail=" + _sf_string(detail))
     return "; ".join(params).encode("ascii")
+
+
+# nginx's $upstream_cache_status values the metrics count (a request the route does not
+# cache has none).
+UPSTREAM_CACHE_STATUSES: Final = ("hit", "miss", "bypass", "revalidated", "expired")
+
+
+def upstream_cache_status(fwd: str | None, fwd_status: int | None, passing: bool) -> str | None:
+    """nginx $upstream_cache_status from the RFC 9211 fwd reason the cache noted: None
+    for a request the route does not cache (fwd "method", or passed on with no reason)."""
+    if fwd is None:
+        return None if passing else "hit"
+    if fwd == "bypass":
+        return "bypass"
+    if fwd in ("uri-miss", "vary-miss"):
+        return "miss"
+    if fwd in ("stale", "request"):
+        return "revalidated" if fwd_status == 304 else "expired"
+    return None

@@ -101,20 +101,6 @@ def _route_labels(exchange: Any) -> tuple[str, str, str]:
     return (name, str(spec.path), str(spec.upstream or ""))
 
 
-def _cache_result(op: Any) -> str | None:
-    """nginx $upstream_cache_status, from what the cache glue noted (RFC 9211 fwd)."""
-    fwd = op.fwd
-    if fwd is None:
-        return None if op.passing else "hit"
-    if fwd == "bypass":
-        return "bypass"
-    if fwd in ("uri-miss", "vary-miss"):
-        return "miss"
-    if fwd in ("stale", "request"):
-        return "revalidated" if op.fwd_status == 304 else "expired"
-    return None  # "method": a request the route does not cache
-
-
 # Deny reasons (filters/*.py) -> (filter, its zone or rule): the filters say what
 # decided in the reason text they log; parsed here, on the (rare) deny path only.
 _DENY_PREFIXES: Final = (
@@ -158,7 +144,7 @@ class WorkerMetrics:
         self._last_flush = 0.0
         self.routes: dict[object, _RouteStats] = {}
         self.retries: dict[str, int] = {}
-        self.cache: dict[tuple[str, str], int] = {}
+        self.cache: dict[object, int] = {}  # (zone, result) -> requests, as `count` says
         self.rejects: dict[tuple[str, str], int] = {}
         # Set by the worker: a callable giving its open connection count, and its
         # upstream groups (for in-flight and up/down per peer at flush time).
@@ -182,12 +168,16 @@ class WorkerMetrics:
         started: float,
         upstream_start: float,
         now: float,
-        rare: bool,
+        retries: int,
+        cache_key: object,
         ex: Any,
     ) -> None:
-        """`record` with the values passed in: the compiled exchange calls this, so
-        nothing is looked up by name on the hot path. `ex` is read only for a route's
-        first request (its labels) and when `rare` (retries, a cache result)."""
+        """One request's end, with its values passed in: the compiled exchange calls
+        this, so nothing is looked up by name on the hot path. `ex` is read only for a
+        route's first request (its labels). `cache_key` is the cache's (zone, result)
+        tuple from `CacheOp.metric_key`, or None; typed `object` so that the compiled
+        build passes the tuple through as it is (a `tuple[str, str]` is unboxed, and
+        boxed again into a new tuple, at each call and dict access)."""
         stats = self.routes.get(route)
         if stats is None:
             stats = self._stats_for(ex)
@@ -209,20 +199,11 @@ class WorkerMetrics:
                 i = _bucket(took)
                 counts[i] = counts[i] + 1
                 stats.up_sum += took
-        if rare:
-            self._record_rare(ex, stats)
-
-    def _record_rare(self, ex: Any, stats: _RouteStats) -> None:
-        """Retries and cache results: off the common path."""
-        if ex.tries > 1 and ex.route is not None:
+        if retries and route is not None:
             name = stats.labels[2]
-            self.retries[name] = self.retries.get(name, 0) + ex.tries - 1
-        op = ex.cache_op
-        if op is not None:
-            result = _cache_result(op)
-            if result is not None:
-                key = (str(op.rc.zone.name), result)
-                self.cache[key] = self.cache.get(key, 0) + 1
+            self.retries[name] = self.retries.get(name, 0) + retries
+        if cache_key is not None:
+            self.cache[cache_key] = self.cache.get(cache_key, 0) + 1
 
     def _stats_for(self, ex: Any) -> _RouteStats:
         labels = _route_labels(ex)

@@ -1808,6 +1808,7 @@ class Exchange(ResponseSink):
                 now, self.started, self.remote_addr, self.head, self.status, self.peer, self.group
             )
         if metrics is not None:
+            op = self.cache_op
             metrics.count(
                 self.route,
                 self.status,
@@ -1816,7 +1817,8 @@ class Exchange(ResponseSink):
                 self.started,
                 self.upstream_start,
                 now,
-                self.tries > 1 or self.cache_op is not None,
+                self.tries - 1 if self.tries > 1 else 0,  # no try at all (a cache hit): 0
+                op.metric_key() if op is not None else None,
                 self,
             )  # observability/metrics.py
         if not log.enabled:

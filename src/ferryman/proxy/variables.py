@@ -249,9 +249,18 @@ def compile_template(text: str, where: str, user_vars: frozenset[str] = frozense
         return b"".join(p for p in parts if isinstance(p, bytes))
     if len(parts) == 1 and callable(parts[0]):
         return parts[0]
+    return _renderer(parts)
 
+
+def _renderer(parts: list[bytes | Callable[[Any], bytes]]) -> Callable[[Any], bytes]:
+    # A loop into a list, not a generator into join: compiled, join then takes the list
+    # as it is, and no generator object is made per render (a cache key is rendered for
+    # every cacheable request, a custom log line for every request).
     def render(ctx: Any) -> bytes:
-        return b"".join(p if isinstance(p, bytes) else p(ctx) for p in parts)
+        out: list[bytes] = []
+        for p in parts:
+            out.append(p if isinstance(p, bytes) else p(ctx))
+        return b"".join(out)
 
     return render
 
@@ -281,11 +290,7 @@ def compile_log_format(
         p if isinstance(p, bytes) else _log_value(p) for p in _compile_parts(text, where, user_vars)
     ]
     parts.append(b"\n")
-
-    def render(ctx: Any) -> bytes:
-        return b"".join(p if isinstance(p, bytes) else p(ctx) for p in parts)
-
-    return render
+    return _renderer(parts)
 
 
 def _compile_parts(

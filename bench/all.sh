@@ -2,10 +2,13 @@
 # The whole benchmark suite in one run (`make bench`), then one table of ratios:
 #
 #   1. main      the shared harness (../../shared/bench/run.sh), targets interleaved:
-#                direct, nginx, nginx with its access log, HAProxy, Ferryman (lean),
-#                Ferryman as deployed (access log + metrics/admin: bench/targets.sh),
-#                the bare relay and proxy.py; tests c50, c1000, c1 (latency), bulk (1 MiB)
-#   2. variants  the harness again, c50 only: nginx and Ferryman with 1 and 2 workers,
+#                direct, nginx (the harness's: keepalive 32), nginx-pool (the same with a
+#                pool that does not run out: targets.sh), nginx with its access log (and
+#                that pool), HAProxy, Ferryman (lean), Ferryman as deployed (access log +
+#                metrics/admin: bench/targets.sh), the bare relay and proxy.py; tests c50,
+#                c1000, c1 (latency), bulk (1 MiB)
+#   2. variants  the harness again, c50 only: nginx (both pools) and Ferryman with 1 and
+#                2 workers,
 #                Ferryman on the stock asyncio loop (--no-uvloop), the pure sources, and
 #                both with limit_req, limit_conn and an allow list on (targets.sh *-limits)
 #   3. tuned     the harness again, c1000 only: Ferryman as deployed, and the same with
@@ -18,7 +21,7 @@
 #   7. static    bench/static.sh: a 4 MiB static file beside nginx, sendfile off and on
 #   then bench/table.py OUT -> OUT/table.md (also printed).
 #
-#   bench/all.sh                   3 rounds x 10 s: about 30 minutes (docs/benchmarks.md)
+#   bench/all.sh                   3 rounds x 10 s: about 37 minutes (docs/benchmarks.md)
 #   QUICK=1 bench/all.sh           1 round x 3 s: about 4 minutes, a smoke run
 #
 # Knobs (env): ROUNDS DURATION WARMUP OUT PYTHON; PHASES (default "main variants tuned
@@ -84,6 +87,7 @@ fi
 status=0
 phase_main() {
     TAG=main TESTS="$MAIN_TESTS" bash "$SHARED_RUN" direct nginx \
+        "nginx-pool=exec bash '$HERE/targets.sh' nginx-pool {port} {backends} {workers}" \
         "nginx-log=exec bash '$HERE/targets.sh' nginx-log {port} {backends} {workers}" \
         haproxy \
         "ferryman=$(ferryman_cmd '{workers}')" \
@@ -94,6 +98,8 @@ phase_variants() {
     # 2 workers against 1, both pinned to the one proxy CPU: on 2 cores this shows what
     # a second worker costs (accept balancing, two event loops), not what it gains.
     TAG=variants TESTS=c50 bash "$SHARED_RUN" nginx:1 nginx:2 \
+        "nginx-pool-w1=exec bash '$HERE/targets.sh' nginx-pool {port} {backends} 1" \
+        "nginx-pool-w2=exec bash '$HERE/targets.sh' nginx-pool {port} {backends} 2" \
         "ferryman-w1=$(ferryman_cmd 1)" "ferryman-w2=$(ferryman_cmd 2)" \
         "ferryman-asyncio=$(ferryman_cmd 1 --no-uvloop)" \
         "ferryman-pure=export FERRYMAN_PURE=1; $(ferryman_cmd 1)" \

@@ -36,7 +36,9 @@ http {
     access_log off;
     keepalive_requests 10000000;
 $(temp_paths p)
-    upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 32; }
+    # keepalive 1024, not 32: with 32, nginx closes and reopens upstream connections
+    # under 50 clients (bench/targets.sh, nginx-pool); Ferryman's pool does not.
+    upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 1024; }
     server {
         listen 127.0.0.1:$NGINX_PORT ssl;
         ssl_certificate $CERT;

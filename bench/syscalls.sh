@@ -5,8 +5,13 @@
 # harness has, under the c50 load (wrk, 50 keep-alive connections, small response) on
 # CPU 1. Beside them, from the same wrk run: TCP segments sent per request (nstat
 # TcpOutSegs, the whole machine: client, proxy and backend legs; 4 is one data segment
-# per leg and no bare ACKs) and the proxy's CPU per request, user and system
-# microseconds (its processes' /proc/PID/stat ticks; perf's counting adds a little).
+# per leg and no bare ACKs), TCP connections opened per request (nstat TcpActiveOpens:
+# wrk's are open before the count starts, so these are the proxy's upstream connects;
+# 0 when its pool keeps every connection) and the proxy's CPU per request, user and
+# system microseconds (its processes' /proc/PID/stat ticks; perf's counting adds a
+# little). `nginx` keeps up to 1,024 idle upstream connections (bench/targets.sh,
+# nginx-pool); `nginx-k32` is the shared harness's `keepalive 32`, which runs out at
+# 50 clients: its connects and closes are then part of its requests' system calls.
 #
 #   bench/syscalls.sh          (make bench-syscalls)
 #
@@ -20,7 +25,7 @@
 # also prints strace's breakdown per system call (a second run per target).
 #
 # Knobs (env): DURATION=5 CONNS=50 PYTHON (default .venv) OUT PERF=1 STRACE=0
-# TARGETS="ferryman ferryman-full nginx haproxy relay". Loopback only; every run
+# TARGETS="ferryman ferryman-full nginx nginx-k32 haproxy relay". Loopback only; every run
 # time-bounded.
 set -euo pipefail
 
@@ -31,7 +36,7 @@ CONNS=${CONNS:-50}
 OUT=${OUT:-/tmp/ferryman-bench-syscalls.$(date +%Y%m%d-%H%M%S)}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 RELAY="${RELAY:-$ROOT/../shared/reference/relay_sketch.py}"
-TARGETS=${TARGETS:-"ferryman ferryman-full nginx haproxy relay"}
+TARGETS=${TARGETS:-"ferryman ferryman-full nginx nginx-k32 haproxy relay"}
 BACKEND_PORT=${BACKEND_PORT:-9231}
 PORT_BASE=${PORT_BASE:-8491}
 # Six backend ports, as the shared harness has: with one, 50 clients outgrow the
@@ -56,7 +61,7 @@ start_group backend taskset -c 1 nginx -p "$OUT" -c "$OUT/backend.conf" -g 'daem
 wait_port "$BACKEND_PORT"
 backends=$(backend_list)
 
-nginx_conf() {  # nginx_conf PORT: the harness's proxy settings, 1 worker
+nginx_conf() {  # nginx_conf PORT KEEPALIVE: the harness's proxy settings, 1 worker
     cat >"$OUT/nginx.conf" <<CONF
 worker_processes 1;
 pid $OUT/nginx.pid;
@@ -68,9 +73,7 @@ http {
 $(temp_paths p)
     upstream backend {
 $(for b in ${backends//,/ }; do echo "        server $b;"; done)
-        # 1024, not 32: with 32 nginx reconnects for ~15% of requests at c50, and
-        # those connects and closes would be counted as its request's system calls.
-        keepalive 1024; keepalive_requests 10000000;
+        keepalive $2; keepalive_requests 10000000;
     }
     server {
         listen 127.0.0.1:$1;
@@ -101,8 +104,8 @@ start_target() {  # start_target NAME PORT -> the process group id in $PGID
     case "$name" in
     ferryman | ferryman-full)
         start_group "$name" taskset -c 0 bash "$HERE/targets.sh" "$name" "$port" "$backends" 1 ;;
-    nginx)
-        nginx_conf "$port"
+    nginx | nginx-k32)
+        nginx_conf "$port" "$([ "$name" = nginx ] && echo 1024 || echo 32)"
         start_group "$name" taskset -c 0 nginx -p "$OUT" -c "$OUT/nginx.conf" -g 'daemon off;' ;;
     haproxy)
         haproxy_conf "$port"
@@ -126,20 +129,22 @@ ticks() {  # ticks PID... -> "user system" clock ticks summed over the processes
         | awk '{ u += $1; s += $2 } END { print u + 0, s + 0 }'
 }
 
-count_perf() {  # count_perf PGID PORT -> "syscalls requests segments user_ticks sys_ticks"
+count_perf() {  # count_perf PGID PORT -> "syscalls requests segments opens user_ticks sys_ticks"
     local pids; pids=$(pgrep -g "$1" | paste -sd, -)
     perf stat -x, -e raw_syscalls:sys_enter -p "$pids" -o "$OUT/perf.$1.txt" &
     local perf_pid=$!
     sleep 0.2
-    local u0 s0 u1 s1 segments
+    local u0 s0 u1 s1 counters segments opens
     read -r u0 s0 < <(ticks ${pids//,/ })
     nstat -n >/dev/null 2>&1 || true   # the counters' history starts now
     local requests; requests=$(load "$2" "$DURATION")
-    segments=$(nstat TcpOutSegs 2>/dev/null | awk '$1 == "TcpOutSegs" { print $2 }')
+    counters=$(nstat TcpOutSegs TcpActiveOpens 2>/dev/null || true)
+    segments=$(awk '$1 == "TcpOutSegs" { print $2 }' <<<"$counters")
+    opens=$(awk '$1 == "TcpActiveOpens" { print $2 }' <<<"$counters")
     read -r u1 s1 < <(ticks ${pids//,/ })
     kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
     local calls; calls=$(awk -F, '/raw_syscalls:sys_enter/ { print $1 }' "$OUT/perf.$1.txt")
-    echo "${calls:-0} ${requests:-0} ${segments:-0} $((u1 - u0)) $((s1 - s0))"
+    echo "${calls:-0} ${requests:-0} ${segments:-0} ${opens:-0} $((u1 - u0)) $((s1 - s0))"
 }
 
 count_strace() {  # count_strace PGID PORT NAME -> "syscalls requests" (+ the breakdown file)
@@ -159,7 +164,7 @@ hz=$(getconf CLK_TCK)
 per() {  # per AMOUNT REQUESTS [SCALE] -> AMOUNT * SCALE / REQUESTS, 2 decimals, or n/a
     awk -v a="$1" -v r="$2" -v k="${3:-1}" 'BEGIN { printf (r > 0 ? "%.2f" : "n/a"), a * k / r }'
 }
-printf 'target\tmethod\tsyscalls\trequests\tsyscalls_per_request\tsegments_per_request\tuser_us_per_request\tsys_us_per_request\n' \
+printf 'target\tmethod\tsyscalls\trequests\tsyscalls_per_request\tsegments_per_request\tconnects_per_request\tuser_us_per_request\tsys_us_per_request\n' \
     | tee "$OUT/results.tsv"
 port=$PORT_BASE
 for name in $TARGETS; do
@@ -168,12 +173,13 @@ for name in $TARGETS; do
     fi
     start_target "$name" "$port"
     load "$port" 2 >/dev/null   # warm-up: the upstream pool filled, pages faulted in
-    segments="" user="" sys=""
-    if [ "$use_perf" = 1 ]; then read -r calls requests segments user sys < <(count_perf "$PGID" "$port")
+    segments="" opens="" user="" sys=""
+    if [ "$use_perf" = 1 ]; then read -r calls requests segments opens user sys < <(count_perf "$PGID" "$port")
     else read -r calls requests < <(count_strace "$PGID" "$port" "$name"); fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$method" "$calls" "$requests" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$method" "$calls" "$requests" \
         "$(per "$calls" "$requests")" \
         "$([ -n "$segments" ] && per "$segments" "$requests" || echo n/a)" \
+        "$([ -n "$opens" ] && per "$opens" "$requests" || echo n/a)" \
         "$([ -n "$user" ] && per "$user" "$requests" "$((1000000 / hz))" || echo n/a)" \
         "$([ -n "$sys" ] && per "$sys" "$requests" "$((1000000 / hz))" || echo n/a)" \
         | tee -a "$OUT/results.tsv"

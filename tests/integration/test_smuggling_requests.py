@@ -440,6 +440,22 @@ def test_control_valid_requests_do_reach_the_backend(stack: Stack) -> None:
     assert stack.recorder.errors() == []
 
 
+def test_half_close_after_pipelined_requests_answers_each_then_closes(stack: Stack) -> None:
+    # RFC 9112 9.6: a client may half-close once its requests are sent. Each request
+    # still gets its answer, in order, and the connection then closes at once (not at
+    # the keep-alive timeout), whichever pass of the proxy's loop sees the FIN.
+    for _ in range(10):
+        mark = stack.recorder.mark()
+        data = FIRST + req(H, b"Content-Length: 5", body=b"hello")
+        with RawClient(stack.port, timeout=10) as client:
+            client.send(data)
+            client.sock.shutdown(socket.SHUT_WR)
+            assert [r.status for r in read_all(client, 2)] == [200, 200]
+            assert client.is_closed(timeout=2), "the connection stayed open"
+        messages = stack.recorder.messages_since(mark)
+        assert [(m.target, m.body) for m in messages] == [(b"/first", b""), (b"/x", b"hello")]
+
+
 def test_h2c_upgrade_is_never_forwarded(stack: Stack) -> None:
     mark = stack.recorder.mark()
     data = req(

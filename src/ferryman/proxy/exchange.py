@@ -1771,6 +1771,7 @@ class Exchange(ResponseSink):
         if conn is None or transport is None or conn.closed:
             return
         if transport.can_write_eof():
+            conn.flush_held()  # the tunnel's last bytes before the FIN
             transport.write_eof()
         else:
             conn.close()

@@ -33,6 +33,7 @@ from ferryman.http.serialize import error_response
 from ferryman.proxy.exchange import Exchange
 from ferryman.server.context import ListenerContext, WorkerContext
 from ferryman.server.proxy_protocol import ProxyHeaderParser, ProxyProtocolError
+from ferryman.server.write_batch import HOLD_MAX, HeldWrites
 
 __all__ = ["ClientConnection"]
 
@@ -59,7 +60,9 @@ class ClientConnection(RequestSink):
         "closed",
         "current",
         "deadline",
+        "half_closed",
         "heads",
+        "held",
         "listener",
         "number",
         "parser",
@@ -83,6 +86,10 @@ class ClientConnection(RequestSink):
         self.listener = listener
         self.worker: WorkerContext = listener.worker
         self.transport: asyncio.Transport | None = None
+        # This pass's small writes (server/write_batch.py); made with the transport.
+        self.held: HeldWrites | None = None
+        # The client half-closed after its requests: close once they are answered.
+        self.half_closed = False
         self.parser = RequestParser(self, listener.worker.client_limits)
         # A refused request behind valid pipelined ones: its error is written once they
         # have been answered (responses go in request order), then the connection closes.
@@ -116,6 +123,7 @@ class ClientConnection(RequestSink):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport  # type: ignore[assignment]
         assert self.transport is not None
+        self.held = HeldWrites(self.transport)
         worker = self.worker
         # Not refused while draining: a connection accepted just before the listener
         # closed (its connection_made still queued) is served once, with
@@ -204,10 +212,14 @@ class ClientConnection(RequestSink):
             self.reject(ProtocolError("client closed the connection mid-request"))
             return True
         # A client that half-closes after its request still gets the answer (RFC 9112
-        # 9.6 allows it); the connection closes once the current exchange is done.
+        # 9.6 allows it); the connection closes once the requests it sent are answered
+        # (exchange_done), however many passes of the loop that takes.
         if self.current is not None or self.pending:
-            self.worker.loop.call_soon(self._close_after_current)
+            self.half_closed = True
             return True
+        # The transport closes itself when this returns: what this pass still holds for
+        # the client (the last answer) goes to it first.
+        self.flush_held()
         return None
 
     def pause_writing(self) -> None:
@@ -281,8 +293,21 @@ class ClientConnection(RequestSink):
         return self._write_paused
 
     def write(self, data: bytes) -> None:
-        if not self.closed and self.transport is not None:
-            self.transport.write(data)
+        held = self.held
+        if self.closed or held is None:
+            return
+        if len(data) <= HOLD_MAX:
+            self.worker.write_batch.hold(held, data)
+        else:
+            held.flush()
+            held.transport.write(data)
+
+    def flush_held(self) -> None:
+        """Hand this pass's held writes to the transport now: before anything that must
+        follow them on the wire."""
+        held = self.held
+        if held is not None:
+            held.flush()
 
     @property
     def takes_mapped_views(self) -> bool:
@@ -293,6 +318,7 @@ class ClientConnection(RequestSink):
     def write_mapped(self, view: memoryview) -> None:
         """Write a view of a file mapping; only where takes_mapped_views is true."""
         if not self.closed and self.transport is not None:
+            self.flush_held()
             self.transport.write(view)
 
     def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
@@ -300,7 +326,12 @@ class ClientConnection(RequestSink):
             return
         self.current = None
         self.requests += 1
-        if not keep_alive or self.closed or self.worker.draining:
+        if (
+            not keep_alive
+            or self.closed
+            or self.worker.draining
+            or (self.half_closed and not self.pending and self.rejected is None)
+        ):
             self.close()
             return
         if (ex.head.upgrade is not None or ex.head.method == b"CONNECT") and not ex.tunnel:
@@ -351,6 +382,7 @@ class ClientConnection(RequestSink):
 
     def close(self) -> None:
         if not self.closed and self.transport is not None:
+            self.flush_held()
             self.closed = True
             self.transport.close()
 
@@ -437,6 +469,7 @@ class ClientConnection(RequestSink):
                 self.transport.abort()
         elif self._write_paused:
             _log.info("client %s timed out reading the response", self.remote_addr.decode())
+            self.flush_held()
             self.transport.abort() if self.transport else None
         elif phase == _IDLE:
             self.close()
@@ -460,10 +493,6 @@ class ClientConnection(RequestSink):
         else:
             if self.current is not None:
                 self.current.client_gone()
-            self.close()
-
-    def _close_after_current(self) -> None:
-        if self.current is None and not self.pending:
             self.close()
 
     def _pause(self, reason: int) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ferryman.config.schema import ClientLimits, ClientTimeouts
 from ferryman.http.dates import http_date
+from ferryman.server.write_batch import WriteBatch
 
 if TYPE_CHECKING:
     from ferryman.filters.real_ip import RealIp
@@ -54,6 +55,7 @@ class WorkerContext:
         "sweeper",
         "trace",
         "upstreams",
+        "write_batch",
     )
 
     def __init__(
@@ -65,6 +67,9 @@ class WorkerContext:
         max_connections: int,
     ) -> None:
         self.loop = loop
+        # Small writes to clients and upstreams, held to the end of the loop's pass
+        # (server/write_batch.py).
+        self.write_batch = WriteBatch(loop)
         self.sweeper = sweeper
         self.access_log = access_log
         # The client timeouts as native floats: connections read them on every request,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final
 from ferryman.errors import UpstreamProtocolError
 from ferryman.http.messages import ResponseHead
 from ferryman.http.response_parser import ResponseParser, ResponseSink
+from ferryman.server.write_batch import HOLD_MAX, HeldWrites, WriteBatch
 
 if TYPE_CHECKING:
     # The one kind of user (typed, the compiled build calls it natively instead of by
@@ -45,8 +46,10 @@ class UpstreamConnection:
     optional mypyc build can compile it into a native class."""
 
     __slots__ = (
+        "batch",
         "closed",
         "deadline",
+        "held",
         "on_close",
         "parser",
         "peer",
@@ -68,11 +71,17 @@ class UpstreamConnection:
         self.closed = False
         # Set by the pool: how to forget this connection once it is gone.
         self.on_close: object = None
+        # This pass's small writes and the worker's batch that hands them over
+        # (server/write_batch.py): made with the transport, and on the first attach.
+        self.held: HeldWrites | None = None
+        self.batch: WriteBatch | None = None
 
     # ---- attach / detach ----
 
     def attach(self, user: Exchange, head_request: bool) -> None:
         self.user = user
+        if self.batch is None:
+            self.batch = user.worker.write_batch
         self.requests += 1
         self.parser.sink = user
         self.parser.expect(head_request)
@@ -82,16 +91,33 @@ class UpstreamConnection:
         self.parser.sink = _IDLE
 
     def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
+        held = self.held
+        assert held is not None
+        batch = self.batch
+        if batch is not None and len(data) <= HOLD_MAX:
+            batch.hold(held, data)
+        else:
+            held.flush()
+            held.transport.write(data)
+
+    def flush_held(self) -> None:
+        """Hand this pass's held writes to the transport now: before anything that must
+        follow them on the wire (write_eof)."""
+        held = self.held
+        if held is not None:
+            held.flush()
 
     def close(self) -> None:
         if not self.closed and self.transport is not None:
+            self.flush_held()
             self.closed = True
             self.transport.close()
 
     def abort(self) -> None:
         if not self.closed and self.transport is not None:
+            # Dropped, not sent: an aborted request must not reach the peer whole.
+            if self.held is not None:
+                self.held.chunks = []
             self.closed = True
             self.transport.abort()
 
@@ -100,6 +126,8 @@ class UpstreamConnection:
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport  # type: ignore[assignment]
+        assert self.transport is not None
+        self.held = HeldWrites(self.transport)
         self.parser = ResponseParser(_IDLE)
 
     def data_received(self, data: bytes) -> None:
@@ -123,6 +151,8 @@ class UpstreamConnection:
         user.flush_response()
 
     def eof_received(self) -> bool | None:
+        # The transport closes itself when this returns: held bytes go to it first.
+        self.flush_held()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:

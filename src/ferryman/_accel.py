@@ -79,7 +79,7 @@ ACCEL_MODULES = (
     "ferryman.filters.access",
     # Read on every request (timeouts, the Date line, the sweeper's clock): compiled,
     # their attributes are struct fields instead of lookups by name.
-    "ferryman.server.write_batch",
+    "ferryman.write_batch",
     "ferryman.server.context",
     "ferryman.server.sweeper",
     # What every request pays for observability: the access log's entries and

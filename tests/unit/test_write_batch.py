@@ -1,4 +1,4 @@
-"""server/write_batch.py over a real socket pair and a real event loop (uvloop and the
+"""write_batch.py over a real socket pair and a real event loop (uvloop and the
 stock asyncio loop): held writes reach the wire only after the loop's pass, together
 and in order; a connection's own flush hands them over at once; a closed transport's
 held bytes are dropped without an error."""
@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 import uvloop
 
-from ferryman.server.write_batch import HeldWrites, WriteBatch
+from ferryman.write_batch import HeldWrites, WriteBatch
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "uvloop": uvloop.new_event_loop,

@@ -33,7 +33,7 @@ from ferryman.http.serialize import error_response
 from ferryman.proxy.exchange import Exchange
 from ferryman.server.context import ListenerContext, WorkerContext
 from ferryman.server.proxy_protocol import ProxyHeaderParser, ProxyProtocolError
-from ferryman.server.write_batch import HOLD_MAX, HeldWrites
+from ferryman.write_batch import HOLD_MAX, HeldWrites
 
 __all__ = ["ClientConnection"]
 
@@ -86,7 +86,7 @@ class ClientConnection(RequestSink):
         self.listener = listener
         self.worker: WorkerContext = listener.worker
         self.transport: asyncio.Transport | None = None
-        # This pass's small writes (server/write_batch.py); made with the transport.
+        # This pass's small writes (write_batch.py); made with the transport.
         self.held: HeldWrites | None = None
         # The client half-closed after its requests: close once they are answered.
         self.half_closed = False

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ferryman.config.schema import ClientLimits, ClientTimeouts
 from ferryman.http.dates import http_date
-from ferryman.server.write_batch import WriteBatch
+from ferryman.write_batch import WriteBatch
 
 if TYPE_CHECKING:
     from ferryman.filters.real_ip import RealIp
@@ -68,7 +68,7 @@ class WorkerContext:
     ) -> None:
         self.loop = loop
         # Small writes to clients and upstreams, held to the end of the loop's pass
-        # (server/write_batch.py).
+        # (write_batch.py).
         self.write_batch = WriteBatch(loop)
         self.sweeper = sweeper
         self.access_log = access_log

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final
 from ferryman.errors import UpstreamProtocolError
 from ferryman.http.messages import ResponseHead
 from ferryman.http.response_parser import ResponseParser, ResponseSink
-from ferryman.server.write_batch import HOLD_MAX, HeldWrites, WriteBatch
+from ferryman.write_batch import HOLD_MAX, HeldWrites, WriteBatch
 
 if TYPE_CHECKING:
     # The one kind of user (typed, the compiled build calls it natively instead of by
@@ -72,7 +72,7 @@ class UpstreamConnection:
         # Set by the pool: how to forget this connection once it is gone.
         self.on_close: object = None
         # This pass's small writes and the worker's batch that hands them over
-        # (server/write_batch.py): made with the transport, and on the first attach.
+        # (write_batch.py): made with the transport, and on the first attach.
         self.held: HeldWrites | None = None
         self.batch: WriteBatch | None = None
 

@@ -38,9 +38,9 @@ http {
     access_log off;
     keepalive_requests 10000000;
 $(temp_paths p)
-    # keepalive 1024: 400 streams in flight need as many upstream connections, and
-    # nginx closes those over its `keepalive` (bench/targets.sh, nginx-pool).
-    upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 1024; }
+    # NGINX_POOL (1024): 400 streams in flight need as many upstream connections, and
+    # nginx closes those over its `keepalive` (bench/nginx_conf.sh).
+    upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive $NGINX_POOL; }
     server {
         # "listen ... http2": understood by every nginx with HTTP/2 ("http2 on" needs
         # 1.25.1+; Debian 12 has 1.22).

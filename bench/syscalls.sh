@@ -105,7 +105,7 @@ start_target() {  # start_target NAME PORT -> the process group id in $PGID
     ferryman | ferryman-full)
         start_group "$name" taskset -c 0 bash "$HERE/targets.sh" "$name" "$port" "$backends" 1 ;;
     nginx | nginx-k32)
-        nginx_conf "$port" "$([ "$name" = nginx ] && echo 1024 || echo 32)"
+        nginx_conf "$port" "$([ "$name" = nginx ] && echo "$NGINX_POOL" || echo 32)"
         start_group "$name" taskset -c 0 nginx -p "$OUT" -c "$OUT/nginx.conf" -g 'daemon off;' ;;
     haproxy)
         haproxy_conf "$port"

@@ -137,7 +137,7 @@ http {
 $(nginx_temp_paths "$dir")
     upstream backends {
 $servers
-        keepalive ${NGINX_KEEPALIVE:-1024};
+        keepalive $NGINX_POOL;
         keepalive_requests 10000000;
         keepalive_timeout 300s;
     }

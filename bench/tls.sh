@@ -36,9 +36,9 @@ http {
     access_log off;
     keepalive_requests 10000000;
 $(temp_paths p)
-    # keepalive 1024, not 32: with 32, nginx closes and reopens upstream connections
-    # under 50 clients (bench/targets.sh, nginx-pool); Ferryman's pool does not.
-    upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 1024; }
+    # NGINX_POOL (1024), not 32: with 32, nginx closes and reopens upstream connections
+    # under 50 clients (bench/nginx_conf.sh); Ferryman's pool does not.
+    upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive $NGINX_POOL; }
     server {
         listen 127.0.0.1:$NGINX_PORT ssl;
         ssl_certificate $CERT;

@@ -1,7 +1,11 @@
 # Shared set-up of the TLS benchmarks (bench/tls.sh, bench/h2.sh): process groups
 # stopped on exit, port waits, certificates from Ferryman's development CA, and the
 # tiny nginx backend both proxies stand in front of. Sourced after the caller has set
-# OUT, ROOT, PYTHON, BACKEND_PORT and BENCH (its name, for messages).
+# OUT, ROOT, PYTHON, BACKEND_PORT and BENCH (its name, for messages). Brings in
+# bench/nginx_conf.sh too, for NGINX_POOL (the proxies' nginx upstream pool).
+
+# shellcheck source=bench/nginx_conf.sh
+source "$(dirname "${BASH_SOURCE[0]}")/nginx_conf.sh"
 
 mkdir -p "$OUT/tmp" "$OUT/logs"
 ulimit -n 65536 2>/dev/null || true

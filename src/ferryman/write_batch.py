@@ -50,6 +50,10 @@ class HeldWrites:
             # One system call for the pass's writes (uvloop: a writev of the list).
             transport.writelines(chunks)
 
+    def drop(self) -> None:
+        """Forget what is held: for a connection aborted mid-message, none of it may go."""
+        self.chunks = []
+
 
 class WriteBatch:
     """The worker's held writes, handed over by one callback at the end of the pass."""
@@ -60,6 +64,15 @@ class WriteBatch:
         self._loop = loop
         self._held: list[HeldWrites] = []
         self._scheduled = False
+
+    def write(self, held: HeldWrites, data: bytes) -> None:
+        """`data` for `held`'s transport: held to the end of the pass when it is small;
+        a larger write goes at once, after what is held."""
+        if len(data) <= HOLD_MAX:
+            self.hold(held, data)
+        else:
+            held.flush()
+            held.transport.write(data)
 
     def hold(self, held: HeldWrites, data: bytes) -> None:
         chunks = held.chunks

@@ -369,7 +369,7 @@ class RequestRules:
         min_fresh: float | None,
         only_if_cached: bool,
         authorization: bool,
-        conditional: bool = False,
+        conditional: bool,
     ) -> None:
         self.method = method
         # The request does not forbid storing the response (5.2.1.5 no-store).

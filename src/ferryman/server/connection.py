@@ -33,7 +33,7 @@ from ferryman.http.serialize import error_response
 from ferryman.proxy.exchange import Exchange
 from ferryman.server.context import ListenerContext, WorkerContext
 from ferryman.server.proxy_protocol import ProxyHeaderParser, ProxyProtocolError
-from ferryman.write_batch import HOLD_MAX, HeldWrites
+from ferryman.write_batch import HeldWrites
 
 __all__ = ["ClientConnection"]
 
@@ -294,13 +294,8 @@ class ClientConnection(RequestSink):
 
     def write(self, data: bytes) -> None:
         held = self.held
-        if self.closed or held is None:
-            return
-        if len(data) <= HOLD_MAX:
-            self.worker.write_batch.hold(held, data)
-        else:
-            held.flush()
-            held.transport.write(data)
+        if not self.closed and held is not None:
+            self.worker.write_batch.write(held, data)
 
     def flush_held(self) -> None:
         """Hand this pass's held writes to the transport now: before anything that must

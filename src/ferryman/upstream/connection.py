@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final
 from ferryman.errors import UpstreamProtocolError
 from ferryman.http.messages import ResponseHead
 from ferryman.http.response_parser import ResponseParser, ResponseSink
-from ferryman.write_batch import HOLD_MAX, HeldWrites, WriteBatch
+from ferryman.write_batch import HeldWrites, WriteBatch
 
 if TYPE_CHECKING:
     # The one kind of user (typed, the compiled build calls it natively instead of by
@@ -91,14 +91,10 @@ class UpstreamConnection:
         self.parser.sink = _IDLE
 
     def write(self, data: bytes) -> None:
-        held = self.held
-        assert held is not None
-        batch = self.batch
-        if batch is not None and len(data) <= HOLD_MAX:
-            batch.hold(held, data)
-        else:
-            held.flush()
-            held.transport.write(data)
+        # Only an attached connection is written to (by its exchange): the batch is set.
+        held, batch = self.held, self.batch
+        assert held is not None and batch is not None
+        batch.write(held, data)
 
     def flush_held(self) -> None:
         """Hand this pass's held writes to the transport now: before anything that must
@@ -117,7 +113,7 @@ class UpstreamConnection:
         if not self.closed and self.transport is not None:
             # Dropped, not sent: an aborted request must not reach the peer whole.
             if self.held is not None:
-                self.held.chunks = []
+                self.held.drop()
             self.closed = True
             self.transport.abort()
 

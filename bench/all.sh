@@ -52,6 +52,11 @@ mkdir -p "$OUT"
 started=$(date +%s)
 log() { echo "bench/all.sh [$(( $(date +%s) - started ))s]: $*" >&2; }
 
+# The harness's backends and proxies, then tls.sh's and h2.sh's: a port someone else
+# holds would be measured in place of ours.
+bp=${BACKEND_PORT:-9001} pp=${PROXY_PORT_BASE:-8081}
+bash "$HERE/ports_free.sh" "$bp-$((bp + 5))" "$pp-$((pp + 19))" 9201 9211 8461-8462 8471-8472
+
 bash "$ROOT/scripts/build-accel.sh" >&2 || log "no compiled build; Ferryman runs the pure sources"
 
 # proxy.py in a venv of its own (never in the project's): pinned, made once per OUT.

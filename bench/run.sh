@@ -54,6 +54,9 @@ ferryman+=" --backends {backends} --workers {workers} --balance $balance --acces
 # --keepalive-requests: the harness's nginx sets keepalive_requests 10000000 upstream.
 ferryman+=" --no-forwarded-headers --keepalive-requests 10000000 --worker-connections 65536$extra"
 
+bp=${BACKEND_PORT:-9001} pp=${PROXY_PORT_BASE:-8081}
+bash "$HERE/ports_free.sh" "$bp-$((bp + ${NBACKENDS:-6} - 1))" "$pp-$((pp + 9))"
+
 # The compiled hot path (mypyc, built by `make`) and the pure-Python sources, side by side.
 bash "$ROOT/scripts/build-accel.sh" >&2 || echo "bench/run.sh: no compiled build" >&2
 targets=(direct nginx "ferryman=$ferryman" "ferryman-pure=export FERRYMAN_PURE=1; $ferryman")

@@ -168,6 +168,7 @@ def build_worker(
         worker.keepalive_line = b"Keep-Alive: timeout=%d\r\n" % config.keepalive_header
     sweeper.every_tick(access.flush)
     sweeper.every_tick(worker.refresh_date)
+    sweeper.every_tick(worker.expire_mappings)
     connect_fn = connect or tcp_connect(loop)
     groups: dict[str, UpstreamGroup] = {}
     pools: dict[str, ConnectionPool] = {}

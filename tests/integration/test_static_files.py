@@ -131,6 +131,37 @@ def test_file_truncated_in_place_while_sent_is_cut_short_not_fatal(site: Site) -
     assert after.status == 200 and len(after.body) == 4096
 
 
+def _mappings_of(pid: int, path: Path) -> int:
+    return Path(f"/proc/{pid}/maps").read_text().count(str(path))
+
+
+def test_kept_mapping_serves_the_file_as_it_now_is(site: Site) -> None:
+    """A large file's mapping is kept for the next request (file_views.MappedFiles):
+    it stays mapped in the worker after the response, is not mapped a second time, and
+    a rewrite in place, a change of size or a file renamed over it is served as the
+    file now is."""
+    path = site.root / "kept.bin"
+    first = os.urandom(300_000)
+    path.write_bytes(first)
+    (worker,) = wait_for_children(site.proxy.proc.pid, 1)
+    assert get(site.port, "/kept.bin").body == first
+    assert _mappings_of(worker, path) == 1  # kept after the response
+    assert get(site.port, "/kept.bin").body == first
+    assert _mappings_of(worker, path) == 1  # the same one, reused
+    rewritten = os.urandom(300_000)
+    with open(path, "r+b") as f:  # same inode, same size, new bytes
+        f.write(rewritten)
+    assert get(site.port, "/kept.bin").body == rewritten
+    grown = rewritten + os.urandom(100_000)
+    path.write_bytes(grown)  # truncated and written again: another size
+    assert get(site.port, "/kept.bin").body == grown
+    other = site.root / "kept.new"
+    replaced = os.urandom(400_000)
+    other.write_bytes(replaced)
+    os.rename(other, path)  # another inode, the same size as the last
+    assert get(site.port, "/kept.bin").body == replaced
+
+
 def test_keep_alive_serves_files_in_turn(site: Site) -> None:
     with RawClient(site.port, timeout=TIMEOUT) as client:
         for _ in range(3):

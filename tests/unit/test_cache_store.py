@@ -21,6 +21,7 @@ from ferryman.cache.store import CHUNK_SIZE, Store, StoreError
 from ferryman.cache.tiered import TieredStore, open_store
 from ferryman.clock import ManualClock
 from ferryman.config.schema import CacheZoneSpec
+from ferryman.file_views import MappedFiles
 
 T0 = 1_000_000.0
 
@@ -215,11 +216,19 @@ def test_disk_entry_maps_its_body_and_the_mapping_outlives_file_and_descriptor(
     put(store, meta("k"), body, chunk=CHUNK_SIZE)
     entry = store.lookup("k", b"")
     assert isinstance(entry, DiskEntry)
-    view = entry.mapped_body()
+    files = MappedFiles()
+    view = entry.mapped_body(files, 0.0)
     assert view is not None and view.readonly and bytes(view) == body
     entry.close()
-    assert entry.mapped_body() is None  # closed: nothing to map
+    assert entry.mapped_body(files, 0.0) is None  # closed: nothing to map
     put(store, meta("k"), b"a new body", chunk=CHUNK_SIZE)  # renamed over the old file
+    # The new file is another inode: its body, not the kept mapping of the old one.
+    again = store.lookup("k", b"")
+    assert isinstance(again, DiskEntry)
+    new_view = again.mapped_body(files, 0.0)
+    again.close()
+    assert new_view is not None and bytes(new_view) == b"a new body"
+    assert len(files) == 2
     assert store.remove("k") == 1
     assert bytes(view) == body  # the old file's pages, still mapped
 

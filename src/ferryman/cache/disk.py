@@ -49,7 +49,7 @@ from typing import BinaryIO, Final
 from ferryman.cache.entry import EntryMeta, decode_meta, encode_meta
 from ferryman.cache.stamps import ChangeStamps, open_stamps, slot_of
 from ferryman.cache.store import CHUNK_SIZE, StoreError
-from ferryman.file_views import map_region
+from ferryman.file_views import MappedFiles
 
 __all__ = ["DiskEntry", "DiskStore"]
 
@@ -138,7 +138,7 @@ class DiskEntry:
         finally:
             self.close()
 
-    def mapped_body(self) -> memoryview | None:
+    def mapped_body(self, files: MappedFiles, now: float) -> memoryview | None:
         """The body as a view of the file's read-only mapping (file_views.py: only the
         kernel may read it), or None where it cannot be mapped (the entry is closed, or
         the process is out of mappings). Our own files never shrink under a mapping:
@@ -146,7 +146,7 @@ class DiskEntry:
         the old one's pages."""
         if self._fd < 0:
             return None
-        return map_region(self._fd, len(MAGIC), len(MAGIC) + self.meta.body_size)
+        return files.region(self._fd, len(MAGIC), len(MAGIC) + self.meta.body_size, now)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -684,7 +684,8 @@ class CacheOp:
             # A large body on disk: a view of the file's mapping, written whole, as
             # the memory tier's above. The kernel copies from the page cache into the
             # socket; no read into this process, no loop round per chunk.
-            view = entry.mapped_body()
+            worker = ex.client.worker
+            view = entry.mapped_body(worker.mapped_files, worker.sweeper.now)
             if view is not None:  # else (out of mappings) the sender reads it
                 entry.close()  # the mapping outlives the descriptor
                 ex.body_bytes += len(view)

@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ferryman.config.schema import ClientLimits, ClientTimeouts
+from ferryman.file_views import MappedFiles
 from ferryman.http.dates import http_date
 from ferryman.write_batch import WriteBatch
 
@@ -46,6 +47,7 @@ class WorkerContext:
         "keepalive_timeout",
         "loop",
         "make_upstream",
+        "mapped_files",
         "maps",
         "max_connections",
         "metrics",
@@ -70,6 +72,9 @@ class WorkerContext:
         # Small writes to clients and upstreams, held to the end of the loop's pass
         # (write_batch.py).
         self.write_batch = WriteBatch(loop)
+        # Files mapped for large static and cached bodies, kept for the next request
+        # (file_views.py); app.py lets the idle ones go on the sweeper's tick.
+        self.mapped_files = MappedFiles()
         self.sweeper = sweeper
         self.access_log = access_log
         # The client timeouts as native floats: connections read them on every request,
@@ -141,6 +146,9 @@ class WorkerContext:
         if now != self._date_second:
             self._date_second = now
             self.date_line = b"Date: %s\r\n" % http_date(now).encode()
+
+    def expire_mappings(self) -> None:
+        self.mapped_files.expire(self.sweeper.now)
 
     def __repr__(self) -> str:
         return f"WorkerContext(connections={len(self.connections)}/{self.max_connections})"

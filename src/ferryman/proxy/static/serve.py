@@ -29,7 +29,6 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from ferryman.config.schema import StaticSpec
-from ferryman.file_views import map_region
 from ferryman.http.serialize import status_line
 from ferryman.proxy import autoindex
 from ferryman.proxy.mime import BUILTIN_TYPES, content_type, type_table
@@ -360,7 +359,8 @@ class FileResponse:
             # copies from the page cache, as nginx's sendfile (file_views.py). A file
             # shrunk under it meanwhile cuts the body short and closes the connection,
             # as the reads below do.
-            view = map_region(self.fd, start, end)
+            worker = ex.client.worker
+            view = worker.mapped_files.region(self.fd, start, end, worker.sweeper.now)
             if view is not None:  # else (out of mappings) the reads below
                 self.close()
                 ex.body_bytes += len(view)

@@ -139,11 +139,11 @@ class DiskEntry:
             self.close()
 
     def mapped_body(self, files: MappedFiles, now: float) -> memoryview | None:
-        """The body as a view of the file's read-only mapping (file_views.py: only the
-        kernel may read it), or None where it cannot be mapped (the entry is closed, or
-        the process is out of mappings). Our own files never shrink under a mapping:
-        an entry is replaced by renaming a new file over it, and an open mapping keeps
-        the old one's pages."""
+        """The body as a view of the file's read-only mapping, one the worker keeps in
+        `files` (file_views.py: only the kernel may read it), or None where it cannot
+        be mapped (the entry is closed, or the process is out of mappings). Our own
+        files never shrink under a mapping: an entry is replaced by renaming a new file
+        over it, and an open mapping keeps the old one's pages."""
         if self._fd < 0:
             return None
         return files.region(self._fd, len(MAGIC), len(MAGIC) + self.meta.body_size, now)

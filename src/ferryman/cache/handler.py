@@ -683,7 +683,8 @@ class CacheOp:
         ):
             # A large body on disk: a view of the file's mapping, written whole, as
             # the memory tier's above. The kernel copies from the page cache into the
-            # socket; no read into this process, no loop round per chunk.
+            # socket; no read into this process, no loop round per chunk. The worker
+            # keeps the mapping for the entry's next hit.
             worker = ex.client.worker
             view = entry.mapped_body(worker.mapped_files, worker.sweeper.now)
             if view is not None:  # else (out of mappings) the sender reads it

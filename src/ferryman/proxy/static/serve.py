@@ -356,7 +356,8 @@ class FileResponse:
             and h1.takes_mapped_views
         ):
             # The region as a view of the file's mapping, written whole: the kernel
-            # copies from the page cache, as nginx's sendfile (file_views.py). A file
+            # copies from the page cache, as nginx's sendfile (file_views.py). The
+            # worker keeps the mapping for the next request of this file. A file
             # shrunk under it meanwhile cuts the body short and closes the connection,
             # as the reads below do.
             worker = ex.client.worker

@@ -130,10 +130,6 @@ class MappedFiles:
                 return
             self._drop(key)
 
-    def clear(self) -> None:
-        while self._kept:
-            self._drop(next(iter(self._kept)))
-
     def _drop(self, key: tuple[int, int]) -> None:
         # Dropped, not closed: a view still being sent keeps the mapping alive until the
         # transport lets go of it (closing it under an exported view raises).

@@ -1767,14 +1767,8 @@ class Exchange(ResponseSink):
         """The client half-closed the tunnel: the upstream gets a FIN too (a TLS
         upstream cannot half-close, so its connection is closed)."""
         conn = self.conn
-        transport = conn.transport if conn is not None else None
-        if conn is None or transport is None or conn.closed:
-            return
-        if transport.can_write_eof():
-            conn.flush_held()  # the tunnel's last bytes before the FIN
-            transport.write_eof()
-        else:
-            conn.close()
+        if conn is not None:
+            conn.half_close()
 
     def finish_tunnel(self) -> None:
         if self.finished:

@@ -464,7 +464,6 @@ class ClientConnection(RequestSink):
                 self.transport.abort()
         elif self._write_paused:
             _log.info("client %s timed out reading the response", self.remote_addr.decode())
-            self.flush_held()
             self.transport.abort() if self.transport else None
         elif phase == _IDLE:
             self.close()

@@ -98,10 +98,22 @@ class UpstreamConnection:
 
     def flush_held(self) -> None:
         """Hand this pass's held writes to the transport now: before anything that must
-        follow them on the wire (write_eof)."""
+        follow them on the wire (a FIN)."""
         held = self.held
         if held is not None:
             held.flush()
+
+    def half_close(self) -> None:
+        """A FIN after what was written (a tunnel's client half-closed); a transport
+        that cannot half-close (TLS) is closed."""
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        if transport.can_write_eof():
+            self.flush_held()
+            transport.write_eof()
+        else:
+            self.close()
 
     def close(self) -> None:
         if not self.closed and self.transport is not None:

@@ -76,6 +76,17 @@ def test_combined_escapes_quote_backslash_control_and_non_ascii(raw: bytes, esca
     assert line.endswith(b' "' + escaped + b'"\n')
 
 
+def test_every_byte_is_escaped_exactly_when_nginx_would() -> None:
+    # One byte at a time, alone and inside plain text: the check that lets a line skip
+    # escaping (a translate table, compiled) must agree with the escaping itself.
+    for c in range(256):
+        byte = bytes([c])
+        needs = c < 0x20 or c > 0x7E or byte in (b'"', b"\\")
+        for raw in (byte, b"GET /" + byte + b" HTTP/1.1"):
+            line = format_combined(entry(request_line=raw), STAMP)
+            assert (b"\\x%02X" % c in line) is needs, raw
+
+
 def test_combined_escapes_every_untrusted_field() -> None:
     e = entry(
         remote_addr=b'1"2',

@@ -392,21 +392,21 @@ class RequestRules:
 def request_rules(method: bytes | str, headers: Headers) -> RequestRules:
     # One pass over the fields for what the cache asks of every request; Cache-Control
     # is parsed only when present (most requests have none).
-    # The names are told apart by length first, and compared without a lowered copy.
+    # The names are told apart by length first, then by their usual spelling (a memcmp).
     has_cc = authorization = conditional = False
     pragma: list[tuple[bytes, bytes | None]] = []
     for name, value in headers:
         size = len(name)
         if size == 13:
-            if equals_lower(name, b"cache-control"):
+            if equals_lower(name, b"cache-control", b"Cache-Control"):
                 has_cc = True
-            elif equals_lower(name, b"authorization"):
+            elif equals_lower(name, b"authorization", b"Authorization"):
                 authorization = True
-            elif equals_lower(name, b"if-none-match"):
+            elif equals_lower(name, b"if-none-match", b"If-None-Match"):
                 conditional = True
-        elif size == 17 and equals_lower(name, b"if-modified-since"):
+        elif size == 17 and equals_lower(name, b"if-modified-since", b"If-Modified-Since"):
             conditional = True
-        elif size == 6 and equals_lower(name, b"pragma"):
+        elif size == 6 and equals_lower(name, b"pragma", b"Pragma"):
             _split_directives(value, pragma)
     cc = parse_cache_control(headers) if has_cc else _EMPTY_CC
     pragma_no_cache = not has_cc and any(d == b"no-cache" for d, _ in pragma)

@@ -324,7 +324,7 @@ class RequestParser:
                 if is_token_name(name):  # no managed name is as long
                     lines.append(b"%s: %s\r\n" % (name, value))
                 continue
-            if n == 4 and equals_lower(name, b"host"):  # every request's: no lookup
+            if n == 4 and equals_lower(name, b"host", b"Host"):  # every request's: no lookup
                 # llhttp strips the leading whitespace of a value, not the trailing.
                 host = trim_ows(value)
                 hosts += 1

@@ -245,16 +245,16 @@ class ResponseParser:
             # lowered and looked up.
             if not (_MANAGED_LENGTHS >> n) & 1:
                 lines.append(b"%s: %s\r\n" % (name, value))
-            elif n == 4 and equals_lower(name, b"date"):
+            elif n == 4 and equals_lower(name, b"date", b"Date"):
                 # The proxy writes its own Date (as nginx does), or passes this one on.
                 date = value
-            elif n == 14 and equals_lower(name, b"content-length"):
+            elif n == 14 and equals_lower(name, b"content-length", b"Content-Length"):
                 length_field = trim_ows(value)
                 content_length = _content_length(length_field)
-            elif n == 17 and equals_lower(name, b"transfer-encoding"):
+            elif n == 17 and equals_lower(name, b"transfer-encoding", b"Transfer-Encoding"):
                 codings += 1
                 chunked = _is_chunked(value)
-            elif n == 10 and equals_lower(name, b"connection"):
+            elif n == 10 and equals_lower(name, b"connection", b"Connection"):
                 listed = parse_connection_tokens(value)
                 tokens = tokens | listed if tokens else listed
             elif lower_name(name) not in _MANAGED:

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ferryman.errors import ConfigError
-from ferryman.http.fields import COMPILED
 
 __all__ = [
     "FLUSH_ENTRIES",
@@ -78,21 +77,18 @@ class Entry:
 
 
 _NEEDS_ESCAPE = re.compile(rb'[^\x20-\x7e]|["\\]')
-# The bytes that need no escaping (`_plain`, interpreted).
 _SAFE: Final = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
+# A translate table that keeps the bytes that need no escaping and changes every other.
+_SAFE_CHECK: Final = bytes(c if c in _SAFE else c ^ 1 for c in range(256))
 
 
 def _plain(b: bytes) -> bool:
-    """Whether `b` has no byte that log_format escapes. Compiled, a native loop over the
-    few bytes of a field: quicker than a regex search or than translate(None, safe),
-    which builds a 256-entry table on every call. Interpreted, translate()."""
-    if not COMPILED:
-        return not b.translate(None, _SAFE)
-    for i in range(len(b)):
-        c = b[i]
-        if c < 0x20 or c > 0x7E or c == 0x22 or c == 0x5C:
-            return False
-    return True
+    """Whether `b` has no byte that log_format escapes: one C pass of bytes.translate
+    (a mypyc primitive with a bytes table), which returns `b` itself when the table
+    changes nothing, so the comparison is a pointer check. Its fixed cost (a result
+    allocated, then dropped) is a native byte loop's over about 15 bytes; a user agent
+    is 100 or more. translate(None, safe), a deletion, has no compiled fast path."""
+    return not b or b.translate(_SAFE_CHECK) == b
 
 
 def _escape(b: bytes) -> bytes:

@@ -1825,9 +1825,9 @@ class Exchange(ResponseSink):
         referer = user_agent = b""
         for n, v in head.headers:
             size = len(n)
-            if size == 7 and equals_lower(n, b"referer"):
+            if size == 7 and equals_lower(n, b"referer", b"Referer"):
                 referer = v
-            elif size == 10 and equals_lower(n, b"user-agent"):
+            elif size == 10 and equals_lower(n, b"user-agent", b"User-Agent"):
                 user_agent = v
         log.record(
             Entry(

@@ -78,7 +78,7 @@ def test_combined_escapes_quote_backslash_control_and_non_ascii(raw: bytes, esca
 
 def test_every_byte_is_escaped_exactly_when_nginx_would() -> None:
     # One byte at a time, alone and inside plain text: the check that lets a line skip
-    # escaping (a translate table, compiled) must agree with the escaping itself.
+    # escaping (a translate table) must agree with the escaping itself.
     for c in range(256):
         byte = bytes([c])
         needs = c < 0x20 or c > 0x7E or byte in (b'"', b"\\")

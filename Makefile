@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 deps:
 	@bash scripts/install-system-deps.sh
 
-## the mypyc build of the hot path (skipped when up to date; FERRYMAN_NO_ACCEL=1 skips it)
+## the mypyc build of the hot path and the Cython build of the HTTP/2 libraries
+## (skipped when up to date; FERRYMAN_NO_ACCEL=1 skips it)
 accel: $(STAMP)
 	@bash scripts/build-accel.sh
 
@@ -91,5 +92,5 @@ bench-forward: $(STAMP) deps accel
 	bash bench/forward.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/build
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/build build/libs
 	find src -name '*.so' -delete

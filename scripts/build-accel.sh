@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Compile the hot-path modules with mypyc, in place (the .so lands beside each .py), and
-# the limit zones' lock calls (filters/_mutex_calls.c) with the same compiler.
+# Compile the hot-path modules with mypyc, in place (the .so lands beside each .py), the
+# limit zones' lock calls (filters/_mutex_calls.c) with the same compiler, and copies of
+# the HTTP/2 libraries with Cython.
 # The list lives in src/ferryman/_accel.py. Skips the build when every .so is newer than
 # its source. FERRYMAN_NO_ACCEL=1 skips it altogether (pure Python everywhere).
 set -euo pipefail
@@ -36,6 +37,10 @@ BUILD
     fi
     rm -rf "$log" build/mutex_calls
 fi
+
+# The HTTP/2 libraries (h2, hpack, hyperframe), compiled unchanged with Cython into
+# ../build/libs (scripts/build-lib-accel.py; ferryman/_lib_accel.py decides at import).
+"$PY" ../scripts/build-lib-accel.py ..
 
 mapfile -t files < <("$PY" -c '
 from ferryman._accel import ACCEL_MODULES

@@ -3,6 +3,7 @@
 import os as _os
 
 from ferryman._accel import select_implementation as _select
+from ferryman._lib_accel import select as _select_libraries
 
 __version__ = "0.1.0"
 __all__ = ["__version__"]
@@ -10,3 +11,8 @@ __all__ = ["__version__"]
 # Must run before any hot-path module is imported: it decides between the mypyc build
 # and the sources (see _accel.py).
 _select(_os.path.dirname(__file__))
+# Likewise before h2 is imported: the Cython build of the HTTP/2 libraries, made beside
+# a source checkout (<root>/build/libs; see _lib_accel.py). An installed Ferryman has none.
+_select_libraries(
+    _os.path.join(_os.path.dirname(__file__), _os.pardir, _os.pardir, "build", "libs")
+)

@@ -7,8 +7,8 @@ installed packages stay the pure-Python fallback.
 
 The installed packages are copied into build/libs/ at the project root and compiled
 there, each module's .so beside its .py; build/libs/STAMP.json records which installed
-sources they came from. ferryman/_accel.py puts build/libs/ first on sys.path only
-when those sources are still the installed ones (and not under FERRYMAN_PURE=1).
+sources they came from. ferryman/_lib_accel.py puts build/libs/ first on sys.path
+only when those sources are still the installed ones (and not under FERRYMAN_PURE=1).
 
 Not compiled: the packages' __init__ (run once), and hpack's Huffman tables (data that
 gcc takes minutes over and that is read, not run).
@@ -19,6 +19,7 @@ gcc takes minutes over and that is read, not run).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import sysconfig
@@ -26,6 +27,9 @@ from pathlib import Path
 
 ROOT = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent.parent).resolve()
 sys.path.insert(0, str(ROOT / "src"))
+# Importing ferryman runs its choice of builds; this script only reads what is installed,
+# so choose nothing and warn of nothing (a stale build is what it is about to replace).
+os.environ["FERRYMAN_PURE"] = "1"
 
 # The project's own view of what the build is and whether it is current (one place).
 from ferryman._lib_accel import LIBRARIES, STAMP_NAME, installed_state  # noqa: E402
@@ -62,8 +66,6 @@ def main() -> int:
 
 
 def _compile(out: Path, sources: list[str]) -> None:
-    import os
-
     from Cython.Build import cythonize
     from setuptools import Distribution
     from setuptools.command.build_ext import build_ext

@@ -3,8 +3,8 @@ build in build/libs/ or from their installed, pure-Python packages.
 
 scripts/build-lib-accel.py (run by `make`) compiles copies of the installed packages,
 unchanged, and records in build/libs/STAMP.json which installed sources they are copies
-of. `select` runs once, from _accel.py, before anything imports the libraries, and
-puts build/libs/ first on sys.path only when:
+of. `select` runs once, from ferryman/__init__.py, before anything imports the
+libraries, and puts build/libs/ first on sys.path only when:
 
 - `FERRYMAN_PURE` is not 1 (the pure run is pure throughout);
 - the stamp matches the packages installed now (a `pip install` of another h2 makes the

@@ -111,20 +111,15 @@ def test_an_unreadable_stamp_is_stale(site: Path, tmp_path: Path) -> None:
     assert sys.path == [str(site)]
 
 
-def test_forced_pure_leaves_the_path(
-    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("why", ["FERRYMAN_PURE=1", "a library already imported"])
+def test_no_build_is_chosen_for_a_pure_run_or_too_late(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, why: str
 ) -> None:
     libs = built(tmp_path, installed_state())
-    monkeypatch.setenv("FERRYMAN_PURE", "1")
-    assert select(str(libs)) == "pure"
-    assert sys.path == [str(site)]
-
-
-def test_too_late_once_a_library_is_imported(
-    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    libs = built(tmp_path, installed_state())
-    monkeypatch.setitem(sys.modules, "hpack", object())  # type: ignore[arg-type]
+    if why == "FERRYMAN_PURE=1":
+        monkeypatch.setenv("FERRYMAN_PURE", "1")
+    else:
+        monkeypatch.setitem(sys.modules, "hpack", object())  # type: ignore[arg-type]
     assert select(str(libs)) == "pure"
     assert sys.path == [str(site)]
 

@@ -32,18 +32,23 @@ sys.path.insert(0, str(ROOT / "src"))
 os.environ["FERRYMAN_PURE"] = "1"
 
 # The project's own view of what the build is and whether it is current (one place).
-from ferryman._lib_accel import LIBRARIES, STAMP_NAME, installed_state  # noqa: E402
+from ferryman._lib_accel import (  # noqa: E402
+    LIBRARIES,
+    LIBS_DIR,
+    STAMP_NAME,
+    build_state,
+    installed_state,
+)
 
 _DATA_ONLY = frozenset({"__init__.py", "huffman_table.py", "huffman_constants.py"})
 
 
 def main() -> int:
-    out = ROOT / "build" / "libs"
-    state = installed_state(exclude=str(out))
-    stamp = out / STAMP_NAME
-    if stamp.exists() and json.loads(stamp.read_text()) == state:
+    out = Path(LIBS_DIR)
+    if build_state(LIBS_DIR) == "current":
         print("build-accel: HTTP/2 libraries up to date")
         return 0
+    state = installed_state(exclude=LIBS_DIR)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     sources: list[str] = []
@@ -61,7 +66,7 @@ def main() -> int:
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
-    stamp.write_text(json.dumps(state, indent=1, sort_keys=True))
+    (out / STAMP_NAME).write_text(json.dumps(state, indent=1, sort_keys=True))
     return 0
 
 

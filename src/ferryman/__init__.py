@@ -12,7 +12,5 @@ __all__ = ["__version__"]
 # and the sources (see _accel.py).
 _select(_os.path.dirname(__file__))
 # Likewise before h2 is imported: the Cython build of the HTTP/2 libraries, made beside
-# a source checkout (<root>/build/libs; see _lib_accel.py). An installed Ferryman has none.
-_select_libraries(
-    _os.path.join(_os.path.dirname(__file__), _os.pardir, _os.pardir, "build", "libs")
-)
+# a source checkout (see _lib_accel.py).
+_select_libraries()

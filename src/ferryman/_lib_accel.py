@@ -25,10 +25,23 @@ import sys
 import warnings
 from typing import Any
 
-__all__ = ["LIBRARIES", "STAMP_NAME", "installed_state", "libraries_implementation", "select"]
+__all__ = [
+    "LIBRARIES",
+    "LIBS_DIR",
+    "STAMP_NAME",
+    "build_state",
+    "installed_state",
+    "libraries_implementation",
+    "select",
+]
 
 LIBRARIES = ("h2", "hpack", "hyperframe")
 STAMP_NAME = "STAMP.json"
+# Beside a source checkout: <root>/build/libs for <root>/src/ferryman. An installed
+# Ferryman has none there, and runs the installed libraries.
+LIBS_DIR = os.path.abspath(
+    os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "build", "libs")
+)
 _SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
 
@@ -58,23 +71,35 @@ def _digest(directory: str) -> str:
     return h.hexdigest()
 
 
-def select(libs_dir: str) -> str:
-    """'compiled' (build/libs/ is now first on sys.path), 'pure' (the installed packages,
-    by choice), 'stale' (the installed packages, the build being of other sources) or
-    'absent' (no build)."""
+def build_state(libs_dir: str = LIBS_DIR) -> str:
+    """'current' (a build of the libraries installed now), 'stale' (of other sources,
+    or unreadable) or 'absent'. The one test of a build: the build script's, `select`'s
+    and the tests'."""
     libs_dir = os.path.abspath(libs_dir)
     stamp = os.path.join(libs_dir, STAMP_NAME)
     if not os.path.exists(stamp):
         return "absent"
-    if os.environ.get("FERRYMAN_PURE") == "1" or any(n in sys.modules for n in LIBRARIES):
-        return "pure"
     try:
         with open(stamp, encoding="utf-8") as f:
             built = json.load(f)
         current = installed_state(exclude=libs_dir)
     except (OSError, ValueError, ModuleNotFoundError):
-        built, current = None, {}
-    if built != current:
+        return "stale"
+    return "current" if built == current else "stale"
+
+
+def select(libs_dir: str = LIBS_DIR) -> str:
+    """'compiled' (the build is now first on sys.path), 'pure' (the installed packages,
+    by choice), 'stale' (the installed packages, the build being of other sources) or
+    'absent' (no build)."""
+    libs_dir = os.path.abspath(libs_dir)
+    if os.environ.get("FERRYMAN_PURE") == "1" or any(n in sys.modules for n in LIBRARIES):
+        # Chosen without reading the stamp: no warning for a build nobody will run.
+        return "pure" if os.path.exists(os.path.join(libs_dir, STAMP_NAME)) else "absent"
+    state = build_state(libs_dir)
+    if state == "absent":
+        return "absent"
+    if state == "stale":
         warnings.warn(
             "ferryman: the compiled HTTP/2 libraries in build/libs are of other sources "
             "than the installed ones; running the installed ones (rebuild with `make accel`)",

@@ -31,8 +31,7 @@ import pytest
 from h2.errors import ErrorCodes
 from hyperframe.frame import ContinuationFrame, HeadersFrame
 
-import ferryman
-from ferryman._lib_accel import STAMP_NAME, installed_state
+from ferryman._lib_accel import LIBS_DIR, build_state
 from ferryman.echo import big_pattern
 from ferryman.tls.devcert import DevCert, issue
 from support.h2load import run_h2load
@@ -40,7 +39,6 @@ from support.memory import wait_for_children
 from support.procs import EchoBackend, ProxyProcess, free_port, start_echo, start_proxy
 
 SCALE = float(os.environ.get("FERRYMAN_SLOW_SCALE", "1"))
-ROOT = Path(ferryman.__file__).resolve().parent.parent.parent
 
 
 @dataclass
@@ -423,13 +421,9 @@ def test_the_worker_serves_http2_on_the_libraries_this_build_selects(stack: Stac
     FERRYMAN_PURE=1 (the pure run of this suite), or without a build, it has not."""
     assert _good(stack).status == 200
     workers = wait_for_children(stack.proxy.proc.pid, 1)
-    build = str(ROOT / "build" / "libs" / "h2" / "connection")
+    build = os.path.join(LIBS_DIR, "h2", "connection")
     mapped = [pid for pid in workers if build in Path(f"/proc/{pid}/maps").read_text()]
-    stamp = ROOT / "build" / "libs" / STAMP_NAME
-    current = stamp.exists() and json.loads(stamp.read_text()) == installed_state(
-        str(ROOT / "build" / "libs")
-    )
-    if current and os.environ.get("FERRYMAN_PURE") != "1":
+    if build_state() == "current" and os.environ.get("FERRYMAN_PURE") != "1":
         assert mapped == workers
     else:
         assert mapped == []

@@ -16,10 +16,16 @@ import pytest
 
 import ferryman
 from ferryman import _lib_accel
-from ferryman._lib_accel import LIBRARIES, STAMP_NAME, installed_state, select
+from ferryman._lib_accel import (
+    LIBRARIES,
+    LIBS_DIR,
+    STAMP_NAME,
+    build_state,
+    installed_state,
+    select,
+)
 
-ROOT = Path(ferryman.__file__).resolve().parent.parent.parent
-BUILD = ROOT / "build" / "libs"
+BUILD = Path(LIBS_DIR)
 
 
 @pytest.fixture
@@ -154,10 +160,7 @@ def probe(pure: bool) -> tuple[str, list[str], str]:
 def expected_in_a_fresh_process() -> str:
     """What `select` must decide for the project's own build/libs, worked out here from
     the stamp and the installed packages (not by calling `select`)."""
-    stamp = BUILD / STAMP_NAME
-    if not stamp.exists():
-        return "pure"
-    return "compiled" if json.loads(stamp.read_text()) == installed_state(str(BUILD)) else "pure"
+    return "compiled" if build_state() == "current" else "pure"
 
 
 def test_fresh_process_runs_the_build_when_it_is_current() -> None:
@@ -182,7 +185,7 @@ def test_the_libraries_are_built_with_the_hot_path() -> None:
     """scripts/build-accel.sh (run by `make test` and `make run`) builds both or neither:
     where the mypyc build of the hot path exists, so does a current build of the
     libraries, and the suite's HTTP/2 tests run on it."""
-    hot_path = list((ROOT / "src" / "ferryman").rglob("*" + _lib_accel._SUFFIX))
+    hot_path = list(Path(ferryman.__file__).parent.rglob("*" + _lib_accel._SUFFIX))
     if hot_path:
         assert (BUILD / STAMP_NAME).exists(), "run `make accel`"
         assert expected_in_a_fresh_process() == "compiled"

@@ -37,6 +37,7 @@ ACCEL_MODULES = (
     "ferryman.http.response_parser",
     "ferryman.http.serialize",
     "ferryman.http.uri",
+    "ferryman.http.hpack_codec",
     "ferryman.health.passive",
     "ferryman.cache.policy",
     "ferryman.cache.handler",

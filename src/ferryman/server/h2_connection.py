@@ -49,6 +49,7 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame
 from mypy_extensions import mypyc_attr
 
+from ferryman.http import hpack_codec
 from ferryman.server.context import ListenerContext, WorkerContext
 from ferryman.server.h2_stream import WRITE_HIGH, WRITE_LOW, H2Stream, Malformed, to_http1_head
 
@@ -104,7 +105,13 @@ class _GoawayTolerantMachine(h2.connection.H2ConnectionStateMachine):
 class _H2(h2.connection.H2Connection):
     """h2's connection with its own stream-count check turned off: over the limit it
     raises a connection error before decoding the header block; we refuse the one
-    stream instead (RFC 9113 5.1.2 allows either), counting our own streams."""
+    stream instead (RFC 9113 5.1.2 allows either), counting our own streams. Its
+    header compression is ours (http/hpack_codec.py, where the reason is)."""
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config=config)
+        self.encoder = hpack_codec.Encoder()  # type: ignore[assignment]
+        self.decoder = hpack_codec.Decoder(self.DEFAULT_MAX_HEADER_LIST_SIZE)  # type: ignore[assignment]
 
     @property
     def open_inbound_streams(self) -> int:

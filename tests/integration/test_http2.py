@@ -781,6 +781,32 @@ def test_client_goaway_lets_open_streams_finish(stack: Stack) -> None:
         client.close()
 
 
+@pytest.mark.parametrize(
+    ("block", "why"),
+    [
+        (b"\x80", "index 0"),
+        (b"\x82\xff\x80\x80\x80\x80\x80\x01", "an index of 6 octets more"),
+        (b"\x82\x04\x84\xff\xff\xff\xfc", "EOS in a Huffman-coded :path"),
+        (b"\x82\x3f\xe1\x1f", "a table size update after a field"),
+    ],
+)
+def test_a_header_block_that_does_not_decode_is_a_compression_error(
+    stack: Stack, block: bytes, why: str
+) -> None:
+    # RFC 9113 4.3: a connection error of type COMPRESSION_ERROR (the HPACK state is
+    # lost), while the next connection is served.
+    client = H2Client(stack)
+    try:
+        client.sock.sendall(HeadersFrame(1, data=block, flags=["END_HEADERS"]).serialize())
+        client.read_until(lambda: client.goaway is not None and client.closed, 5)
+        assert client.goaway is not None
+        assert client.goaway.error_code == ErrorCodes.COMPRESSION_ERROR
+        assert client.closed
+        assert _good(stack).status == 200
+    finally:
+        client.close()
+
+
 def test_header_list_over_the_limit_ends_the_connection(stack: Stack) -> None:
     # SETTINGS_MAX_HEADER_LIST_SIZE is ClientLimits.header_bytes (64 KiB), as an
     # HTTP/1.1 head; a decoded block over it is an HPACK bomb to h2 (connection error).

@@ -45,6 +45,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack.exceptions
 from h2.errors import ErrorCodes
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame
 from mypy_extensions import mypyc_attr
@@ -85,6 +86,26 @@ _CONFIG: Final = h2.config.H2Configuration(
 # Subclasses of h2's classes: plain Python classes in the compiled build (a compiled
 # class derives only from compiled ones).
 @mypyc_attr(native_class=False)
+class _CompressionError(h2.exceptions.ProtocolError):
+    """RFC 9113 4.3: a header block that does not decode is a connection error of type
+    COMPRESSION_ERROR (nginx's too). h2 would report it as PROTOCOL_ERROR: it wraps the
+    codec's exception in a plain ProtocolError, but lets its own kind through, and
+    GOAWAY carries the error's code."""
+
+    error_code = ErrorCodes.COMPRESSION_ERROR
+
+
+class _Decoder(hpack_codec.Decoder):
+    def decode(self, data: bytes, raw: bool = True) -> list[tuple[bytes, bytes]]:
+        try:
+            return super().decode(data, raw)
+        except hpack.exceptions.OversizedHeaderListError:
+            raise  # a decompression bomb: h2 answers it with ENHANCE_YOUR_CALM
+        except hpack.exceptions.HPACKDecodingError as exc:
+            raise _CompressionError(f"Error decoding header block: {exc}") from exc
+
+
+@mypyc_attr(native_class=False)
 class _GoawayTolerantMachine(h2.connection.H2ConnectionStateMachine):
     """h2 closes its state machine on a received GOAWAY, so any frame the client sends
     after it (the SETTINGS ACK that crossed our SETTINGS, WINDOW_UPDATEs for the
@@ -111,7 +132,7 @@ class _H2(h2.connection.H2Connection):
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config=config)
         self.encoder = hpack_codec.Encoder()  # type: ignore[assignment]
-        self.decoder = hpack_codec.Decoder(self.DEFAULT_MAX_HEADER_LIST_SIZE)  # type: ignore[assignment]
+        self.decoder = _Decoder(self.DEFAULT_MAX_HEADER_LIST_SIZE)  # type: ignore[assignment]
 
     @property
     def open_inbound_streams(self) -> int:

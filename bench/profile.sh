@@ -13,7 +13,8 @@
 # The pure-Python sources are profiled by default (FERRYMAN_PURE=1): py-spy sees inside
 # them; mypyc-compiled functions are C and show only with --native. ACCEL=1 profiles
 # the compiled build with --native instead. TARGET=ferryman-full (default) has the
-# access log and metrics on, as deployed; TARGET=ferryman is the lean command line.
+# access log and metrics on, as deployed; TARGET=ferryman is the lean command line;
+# TARGET=ferryman-limits adds limit_req, limit_conn and an allow list (targets.sh).
 # py-spy is pinned in pyproject.toml's `bench` extra and installed into the venv here
 # if missing. py-spy attaches with ptrace (root, or kernel.yama.ptrace_scope=0).
 #
@@ -59,9 +60,9 @@ start_group backend taskset -c 1 nginx -p "$OUT" -c "$OUT/backend.conf" -g 'daem
 wait_port "$BACKEND_PORT"
 backends=$(backend_list)
 case "$TARGET" in
-ferryman-full | ferryman)
+ferryman-full | ferryman | ferryman-limits)
     start_group ferryman taskset -c 0 bash "$HERE/targets.sh" "$TARGET" "$PORT" "$backends" 1 ;;
-*) echo "$BENCH: TARGET is ferryman-full or ferryman, not $TARGET" >&2; exit 2 ;;
+*) echo "$BENCH: TARGET is ferryman-full, ferryman or ferryman-limits, not $TARGET" >&2; exit 2 ;;
 esac
 PGID=${PGIDS[-1]}
 wait_port "$PORT"

@@ -16,6 +16,9 @@ Limits (nginx's, in its terms, and why):
   header block size       h2 buffers at most 64 CONTINUATION frames of at most
                           16 KiB (SETTINGS_MAX_FRAME_SIZE) before it refuses the
                           connection (the CVE-2024-27316 class: endless CONTINUATION)
+  HPACK tables            4 KiB each way (SETTINGS_HEADER_TABLE_SIZE's default); ours
+                          for the responses stays at 4 KiB when a client offers more,
+                          as nginx's (http/hpack_codec.py)
   receive windows         64 KiB per stream (http2_body_preread_size); the connection
                           window is raised so that 128 full streams fit; a stream's
                           window is handed back only as its upstream takes the body
@@ -95,16 +98,6 @@ class _CompressionError(h2.exceptions.ProtocolError):
     error_code = ErrorCodes.COMPRESSION_ERROR
 
 
-class _Decoder(hpack_codec.Decoder):
-    def decode(self, data: bytes, raw: bool = True) -> list[tuple[bytes, bytes]]:
-        try:
-            return super().decode(data, raw)
-        except hpack.exceptions.OversizedHeaderListError:
-            raise  # a decompression bomb: h2 answers it with ENHANCE_YOUR_CALM
-        except hpack.exceptions.HPACKDecodingError as exc:
-            raise _CompressionError(f"Error decoding header block: {exc}") from exc
-
-
 @mypyc_attr(native_class=False)
 class _GoawayTolerantMachine(h2.connection.H2ConnectionStateMachine):
     """h2 closes its state machine on a received GOAWAY, so any frame the client sends
@@ -163,6 +156,19 @@ class _H2(h2.connection.H2Connection):
                 remote_reset=False,
             )
             return [], [event]
+
+
+class _Decoder(hpack_codec.Decoder):
+    """Our HPACK decoder as the connection's: its decoding errors as COMPRESSION_ERROR.
+    (A compiled class: it derives from a compiled one, not from h2's.)"""
+
+    def decode(self, data: bytes, raw: bool = True) -> list[tuple[bytes, bytes]]:
+        try:
+            return super().decode(data, raw)
+        except hpack.exceptions.OversizedHeaderListError:
+            raise  # a decompression bomb: h2 answers it with ENHANCE_YOUR_CALM
+        except hpack.exceptions.HPACKDecodingError as exc:
+            raise _CompressionError(f"Error decoding header block: {exc}") from exc
 
 
 class H2Connection:

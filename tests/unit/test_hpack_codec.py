@@ -7,6 +7,7 @@ with h2's own client)."""
 from __future__ import annotations
 
 import random
+from typing import TypeVar
 
 import h2.config
 import h2.connection
@@ -361,6 +362,14 @@ def _client() -> h2.connection.H2Connection:
     )
 
 
+E = TypeVar("E", bound=h2.events.Event)
+
+
+def _only(events: list[h2.events.Event], kind: type[E]) -> E:
+    (event,) = [e for e in events if isinstance(e, kind)]
+    return event
+
+
 def test_the_server_connection_runs_this_codec_with_h2s_client() -> None:
     client, server = _client(), _H2(config=_CONFIG)
     assert isinstance(server.encoder, Encoder) and isinstance(server.decoder, Decoder)
@@ -380,11 +389,7 @@ def test_the_server_connection_runs_this_codec_with_h2s_client() -> None:
             (b"cookie", b"session=abc%d" % n),
         ]
         client.send_headers(sid, request, end_stream=True)
-        (received,) = [
-            e
-            for e in server.receive_data(client.data_to_send())
-            if isinstance(e, h2.events.RequestReceived)
-        ]
+        received = _only(server.receive_data(client.data_to_send()), h2.events.RequestReceived)
         assert list(received.headers or []) == request
         response = [
             (b":status", b"200"),
@@ -392,11 +397,7 @@ def test_the_server_connection_runs_this_codec_with_h2s_client() -> None:
             (b"x-n", b"%d" % n),
         ]
         server.send_headers(sid, response, end_stream=True)
-        (answered,) = [
-            e
-            for e in client.receive_data(server.data_to_send())
-            if isinstance(e, h2.events.ResponseReceived)
-        ]
+        answered = _only(client.receive_data(server.data_to_send()), h2.events.ResponseReceived)
         assert list(answered.headers or []) == response
     assert server.encoder.header_table_size == 0
     assert server.encoder.table.entries == []

@@ -17,8 +17,8 @@ Limits (nginx's, in its terms, and why):
                           16 KiB (SETTINGS_MAX_FRAME_SIZE) before it refuses the
                           connection (the CVE-2024-27316 class: endless CONTINUATION)
   HPACK tables            4 KiB each way (SETTINGS_HEADER_TABLE_SIZE's default); ours
-                          for the responses stays at 4 KiB when a client offers more,
-                          as nginx's (http/hpack_codec.py)
+                          for the responses stays at 4 KiB when a client offers more
+                          (http/hpack_codec.py)
   receive windows         64 KiB per stream (http2_body_preread_size); the connection
                           window is raised so that 128 full streams fit; a stream's
                           window is handed back only as its upstream takes the body

@@ -131,6 +131,11 @@ def _huffman_size(data: bytes) -> int:
     return (bits + 7) >> 3
 
 
+def _entry_size(field: Field) -> int:
+    """A field's size as a table entry (4.1) and in a header list (RFC 9113 6.5.2)."""
+    return len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+
+
 def _read_int(data: bytes, pos: int, prefix: int) -> tuple[int, int]:
     """The integer at `pos` with a `prefix`-bit prefix (5.1), and the position after it."""
     if pos >= len(data):
@@ -213,7 +218,7 @@ class _Table:
         return entries[len(entries) - back]
 
     def add(self, field: Field) -> None:
-        size = len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+        size = _entry_size(field)
         if size > self.max_size:
             # 4.4: an entry larger than the table empties it and is not added.
             self.shrink(0)
@@ -232,7 +237,7 @@ class _Table:
         entries = self.entries
         while self.size > limit:
             field = entries.pop(0)
-            self.size -= len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+            self.size -= _entry_size(field)
             self.evicted(field, self.inserted - len(entries) - 1)
 
     def added(self, field: Field) -> None:
@@ -317,7 +322,7 @@ class Decoder:
             else:  # literal, not indexed or never indexed (6.2.2, 6.2.3)
                 field, pos = self._literal(data, pos, 4)
             fields.append(field)
-            listed += len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+            listed += _entry_size(field)
             if listed > self.max_header_list_size:
                 raise OversizedHeaderListError(
                     f"A header list larger than {self.max_header_list_size} has been received"
@@ -361,8 +366,8 @@ class Encoder:
         self.smallest = size if self.smallest < 0 else min(self.smallest, size)
         self.table.resize(size)
 
-    def encode(self, headers: Iterable[Field], huffman: bool = True) -> bytes:
-        """`huffman` is h2's argument; a literal is coded when that is shorter."""
+    def encode(self, headers: Iterable[Field]) -> bytes:
+        """A header block for `headers`; a literal is Huffman-coded when that is shorter."""
         out = bytearray()
         table = self.table
         if self.smallest >= 0:
